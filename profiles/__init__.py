@@ -1,0 +1,1 @@
+"""Built-in device profiles (data only): installed as the package `edge.builtin_profiles`."""
