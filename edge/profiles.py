@@ -166,7 +166,7 @@ def family_for_device(device) -> tuple[str, str]:
         return "mac", "Apple Silicon Mac"
     if device.kind == "laptop" and device.arch == "x86_64":
         return "x86-laptop", "x86-64 laptop (DMI chassis type or battery)"
-    return "generic", f"no specific profile for a {device.kind} ({device.arch})"
+    return "generic", f"no profile family for this machine (kind {device.kind}, {device.arch}): generic CPU"
 
 
 def device_ram_gb(device) -> int:
@@ -211,7 +211,9 @@ def _variant_for_memory(family: str, profiles: dict[str, Profile], device, reaso
     ram = device_ram_gb(device)
     fitting = [p for p in members if p.memory_gb <= ram]
     chosen = fitting[-1] if fitting else members[0]
-    if fitting:
+    if len(members) == 1 and chosen.memory_gb == 0:
+        reasons.append(f"{chosen.name} has one variant for any memory size ({ram} GB here)")
+    elif fitting:
         reasons.append(f"{ram} GB of RAM: the largest variant that fits is {chosen.name} ({chosen.memory_gb} GB)")
     else:
         reasons.append(f"{ram} GB of RAM is below every variant; using the smallest, {chosen.name}")

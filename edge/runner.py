@@ -125,7 +125,9 @@ class LoadedModel:
                     n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn,
                     type_k=GGML_TYPES[s.type_k], type_v=GGML_TYPES[s.type_v],
                     use_mmap=s.load_mode.startswith("mmap"), use_mlock="mlock" in s.load_mode,
-                    verbose=verbose)
+                    # Sliding-window layers keep only the window (+ a ubatch), as llama-server does:
+                    # a full-size SWA cache would cost Gemma 4 E4B ~2 GiB at 128K instead of ~0.1.
+                    swa_full=False, verbose=verbose)
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp could not load {self.path} ({exc}); check the file with "
                                  "`edge-gemma detect` settings or download it again") from exc
