@@ -1,0 +1,233 @@
+"""Audio sinks: where spoken replies go. `SoundDeviceSink` plays through PortAudio, `NullSink` nowhere.
+
+`play()` blocks until the device has taken the sound (so a TTS worker is paced by playback and
+sentences follow each other without gaps), `drain()` until it has been heard; both return False
+when `stop()` cut them short. `stop()` is safe from any thread and silences the device at once,
+which is what barge-in needs.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.errors import AudioError
+from edge.audio.devices import AudioDevice, pick_stream_format, resolve_device, sounddevice
+from edge.audio.resample import TARGET_RATE, resample, to_mono
+
+
+class AudioSink(ABC):
+    """Plays float32 mono audio. Use as a context manager; `stop()` may be called from any thread."""
+
+    def open(self) -> None:
+        """Acquire the output (default: nothing to acquire)."""
+
+    def close(self) -> None:
+        """Release the output (default: nothing to release)."""
+
+    @abstractmethod
+    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
+        """Play, returning once the device has taken it all; False if `stop()` cut it.
+
+        Back-to-back calls play gaplessly; `drain()` waits until the last one has been heard.
+        """
+
+    def drain(self) -> bool:
+        """Wait until everything played so far has been heard; False if `stop()` cut it."""
+        return True
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Cut what is playing now (later `play` calls work again)."""
+
+    def __enter__(self) -> "AudioSink":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NullSink(AudioSink):
+    """Discards audio but remembers it (for tests and `--tts none` style dry runs).
+
+    With `realtime=True` play() takes as long as the sound would, so barge-in can be exercised.
+    """
+
+    def __init__(self, realtime: bool = False):
+        self.realtime = realtime
+        self.played: list[np.ndarray] = []  # each play() call's audio, at 16 kHz
+        self.played_seconds = 0.0  # how much was actually "heard" (less than the total after a stop)
+        self._stop = threading.Event()
+
+    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
+        pcm = to_mono(samples)
+        pcm = resample(pcm, sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else pcm
+        self._stop.clear()
+        self.played.append(pcm)
+        duration = len(pcm) / TARGET_RATE
+        if not self.realtime:
+            self.played_seconds += duration
+            return True
+        t0 = time.monotonic()
+        stopped = self._stop.wait(duration)
+        self.played_seconds += min(duration, time.monotonic() - t0)
+        return not stopped
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass(eq=False)  # identity comparison: deque.remove must not compare arrays
+class _Item:
+    pcm: np.ndarray  # (frames, channels) at the device rate
+    pos: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    stopped: bool = False
+
+
+class SoundDeviceSink(AudioSink):
+    """Plays through a sounddevice OutputStream kept open between calls (no per-sentence open delay)."""
+
+    def __init__(self, device: int | str | None = None, *, stream_block_s: float = 0.05, latency_s: float = 0.5):
+        """50 ms blocks and 0.5 s of device buffering.
+
+        ALSA's PulseAudio plugin fell into endless underruns (sound consumed in a burst, lost) with
+        0.1-0.3 s while capture ran in the same process; 0.5 s never did. `stop()` still cuts at
+        once: it aborts the stream, which drops what the device buffers.
+        """
+        self.device_spec = device
+        self._latency_s = latency_s
+        self.device: AudioDevice | None = None
+        self.device_rate = 0
+        self.channels = 0
+        self.underflows = 0
+        self._callbacks = 0
+        self._stream_block_s = stream_block_s
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._lock = threading.Lock()
+        self._stops = 0  # bumped by stop(): lets drain() see the cut
+        self._handed_over = 0.0  # when the device took the last queued sample
+        self._stream = None
+
+    def open(self) -> None:
+        if self._stream is not None:
+            return
+        sd = sounddevice()
+        self.device = resolve_device(self.device_spec, "output")
+        self.device_rate, self.channels = pick_stream_format(sd, self.device, "output", TARGET_RATE)
+        try:
+            self._stream = sd.OutputStream(
+                device=self.device.index,
+                samplerate=self.device_rate,
+                channels=self.channels,
+                dtype="float32",
+                blocksize=max(1, int(self.device_rate * self._stream_block_s)),
+                latency=max(self._latency_s, self._stream_block_s),
+                callback=self._callback,
+            )
+            self._stream.start()
+            self._settle()
+        except Exception as e:  # PortAudioError: busy, vanished or refused device
+            self._stream = None
+            raise AudioError(f"cannot play on audio device {self.device.index} ({self.device.name}): {e}") from e
+
+    def _settle(self, timeout: float = 2.0) -> None:
+        """Wait until the device pulls audio at a steady pace before queueing any.
+
+        ALSA's PulseAudio plugin underruns while a new stream starts; sound queued then was
+        consumed in a burst and lost (seen with capture running in the same process).
+        """
+        deadline = time.monotonic() + timeout
+        while self._callbacks < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(float(self._stream.latency))
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
+        self._callbacks += 1
+        if status:
+            self.underflows += 1
+        outdata.fill(0.0)
+        filled = 0
+        with self._lock:
+            while filled < frames and self._queue:
+                item = self._queue[0]
+                n = min(frames - filled, len(item.pcm) - item.pos)
+                outdata[filled : filled + n] = item.pcm[item.pos : item.pos + n]
+                item.pos += n
+                filled += n
+                if item.pos >= len(item.pcm):
+                    self._queue.popleft()
+                    item.done.set()
+
+    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
+        """Queue and wait until the device has taken the last sample (call `drain()` to hear it out)."""
+        if self._stream is None:
+            raise AudioError("SoundDeviceSink is not open; use it as a context manager (with SoundDeviceSink() as sink)")
+        pcm = to_mono(samples)
+        if sample_rate != self.device_rate:
+            pcm = resample(pcm, sample_rate, self.device_rate)
+        if len(pcm) == 0:
+            return True
+        item = _Item(np.repeat(np.clip(pcm, -1.0, 1.0)[:, None], self.channels, axis=1))
+        with self._lock:
+            self._queue.append(item)
+        # Poll rather than block forever: a stream that dies must not hang the caller.
+        deadline = time.monotonic() + len(pcm) / self.device_rate + 5.0
+        while not item.done.wait(0.1):
+            if self._stream is None or not self._stream.active or time.monotonic() > deadline:
+                self._discard(item)
+                raise AudioError("audio output stopped while playing; check the output device")
+        self._handed_over = time.monotonic()
+        return not item.stopped
+
+    def drain(self) -> bool:
+        """Wait until what the device buffers has been heard; False if `stop()` cut it."""
+        stops = self._stops
+        end = self._handed_over + float(getattr(self._stream, "latency", 0.0) or 0.0)
+        while time.monotonic() < end and self._stops == stops:
+            time.sleep(min(0.01, max(0.0, end - time.monotonic())))
+        return self._stops == stops
+
+    def _discard(self, item: _Item) -> None:
+        with self._lock:
+            if item in self._queue:
+                self._queue.remove(item)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stops += 1
+            items = list(self._queue)
+            self._queue.clear()
+        for item in items:
+            item.stopped = True
+            item.done.set()
+        self._handed_over = 0.0
+        stream = self._stream
+        if stream is not None and stream.active:
+            try:  # drop the ~latency of sound the device still buffers, then carry on
+                stream.abort()
+                stream.start()
+            except Exception:  # the device vanished; the next play() reports it
+                pass
+
+    def close(self) -> None:
+        """Release the device after what it buffers has been heard (call `stop()` first to cut it)."""
+        with self._lock:
+            items = list(self._queue)
+            self._queue.clear()
+        for item in items:  # nobody may wait forever on a closed sink
+            item.stopped = True
+            item.done.set()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.stop()  # PortAudio plays out the device buffer first
+                stream.close()
+            except Exception:  # the device vanished; nothing left to release
+                pass

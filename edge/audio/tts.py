@@ -1,0 +1,343 @@
+"""Speaking replies: split streamed text into sentences and speak each as soon as it is complete.
+
+The model streams tokens; waiting for the whole reply would add seconds of silence, so a
+`SentenceSplitter` releases each sentence as its end arrives and a `Speaker` synthesises the next
+sentence while the current one plays. Synthesis is a subprocess (espeak-ng or piper) that writes a
+WAV; the samples go to an `AudioSink`, so the output device is the sink's business. `stop()` is
+barge-in: it drops queued sentences, kills synthesis in flight and cuts playback.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from edge.errors import AudioError
+from edge.audio.files import decode_native
+from edge.audio.playback import AudioSink
+
+TTSName = Literal["espeak", "piper", "none"]
+
+# A sentence ends at . ! ? (or an ellipsis), plus closing quotes/brackets, before whitespace.
+_END = re.compile(r"""(?:\.\.\.|…|[.!?])+["'”’)\]]*(?=\s)""")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "approx"}
+_MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^\s*[-*+]\s+|^\s*\d+\.\s+(?=\S))", re.MULTILINE)
+
+
+def clean_for_speech(text: str) -> str:
+    """Drop markdown markup a TTS engine would read out ("asterisk asterisk") or stumble on."""
+    return re.sub(r"\s+", " ", _MARKDOWN.sub(" ", text.replace("*", " "))).strip()
+
+
+class SentenceSplitter:
+    """Feed text pieces as they stream in; get back each sentence once it is complete."""
+
+    def __init__(self, max_chars: int = 220):
+        self.max_chars = max_chars  # a run-on reply is broken at a comma or space beyond this
+        self._buf = ""
+
+    def feed(self, piece: str) -> list[str]:
+        self._buf += piece
+        out: list[str] = []
+        while True:
+            cut = self._next_cut()
+            if cut is None:
+                break
+            sentence, self._buf = self._buf[:cut], self._buf[cut:]
+            if sentence.strip():
+                out.append(sentence.strip())
+        return out
+
+    def flush(self) -> list[str]:
+        """End of the reply: whatever is left is the last sentence."""
+        rest, self._buf = self._buf.strip(), ""
+        return [rest] if rest else []
+
+    def reset(self) -> None:
+        self._buf = ""
+
+    def _next_cut(self) -> int | None:
+        para = self._buf.find("\n\n")  # paragraph breaks and list items end a sentence too
+        for m in _END.finditer(self._buf):
+            if para != -1 and para < m.start():
+                break
+            word = re.search(r"(\S+)$", self._buf[: m.start()])
+            stem = (word.group(1) if word else "").lower().strip("(\"'")
+            if m.group(0).startswith(".") and not m.group(0).startswith("...") and (
+                stem in _ABBREVIATIONS or (len(stem) == 1 and stem.isalpha())  # "Dr.", "J. Smith"
+            ):
+                continue
+            return m.end()
+        if para != -1:
+            return para + 2
+        if len(self._buf) > self.max_chars:
+            window = self._buf[: self.max_chars]
+            for sep in (", ", "; ", ": ", " "):
+                k = window.rfind(sep)
+                if k > self.max_chars // 3:
+                    return k + len(sep)
+            return self.max_chars
+        return None
+
+
+class TTSBackend(ABC):
+    """Text -> (float32 mono samples, sample rate). `cancel()` aborts a synthesis in progress."""
+
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cancelled = False
+
+    @abstractmethod
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]: ...
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+
+    def _run(self, cmd: list[str], text: str, timeout: float = 120.0) -> bytes | None:
+        """Run a synthesiser with `text` on stdin; None if cancelled meanwhile."""
+        with self._lock:
+            self._cancelled = False
+            try:
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            except OSError as e:
+                raise AudioError(f"cannot run {cmd[0]}: {e}") from e
+            proc = self._proc
+        try:
+            out, err = proc.communicate(text.encode("utf-8"), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AudioError(f"{cmd[0]} took over {timeout:g} s to speak {len(text)} characters; is it stuck?")
+        finally:
+            with self._lock:
+                self._proc = None
+        if self._cancelled:
+            return None
+        if proc.returncode != 0:
+            detail = err.decode("utf-8", "replace").strip().splitlines()
+            raise AudioError(f"{cmd[0]} failed (exit {proc.returncode}): {detail[-1] if detail else 'no message'}")
+        return out
+
+
+class NoneBackend(TTSBackend):
+    """Speaks nothing: text-only replies (`--tts none`)."""
+
+    name = "none"
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        return np.zeros(0, dtype=np.float32), 16_000
+
+
+class EspeakBackend(TTSBackend):
+    """espeak-ng: small, offline, many languages; robotic but instant even on a Pi."""
+
+    name = "espeak"
+
+    def __init__(self, voice: str | None = None, words_per_minute: int | None = None, executable: str = "espeak-ng"):
+        super().__init__()
+        path = shutil.which(executable)
+        if path is None:
+            raise AudioError(
+                f"{executable} is not installed; install it (Debian/Raspberry Pi OS: sudo apt-get install "
+                "espeak-ng; macOS: brew install espeak-ng) or turn speech off with --tts none"
+            )
+        self.cmd = [path, "--stdout"]
+        if voice:
+            self.cmd += ["-v", voice]
+        if words_per_minute:
+            self.cmd += ["-s", str(int(words_per_minute))]
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        out = self._run(self.cmd, text)
+        if out is None:
+            return np.zeros(0, dtype=np.float32), 16_000
+        return decode_native(out, name="espeak-ng output")
+
+
+class PiperBackend(TTSBackend):
+    """piper (neural, natural-sounding) through its CLI; needs a voice .onnx with its .onnx.json."""
+
+    name = "piper"
+
+    def __init__(self, model: str | Path, executable: str = "piper"):
+        super().__init__()
+        self.model = Path(model)
+        path = shutil.which(executable)
+        if path is None:
+            raise AudioError(
+                f"{executable} is not on PATH; install it (pip install piper-tts) or use --tts espeak"
+            )
+        if not self.model.is_file():
+            raise AudioError(f"piper voice file not found: {self.model}; download a voice (.onnx and .onnx.json)")
+        config = Path(str(self.model) + ".json")
+        if not config.is_file():
+            raise AudioError(f"piper voice config not found: {config}; it must sit next to the .onnx file")
+        self.executable = path
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        # A temp WAV works with both piper CLIs (C++ and piper-tts); raw stdout needs the rate from the config.
+        with tempfile.TemporaryDirectory(prefix="edge-piper-") as tmp:
+            wav = Path(tmp) / "speech.wav"
+            if self._run([self.executable, "--model", str(self.model), "--output_file", str(wav)], text) is None:
+                return np.zeros(0, dtype=np.float32), 16_000
+            if not wav.is_file():
+                raise AudioError("piper ran but wrote no audio; check the voice file")
+            return decode_native(wav.read_bytes(), name="piper output")
+
+
+def make_tts_backend(name: TTSName, *, voice: str | None = None, words_per_minute: int | None = None, piper_model: str | Path | None = None) -> TTSBackend:
+    """The backend a `--tts` option names; `piper` requires `piper_model` (a voice file)."""
+    if name == "none":
+        return NoneBackend()
+    if name == "espeak":
+        return EspeakBackend(voice, words_per_minute)
+    if name == "piper":
+        if piper_model is None:
+            raise AudioError("--tts piper needs a voice file (.onnx); pass it, or use --tts espeak")
+        return PiperBackend(piper_model)
+    raise AudioError(f"unknown TTS backend {name!r}; choose espeak, piper or none")
+
+
+class Speaker:
+    """Speaks streamed text through a backend and a sink, one sentence at a time, in order.
+
+    Two worker threads: one synthesises, one plays, so sentence N+1 is being made while N plays.
+    Use as a context manager; `feed()` text pieces, `finish()` at the end of a reply, `wait()` for
+    the speech to end, `stop()` to cut it (barge-in). Everything but `wait()` returns at once.
+    """
+
+    def __init__(self, backend: TTSBackend, sink: AudioSink, *, splitter: SentenceSplitter | None = None):
+        self.backend, self.sink = backend, sink
+        self.splitter = splitter or SentenceSplitter()
+        self.spoken: list[str] = []  # sentences played to the end (for transcripts and tests)
+        self._texts: queue.Queue[tuple[int, str] | None] = queue.Queue()
+        self._audio: queue.Queue[tuple[int, str, np.ndarray, int] | None] = queue.Queue(maxsize=2)
+        self._generation = 0  # bumped by stop(): work tagged with an older one is dropped
+        self._pending = 0  # sentences queued and not yet played or dropped
+        self._idle = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._error: AudioError | None = None
+
+    def __enter__(self) -> "Speaker":
+        self._threads = [
+            threading.Thread(target=self._synth_loop, name="edge-tts-synth", daemon=True),
+            threading.Thread(target=self._play_loop, name="edge-tts-play", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._texts.put(None)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+
+    @property
+    def speaking(self) -> bool:
+        with self._idle:
+            return self._pending > 0
+
+    def feed(self, piece: str) -> None:
+        """A piece of streamed reply text; complete sentences are queued for speech."""
+        for sentence in self.splitter.feed(piece):
+            self._queue(sentence)
+
+    def finish(self) -> None:
+        """The reply is complete: speak what is left in the splitter."""
+        for sentence in self.splitter.flush():
+            self._queue(sentence)
+
+    def say(self, text: str) -> None:
+        self.feed(text)
+        self.finish()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until everything queued has been spoken (or dropped); False on timeout."""
+        with self._idle:
+            done = self._idle.wait_for(lambda: self._pending == 0, timeout)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return done
+
+    def stop(self) -> None:
+        """Barge-in: drop queued sentences, kill synthesis in flight, cut playback."""
+        with self._idle:
+            self._generation += 1
+            self.splitter.reset()
+        self.backend.cancel()
+        self.sink.stop()
+        for q in (self._texts, self._audio):
+            while True:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self._done()
+                else:
+                    q.put(None)  # keep a shutdown marker for its worker
+                    break
+
+    def _queue(self, sentence: str) -> None:
+        text = clean_for_speech(sentence)
+        if not text or isinstance(self.backend, NoneBackend):
+            return
+        with self._idle:
+            self._pending += 1
+            generation = self._generation
+        self._texts.put((generation, text))
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending = max(0, self._pending - 1)
+            self._idle.notify_all()
+
+    def _synth_loop(self) -> None:
+        while (item := self._texts.get()) is not None:
+            generation, text = item
+            if generation != self._generation:
+                self._done()
+                continue
+            try:
+                pcm, rate = self.backend.synthesize(text)
+            except AudioError as e:
+                self._error = e
+                self._done()
+                continue
+            if generation != self._generation or len(pcm) == 0:
+                self._done()
+                continue
+            self._audio.put((generation, text, pcm, rate))
+        self._audio.put(None)
+
+    def _play_loop(self) -> None:
+        while (item := self._audio.get()) is not None:
+            generation, text, pcm, rate = item
+            try:
+                played = generation == self._generation and self.sink.play(pcm, rate)
+                if played and self._audio.empty():  # nothing follows yet: let this sentence be heard out
+                    played = self.sink.drain()
+                if played and generation == self._generation:
+                    self.spoken.append(text)
+            except AudioError as e:
+                self._error = e
+            finally:
+                self._done()
