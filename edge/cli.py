@@ -200,6 +200,14 @@ def chat(model, device_name, n_ctx, n_threads, n_threads_batch, root, system, ma
             click.echo(format_stats(generation.stats, loaded), err=True)
 
 
+# One module per group of verbs, registered after the core commands.
+from .cli_bench import bench, tune  # noqa: E402
+from .cli_setup import models, plan, setup  # noqa: E402
+
+for command in (setup, plan, models, bench, tune):
+    cli.add_command(command)
+
+
 def main() -> None:
     cli(prog_name="edge-gemma")
 

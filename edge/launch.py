@@ -6,15 +6,20 @@ pick the same profile, settings and file for the same flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import device as device_mod
+from .device_config import load_device_config
+from .errors import MemoryFitError
+from .gguf_file import check_loadable_model
 from .models import resolve_model
+from .plan import check_fits, gb
 from .profiles import ProfileChoice, choose_profile, load_profiles
 from .runner import LoadedModel
 from .settings import ResolvedSettings, resolve_settings
+from .tune import TunedFileError, apply_tuned, lookup
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class RunPlan:
     device: Any  # device.DeviceInfo
     choice: ProfileChoice
     resolved: ResolvedSettings
+    tuned_note: str | None = None  # e.g. "tuned threads 2/2" when `edge-gemma tune` values apply
+    mmproj_path: Path | None = None  # the audio/vision projector setup installed with the model
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -30,13 +37,49 @@ class RunPlan:
 
 
 def prepare_run(model: str | None = None, device_name: str = "auto", overrides: dict[str, Any] | None = None,
-                *, root: Path = Path("/")) -> RunPlan:
-    """Resolve everything that is cheap to check, before any slow model load."""
+                *, root: Path = Path("/"), no_tune: bool = False) -> RunPlan:
+    """Resolve everything that is cheap to check, before any slow model load.
+
+    Without --model, the model `edge-gemma setup` installed is used (with its profile and planned
+    settings), else the embedded demo model. Settings stack up as profile < setup's plan < tuned
+    values (`edge-gemma tune`, unless no_tune) < overrides.
+    """
     info = device_mod.detect(root)
-    choice = choose_profile(device_name, load_profiles(), info)
+    config = load_device_config() if model is None else None
+    profiles = load_profiles()
+    if config is not None and device_name == "auto" and config.profile in profiles:
+        device_name = config.profile
+    choice = choose_profile(device_name, profiles, info)
+    overrides = {**(config.settings if config else {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    model_path = resolve_model(model, config.model_path if config else None)
+    mmproj_path = config.mmproj_path if config else None
     resolved = resolve_settings(choice.profile, info, overrides)
-    return RunPlan(resolve_model(model), info, choice, resolved)
+    tuned_note = None
+    if not no_tune:
+        try:
+            merged, tuned_note = apply_tuned(lookup(info, model_path), overrides)
+            if tuned_note:
+                resolved = resolve_settings(choice.profile, info, merged)
+        except TunedFileError as exc:  # a broken tuning file must not stop `run`
+            resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
+    resolved = _check_memory(model_path, resolved, info, choice)
+    return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path)
+
+
+def _check_memory(model_path: Path, resolved: ResolvedSettings, info, choice) -> ResolvedSettings:
+    """Refuse settings that cannot fit this machine, with the numbers; warn when free memory is short."""
+    report = check_fits(check_loadable_model(model_path), resolved.settings, info,
+                        os_headroom_mb=choice.profile.os_headroom_mb)
+    if not report.fits_device:
+        raise MemoryFitError(f"{model_path.name} with n_ctx {resolved.settings.n_ctx} needs "
+                             f"{gb(report.total_bytes)} but this machine has {gb(report.budget_bytes)} "
+                             f"({gb(report.total_bytes - report.budget_bytes)} over); lower --ctx or use a smaller quant")
+    if not report.fits_now:
+        return replace(resolved, notes=resolved.notes + (report.notes[-1],))
+    return resolved
 
 
 def load_model(plan: RunPlan, *, verbose: bool = False) -> LoadedModel:
-    return LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose)
+    loaded = LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose)
+    loaded.tuned_note = plan.tuned_note  # shown in the stats line by output.format_stats
+    return loaded

@@ -17,10 +17,13 @@ def spawn(*args: str) -> subprocess.Popen:
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """A clean failure: non-zero exit, one `error:` line naming what to do, no traceback."""
+    """A clean failure: non-zero exit, one `error:` line naming what to do, no traceback.
+
+    `note:` lines printed before the failure (what was detected or skipped) are allowed.
+    """
     assert result.returncode in (1, 2), result.stderr
     assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("note: ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

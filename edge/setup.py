@@ -1,0 +1,161 @@
+"""`edge-gemma setup`: device -> profile -> plan -> verified files -> device config -> smoke test.
+
+The steps are separate functions so the CLI can show the plan before downloading, and tests can
+drive each step against the loopback hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from . import catalog
+from .device_config import DeviceConfig, InstalledFile, load_device_config, save_device_config
+from .download import RemoteListing, fetch_file, import_local, list_remote_files
+from .errors import DownloadError, MemoryFitError, ModelFileError
+from .gguf_file import GGUFInfo, check_loadable_model, inspect_gguf
+from .paths import models_dir
+from .plan import Plan, check_fits, choose_plan, gb
+from .profiles import Profile, ProfileChoice, family_for_device
+from .settings import RunSettings, resolve_settings
+
+# Settings the plan decides and the device config records; the rest come from the profile.
+PLANNED_SETTINGS = ("n_ctx", "lazy_mode")
+
+
+@dataclass(frozen=True)
+class SetupTarget:
+    choice: ProfileChoice
+    device: Any  # the detected DeviceInfo, or the profile's nominal board when setting up for another one
+    on_board: bool  # False: preparing files for a board we are not running on
+
+
+def target_for(choice: ProfileChoice, detected) -> SetupTarget:
+    """Plan against this machine when it is the profile's board, else against the board the profile names."""
+    profile = choice.profile
+    if profile.family == "generic" or family_for_device(detected)[0] == profile.family:
+        return SetupTarget(choice, detected, True)
+    nominal = SimpleNamespace(kind=profile.family, board=f"a {profile.memory_gb} GB {profile.family}",
+                              board_ram_gb=profile.memory_gb, total_memory_bytes=0, available_memory_bytes=0,
+                              jetson_module=None, arch="")
+    return SetupTarget(choice, nominal, False)
+
+
+def gather_listings(model: str) -> tuple[dict[str, RemoteListing], list[str]]:
+    """List every catalog repo for `model`; a repo that fails is skipped with a note unless all fail."""
+    listings, notes, errors = {}, [], []
+    for repo in catalog.card(model).repos:
+        try:
+            listings[repo] = list_remote_files(repo)
+        except DownloadError as exc:
+            errors.append(exc)
+            notes.append(f"{repo}: skipped ({exc})")
+    if not listings:
+        raise errors[0]
+    return listings, notes
+
+
+def make_plan(target: SetupTarget, listings: dict[str, RemoteListing], *, model: str | None = None,
+              quant: str | None = None, n_ctx: int | None = None, with_mmproj: bool = True) -> Plan:
+    files = {repo: listing.files for repo, listing in listings.items()}
+    return choose_plan(target.choice.profile, target.device, model=model, quant=quant, n_ctx=n_ctx,
+                       with_mmproj=with_mmproj, listings=files)
+
+
+def download_plan(plan: Plan, listings: dict[str, RemoteListing], *, offline: bool = False,
+                  progress: bool = True) -> dict[str, InstalledFile]:
+    """Fetch (or find cached) every planned file at the listed commit, verified against its LFS sha256."""
+    installed = {}
+    for planned in plan.files:
+        listing = listings[planned.repo]
+        remote = listing.get(planned.name)
+        path = fetch_file(planned.repo, planned.name, revision=listing.commit, expected_sha256=remote.sha256,
+                          expected_size=remote.size, progress=progress, offline=offline)
+        installed[planned.role] = InstalledFile(planned.repo, planned.name, listing.commit, remote.sha256,
+                                                int(remote.size or path.stat().st_size), str(path))
+    verify_files(Path(installed["model"].path), Path(installed["mmproj"].path) if "mmproj" in installed else None)
+    return installed
+
+
+def verify_files(model_path: Path, mmproj_path: Path | None) -> tuple[GGUFInfo, GGUFInfo | None]:
+    """The model must be a loadable Gemma 4 GGUF; the projector a clip GGUF with an audio encoder."""
+    info = check_loadable_model(model_path)
+    if info.architecture != "gemma4":
+        raise ModelFileError(f"{model_path} is a {info.architecture or 'unknown'} model, not Gemma 4; "
+                             "setup installs Gemma 4 E2B/E4B (use `edge-gemma run --model PATH` for others)")
+    projector = None
+    if mmproj_path is not None:
+        projector = inspect_gguf(mmproj_path)
+        if not projector.is_projector:
+            raise ModelFileError(f"{mmproj_path} is not a projector (mmproj) GGUF; pass the mmproj-*.gguf "
+                                 "file that comes with the model")
+        if not projector.metadata.get("clip.has_audio_encoder"):
+            raise ModelFileError(f"{mmproj_path} has no audio encoder; voice needs the Gemma 4 E2B/E4B "
+                                 "mmproj (F16 or BF16 preferred)")
+    return info, projector
+
+
+def import_files(gguf: Path, mmproj: Path | None, *, link: bool = False) -> dict[str, InstalledFile]:
+    """Air-gapped boards: copy (or link) verified local files into the model dir."""
+    dest = models_dir() / "imported"
+    model_path = import_local(gguf, dest, link=link, validate=lambda p: verify_files(p, None))
+    installed = {"model": _local_file(model_path)}
+    if mmproj is not None:
+        mmproj_path = import_local(mmproj, dest, link=link, validate=lambda p: _verify_projector(model_path, p))
+        installed["mmproj"] = _local_file(mmproj_path)
+    return installed
+
+
+def _verify_projector(model_path: Path, mmproj_path: Path) -> None:
+    verify_files(model_path, mmproj_path)
+
+
+def _local_file(path: Path) -> InstalledFile:
+    return InstalledFile("local", path.name, "", None, path.stat().st_size, str(path))
+
+
+def model_id_of(info: GGUFInfo) -> str:
+    """e2b / e4b from the GGUF's name or file name; 'gemma4' when neither says."""
+    text = f"{info.name} {info.path.name}".lower()
+    return next((m for m in catalog.MODELS if m in text), "gemma4")
+
+
+def quant_of(filename: str) -> str:
+    return next((q for q in sorted(catalog.FILE_BITS_PER_WEIGHT, key=len, reverse=True)
+                 if catalog.has_quant_token(filename, q)), "unknown")
+
+
+def plan_for_local(target: SetupTarget, installed: dict[str, InstalledFile], n_ctx: int | None = None) -> RunSettings:
+    """Settings for imported files, refused with the numbers when they cannot fit the board."""
+    profile = target.choice.profile
+    info = check_loadable_model(installed["model"].path)
+    settings = resolve_settings(profile, None, {"n_ctx": n_ctx}).settings
+    mmproj_bytes = installed["mmproj"].size if "mmproj" in installed else 0
+    report = check_fits(info, settings, target.device, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
+    if not report.fits_device and settings.lazy_mode != "on":
+        lazy = replace(settings, lazy_mode="on")
+        lazy_report = check_fits(info, lazy, target.device, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
+        if lazy_report.fits_device:
+            return lazy
+    if not report.fits_device:
+        raise MemoryFitError(f"{installed['model'].filename} needs {gb(report.total_bytes)} but "
+                             f"{profile.name} has {gb(report.budget_bytes)} ({gb(report.total_bytes - report.budget_bytes)} "
+                             "over); use a smaller quant or --ctx")
+    return settings
+
+
+def build_config(profile: Profile, installed: dict[str, InstalledFile], settings: RunSettings,
+                 model_id: str, quant: str) -> DeviceConfig:
+    chosen = {key: getattr(settings, key) for key in PLANNED_SETTINGS}
+    return DeviceConfig(profile=profile.name, model_id=model_id, quant=quant, model=installed["model"],
+                        mmproj=installed.get("mmproj"), settings=chosen)
+
+
+def save_if_changed(config: DeviceConfig) -> bool:
+    """Write the config; False (and no write) when it is identical to the saved one."""
+    if load_device_config() == config:
+        return False
+    save_device_config(config)
+    return True
