@@ -203,8 +203,9 @@ def chat(model, device_name, n_ctx, n_threads, n_threads_batch, root, system, ma
 # One module per group of verbs, registered after the core commands.
 from .cli_bench import bench, tune  # noqa: E402
 from .cli_setup import models, plan, setup  # noqa: E402
+from .cli_voice import ask, transcribe, voice  # noqa: E402
 
-for command in (setup, plan, models, bench, tune):
+for command in (setup, plan, models, bench, tune, voice, transcribe, ask):
     cli.add_command(command)
 
 

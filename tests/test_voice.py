@@ -1,0 +1,183 @@
+"""The voice pipeline end to end on the tiny Gemma 4: real speech in, reply out, spoken, as text history.
+
+The tiny model's weights are random, so replies are noise: these tests check the plumbing (audio
+tokens, prefix reuse, history, stats, speech out), never what is said.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from audio_support import Recorder, null_sink, play_into_sink, require_espeak, silence, speech  # noqa: F401
+from cli_helpers import assert_one_line_error, edge_gemma
+from conftest import FIXTURES
+from edge.audio.capture import ArraySource, MicrophoneSource
+from edge.audio.playback import NullSink
+from edge.audio.tts import EspeakBackend, Speaker
+from edge.errors import AudioError
+from edge.settings import RunSettings
+from edge.voice import AudioConversation
+from edge.voice_loop import VoiceLoop
+
+TINY = FIXTURES / "gemma4-tiny"
+MODEL, MMPROJ = TINY / "tiny-gemma-4-E2B.gguf", TINY / "mmproj-tiny-gemma-4-E2B.gguf"
+SETTINGS = RunSettings(n_ctx=4096, n_threads=2, n_threads_batch=2, n_batch=256, n_ubatch=256)
+
+
+@pytest.fixture(scope="module")
+def conversation(llama_cpp_available):
+    from edge.audio.mtmd_input import MtmdAudio
+    from edge.runner import LoadedModel
+
+    with LoadedModel(MODEL, SETTINGS) as loaded, MtmdAudio(loaded.llama, MMPROJ) as audio:
+        yield AudioConversation(loaded, audio, system_prompt="You are a test assistant. " * 8)
+
+
+@pytest.fixture(scope="module")
+def question():
+    require_espeak()
+    return speech("What is the capital of France?")
+
+
+def test_a_spoken_turn_streams_a_reply_and_becomes_text_history(conversation, question):
+    conversation.history = conversation.history[:1]
+    generation = conversation.reply(question, max_tokens=8, temperature=0.0)
+    pieces = list(generation)
+    heard = conversation.last_heard
+    assert abs(heard.audio.n_audio_tokens - 25 * heard.speech_seconds) <= 3  # 25 audio tokens per second
+    assert heard.audio.encode_ms > 0 and generation.stats.generated_tokens >= 1
+    assert "".join(pieces) == generation.text
+    transcript = conversation.remember(generation.text)
+    assert [m["role"] for m in conversation.history] == ["system", "user", "assistant"]
+    assert conversation.history[1]["content"] == (transcript or "(spoken message)")
+    assert conversation.audio.marker not in str(conversation.history)  # no audio left in the history
+
+
+def test_the_next_turn_reuses_the_cached_system_prompt(conversation, question):
+    conversation.history = conversation.history[:1]
+    conversation.reply(question, max_tokens=4, temperature=0.0).run()
+    conversation.remember("Paris.", transcribe=False)
+    llama = conversation.loaded.llama
+    system_tokens = len(llama.tokenize(conversation.loaded.chat_prompt(
+        [{"role": "system", "content": conversation.history[0]["content"]},
+         {"role": "user", "content": "x"}]).text.split("x")[0].encode(), add_bos=True, special=True))
+    generation = conversation.reply(question, max_tokens=4, temperature=0.0)
+    generation.run()
+    total_prompt = generation.stats.prompt_tokens + 0
+    full = conversation.last_heard.audio.n_past
+    # Everything up to the end of the system prompt came from the cache, not from a new evaluation.
+    assert total_prompt <= full - system_tokens + 1
+
+
+def test_a_model_that_cannot_hear_is_refused(demo_gguf, llama_cpp_available):
+    from edge.runner import LoadedModel
+
+    with LoadedModel(demo_gguf, RunSettings(n_ctx=512)) as loaded:
+        with pytest.raises(AudioError, match="edge-gemma setup"):
+            AudioConversation(loaded, audio=None)
+
+
+def test_voice_loop_turns_from_a_file_backed_source_are_spoken(conversation, question):
+    conversation.history = conversation.history[:1]
+    stream = np.concatenate([silence(0.5), question, silence(2.0), question, silence(1.5)])
+    sink = NullSink()
+    loop = VoiceLoop(conversation, ArraySource(stream), sink=sink,
+                     speaker_factory=lambda s: Speaker(EspeakBackend(), s), max_tokens=12, temperature=0.0)
+    with sink:
+        turns = loop.run()
+    assert len(turns) == 2  # two utterances, two turns
+    for turn in turns:
+        assert 1.0 < turn.speech_s < 5.0 and turn.audio_tokens > 20 and turn.reply_tokens >= 1
+        assert turn.decode_tps > 0 and turn.ttft_s > 0
+    spoken = [t for t in turns if t.first_sound_s is not None]
+    assert all(t.first_sound_s >= t.ttft_s for t in spoken)
+    assert len(conversation.history) == 5  # system + two (user, assistant) pairs
+
+
+def test_live_capture_through_portaudio_reaches_the_model(conversation, null_sink, tmp_path):
+    """espeak-ng speech played into PulseAudio's null sink, captured by sounddevice, answered."""
+    conversation.history = conversation.history[:1]
+    utterance = speech("Hello, can you hear me?")
+    with MicrophoneSource() as mic:
+        loop = VoiceLoop(conversation, mic, max_tokens=4, temperature=0.0)
+        deadline = time.time() + 10
+        while mic.read(timeout=0.5) is None and time.time() < deadline:
+            pass  # the stream is flowing
+        play_into_sink(np.concatenate([utterance, silence(0.2)]), tmp_path, null_sink)
+        turns = _run_for(loop, mic, seconds=20)
+    assert len(turns) == 1
+    assert abs(turns[0].speech_s - len(utterance) / 16000) < 1.0
+
+
+def _run_for(loop, mic, seconds):
+    """Run the loop until one turn is done or time is up (a microphone never ends by itself)."""
+    import threading
+
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        return loop.run(max_turns=1, stop=stop)
+    finally:
+        timer.cancel()
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory):
+    """The same question as WAV 16 kHz mono, WAV 44.1 kHz stereo, FLAC and MP3 (made with sox)."""
+    import shutil
+    import subprocess
+
+    require_espeak()
+    from audio_support import require_sox
+    require_sox()
+    folder = tmp_path_factory.mktemp("audio")
+    source = folder / "source.wav"
+    subprocess.run(["espeak-ng", "-w", str(source), "What is the capital of France?"], check=True)
+    out = {}
+    for name, args in {"16k.wav": ["-r", "16000", "-c", "1"], "44k-stereo.wav": ["-r", "44100", "-c", "2"],
+                       "q.flac": ["-r", "22050"], "q.mp3": ["-r", "44100"]}.items():
+        subprocess.run(["sox", str(source), *args, str(folder / name)], check=True)
+        out[name] = folder / name
+    assert shutil.which("sox")
+    return out
+
+
+@pytest.mark.parametrize("name", ["16k.wav", "44k-stereo.wav", "q.flac", "q.mp3"])
+def test_transcribe_and_ask_take_wav_flac_and_mp3(audio_files, name, llama_cpp_available):
+    args = ["-m", str(MODEL), "--mmproj", str(MMPROJ), "-c", "2048"]
+    transcribed = edge_gemma("transcribe", str(audio_files[name]), *args)
+    assert transcribed.returncode == 0, transcribed.stderr
+    asked = edge_gemma("ask", "--audio", str(audio_files[name]), *args, "-n", "6", "What did I ask?")
+    assert asked.returncode == 0, asked.stderr
+    assert "tok/s" in asked.stderr
+
+
+def test_voice_from_a_file_logs_each_turn(audio_files, tmp_path, llama_cpp_available):
+    import json
+
+    log = tmp_path / "turns.jsonl"
+    result = edge_gemma("voice", "--file", str(audio_files["16k.wav"]), "--tts", "none", "--verbose",
+                        "--log", str(log), "-m", str(MODEL), "--mmproj", str(MMPROJ), "-c", "2048")
+    assert result.returncode == 0, result.stderr
+    assert "encode" in result.stderr and "first token" in result.stderr
+    record = json.loads(log.read_text().splitlines()[0])
+    assert record["audio_tokens"] > 20 and record["speech_s"] > 1
+
+
+def test_audio_commands_refuse_bad_input(tmp_path, demo_gguf, audio_files):
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    args = ["-m", str(MODEL), "--mmproj", str(MMPROJ)]
+    assert_one_line_error(edge_gemma("transcribe", str(text), *args), "notes.wav")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert_one_line_error(edge_gemma("ask", "--audio", str(empty), *args))
+    assert_one_line_error(edge_gemma("ask", "--audio", str(audio_files["16k.wav"]), "-m", "demo"), "mmproj")
+    assert_one_line_error(edge_gemma("ask", "--audio", str(audio_files["16k.wav"]), "-m", "demo",
+                                     "--mmproj", str(MMPROJ)), "Gemma 4")
+    silent = tmp_path / "silence.wav"
+    from edge.audio.files import save_wav
+    save_wav(silent, np.zeros(16000 * 2, dtype=np.float32))
+    assert_one_line_error(edge_gemma("transcribe", str(silent), *args), "no speech")
