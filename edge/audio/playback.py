@@ -56,12 +56,13 @@ class AudioSink(ABC):
 class NullSink(AudioSink):
     """Discards audio but remembers it (for tests and `--tts none` style dry runs).
 
-    With `realtime=True` play() takes as long as the sound would, so barge-in can be exercised.
+    With `realtime=True` play() takes as long as the sound would, so barge-in can be exercised;
+    `keep=False` forgets the audio (long runs, soak tests).
     """
 
-    def __init__(self, realtime: bool = False):
-        self.realtime = realtime
-        self.played: list[np.ndarray] = []  # each play() call's audio, at 16 kHz
+    def __init__(self, realtime: bool = False, keep: bool = True):
+        self.realtime, self.keep = realtime, keep
+        self.played: list[np.ndarray] = []  # each play() call's audio, at 16 kHz (when keep)
         self.played_seconds = 0.0  # how much was actually "heard" (less than the total after a stop)
         self._stop = threading.Event()
 
@@ -69,7 +70,8 @@ class NullSink(AudioSink):
         pcm = to_mono(samples)
         pcm = resample(pcm, sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else pcm
         self._stop.clear()
-        self.played.append(pcm)
+        if self.keep:
+            self.played.append(pcm)
         duration = len(pcm) / TARGET_RATE
         if not self.realtime:
             self.played_seconds += duration
