@@ -2,6 +2,7 @@
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,12 @@ def test_too_many_threads_warns_and_clamps(demo_gguf, llama_cpp_available):
 def test_bad_numbers_are_usage_errors(args):
     result = edge_gemma("run", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_settings_that_cannot_fit_say_the_numbers(demo_gguf, isolated_user_dirs):
+    profiles = isolated_user_dirs / "edge-gemma" / "config" / "profiles"
+    profiles.mkdir(parents=True)
+    greedy = (Path(__file__).parent.parent / "profiles" / "generic.toml").read_text()
+    (profiles / "tiny-board.toml").write_text(greedy.replace("os_headroom_mb = 1024", "os_headroom_mb = 65536"))
+    result = edge_gemma("run", "--model", "demo", "--device", "tiny-board", "hi")
+    assert_one_line_error(result, "needs", "GB", "over")

@@ -152,3 +152,7 @@ def test_models_rm_refuses_the_configured_model_without_force(hub):
     removed = edge_gemma("models", "rm", "--force", MODEL_FILE)
     assert removed.returncode == 0 and "freed" in removed.stdout
     assert MODEL_FILE not in edge_gemma("models").stdout
+
+
+def test_unknown_quant_names_the_profile_quants(hub):
+    assert_one_line_error(edge_gemma("plan", "--device", "pi5", "--quant", "Q9_9"), "Q9_9", "Q4_K_M")

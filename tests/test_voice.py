@@ -181,3 +181,39 @@ def test_audio_commands_refuse_bad_input(tmp_path, demo_gguf, audio_files):
     from edge.audio.files import save_wav
     save_wav(silent, np.zeros(16000 * 2, dtype=np.float32))
     assert_one_line_error(edge_gemma("transcribe", str(silent), *args), "no speech")
+
+
+def test_silence_and_steady_noise_make_no_turn_and_no_model_call(conversation):
+    calls_before = conversation.loaded.llama.n_tokens
+    rng = np.random.default_rng(3)
+    stream = np.concatenate([silence(2.0), (0.02 * rng.standard_normal(16000 * 4)).astype(np.float32)])
+    loop = VoiceLoop(conversation, ArraySource(stream))
+    assert loop.run() == []
+    assert conversation.loaded.llama.n_tokens == calls_before  # the model was never asked
+
+
+def test_talking_over_a_reply_stops_the_speech(conversation, question):
+    """Barge-in: the user speaks while the assistant is still talking; it stops and listens."""
+    conversation.history = conversation.history[:1]
+    sink = NullSink(realtime=True)  # playback takes as long as the speech would
+    long_reply = "This is a long reply that goes on and on. " * 6
+
+    class TalkingWhileListening(ArraySource):
+        """Starts the assistant talking, then delivers the user's speech at about real time."""
+
+        def read(self, timeout=None):
+            if not self.started:
+                self.started = True
+                loop.speaker.say(long_reply)
+            time.sleep(0.02)
+            return super().read(timeout)
+
+    source = TalkingWhileListening(np.concatenate([silence(1.0), question, silence(1.5)]))
+    source.started = False
+    loop = VoiceLoop(conversation, source, sink=sink, speaker_factory=lambda s: Speaker(EspeakBackend(), s),
+                     max_tokens=4, temperature=0.0)
+    with sink:
+        turns = loop.run(max_turns=1)
+    assert len(turns) == 1 and turns[0].barged_in
+    full = sum(len(x) for x in sink.played) / 16000
+    assert sink.played_seconds < full  # the long reply was cut, not played out
