@@ -1,0 +1,306 @@
+"""Per-device thread tuning: measure decode and prompt speed for each thread count (and ubatch if it
+pays) within a time budget, keep the fastest, and remember it per device and model file.
+
+Decode uses n_threads and prompt processing n_threads_batch (and n_ubatch), so the two are tuned
+separately: the grid threads x batch-threads x ubatch collapses to three short races. Each race
+measures every candidate once, then keeps re-measuring the ones still close to the best until its
+share of the budget is spent. Ties within 1% go to fewer threads (cooler, leaves a core for audio).
+
+Stored in <config dir>/tuned.json as {device key: {model key: settings}}; `prepare_run` applies
+them between the profile and explicit command-line values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .bench import BenchContext, Progress, mean, now_rfc3339, restore_model_state, sample_stdev
+from .errors import EdgeError
+from .paths import config_dir
+
+TUNED_KEYS = ("n_threads", "n_threads_batch", "n_ubatch")
+UBATCH_CANDIDATES = (128, 256, 512)
+TIE = 0.01  # fewer threads win when within 1% of the fastest
+KEEP_RACING = 0.92  # candidates below 92% of the best after a round stop being measured
+PAYS = 0.03  # a non-default ubatch must be 3% faster to be kept
+
+
+class TunedFileError(EdgeError):
+    """tuned.json cannot be read or parsed."""
+
+
+@dataclass(frozen=True)
+class TunedSettings:
+    n_threads: int
+    n_threads_batch: int
+    n_ubatch: int | None  # None: changing it did not pay; the profile's value stays
+    decode_tps: float
+    prefill_tps: float
+    device_key: str = ""
+    model_key: str = ""
+    tuned_at: str = ""
+    budget_s: float = 0.0
+
+    def overrides(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in TUNED_KEYS if getattr(self, k) is not None}
+
+
+# ---- persistence --------------------------------------------------------------------------------
+
+def tuned_path() -> Path:
+    return config_dir() / "tuned.json"
+
+
+def device_key(info) -> str:
+    """Same board, CPU and core count = same tuning; a different machine never inherits it."""
+    return f"{info.kind}|{info.board}|{info.cpu_model}|{info.logical_cores} cores"
+
+
+def model_key(model_path: Path) -> str:
+    """File name and size: a re-download of the same file keeps its tuning, another quant does not."""
+    path = Path(model_path)
+    return f"{path.name}|{path.stat().st_size}"
+
+
+def load_all(path: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    path = path or tuned_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        entries = data["devices"]
+        if not isinstance(entries, dict):
+            raise ValueError("'devices' is not an object")
+        return entries
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TunedFileError(f"tuned settings file {path} is unreadable ({exc}); "
+                             "run `edge-gemma tune --reset` to start over") from exc
+
+
+def _write_all(entries: dict, path: Path | None = None) -> None:
+    path = path or tuned_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"version": 1, "devices": entries}, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)  # a crash never leaves half a file behind
+
+
+def lookup(info, model_path: Path) -> TunedSettings | None:
+    entry = load_all().get(device_key(info), {}).get(model_key(model_path))
+    if not entry:
+        return None
+    known = {f.name for f in fields(TunedSettings)}
+    try:
+        return TunedSettings(**{k: v for k, v in entry.items() if k in known})
+    except TypeError as exc:
+        raise TunedFileError(f"tuned settings file {tuned_path()} has a bad entry ({exc}); "
+                             "run `edge-gemma tune --reset`") from exc
+
+
+def store(tuned: TunedSettings) -> Path:
+    entries = load_all()
+    entries.setdefault(tuned.device_key, {})[tuned.model_key] = asdict(tuned)
+    _write_all(entries)
+    return tuned_path()
+
+
+def reset(info, model_path: Path | None = None) -> int:
+    """Forget this device's tuning for one model (or all its models); returns how many were removed."""
+    path = tuned_path()
+    try:
+        entries = load_all()
+    except TunedFileError:
+        path.unlink(missing_ok=True)  # an unreadable file is what --reset is for
+        return 1
+    models = entries.get(device_key(info), {})
+    if model_path is None:
+        removed = len(models)
+        entries.pop(device_key(info), None)
+    else:
+        removed = 1 if models.pop(model_key(model_path), None) else 0
+        if not models:
+            entries.pop(device_key(info), None)
+    _write_all(entries)
+    return removed
+
+
+def apply_tuned(tuned: TunedSettings | None, overrides: dict[str, Any] | None
+                ) -> tuple[dict[str, Any], str | None]:
+    """Tuned values under explicit ones: (merged overrides, note for the stats line or None)."""
+    merged = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if tuned is None:
+        return merged, None
+    used = [k for k, v in tuned.overrides().items() if k not in merged]
+    merged.update({k: getattr(tuned, k) for k in used})
+    if not used:
+        return merged, None
+    parts = []
+    if "n_threads" in used and "n_threads_batch" in used:
+        parts.append(f"threads {merged['n_threads']}/{merged['n_threads_batch']}")
+    elif "n_threads" in used:
+        parts.append(f"decode threads {merged['n_threads']}")
+    elif "n_threads_batch" in used:
+        parts.append(f"batch threads {merged['n_threads_batch']}")
+    if "n_ubatch" in used:
+        parts.append(f"ubatch {merged['n_ubatch']}")
+    return merged, "tuned " + ", ".join(parts)
+
+
+# ---- the sweep ----------------------------------------------------------------------------------
+
+@dataclass
+class Race:
+    """Samples (tokens/s) per candidate for one setting."""
+    setting: str
+    samples: dict[int, list[float]] = field(default_factory=dict)
+
+    def mean(self, candidate: int) -> float:
+        return mean(self.samples.get(candidate, []))
+
+    def stdev(self, candidate: int) -> float:
+        return sample_stdev(self.samples.get(candidate, []))
+
+    def best(self) -> int | None:
+        measured = [c for c, s in self.samples.items() if s]
+        if not measured:
+            return None
+        top = max(self.mean(c) for c in measured)
+        return min(c for c in measured if self.mean(c) >= top * (1 - TIE))
+
+
+@dataclass
+class TuneResult:
+    tuned: TunedSettings | None  # None when interrupted before every race had a winner
+    races: list[Race]
+    seconds: float
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def thread_candidates(fast_cores: int) -> list[int]:
+    """Every count up to the fast cores; past 8, every second one (and n-1, n)."""
+    if fast_cores <= 8:
+        return list(range(1, fast_cores + 1))
+    return sorted({1, 2, 4, *range(6, fast_cores + 1, 2), fast_cores - 1, fast_cores})
+
+
+def tune_model(loaded, *, fast_cores: int, budget_s: float = 60.0, progress: Progress | None = None,
+               clock: Callable[[], float] = time.monotonic) -> TuneResult:
+    """Race decode threads, batch threads, then ubatch on `loaded`, within about `budget_s`."""
+    start = clock()
+    threads = thread_candidates(fast_cores)
+    s = loaded.settings
+    ubatches = [u for u in UBATCH_CANDIDATES if u <= s.n_batch]
+    result = TuneResult(None, [], 0.0)
+    decode, prefill, ubatch = Race("n_threads"), Race("n_threads_batch"), Race("n_ubatch")
+    try:
+        with BenchContext(loaded, n_batch=s.n_batch, n_ubatch=s.n_ubatch) as bench:
+            n_gen, n_prompt = _calibrate(bench, threads[-1], min(s.n_ubatch, 256, bench.n_ctx - 1))
+            result.races += [decode, prefill]
+            # Decode dominates how a chat feels: half the budget; prompt threads get 30%.
+            _race(decode, threads, start + budget_s * 0.5, clock, progress,
+                  lambda t: _tg(bench, t, n_gen))
+            _race(prefill, threads, start + budget_s * 0.8, clock, progress,
+                  lambda t: _pp(bench, t, n_prompt))
+        if len(ubatches) > 1:
+            result.races.append(ubatch)
+            _tune_ubatch(loaded, ubatch, ubatches, prefill.best(), start + budget_s, clock, progress,
+                         result.notes)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        restore_model_state(loaded)
+    result.seconds = clock() - start
+    if decode.best() is not None and prefill.best() is not None:
+        result.tuned = TunedSettings(
+            n_threads=decode.best(), n_threads_batch=prefill.best(), n_ubatch=_paying_ubatch(ubatch, s.n_ubatch),
+            decode_tps=round(decode.mean(decode.best()), 3), prefill_tps=round(prefill.mean(prefill.best()), 3),
+            tuned_at=now_rfc3339(), budget_s=budget_s)
+    return result
+
+
+def _calibrate(bench: BenchContext, n_threads: int, max_prompt: int) -> tuple[int, int]:
+    """Warm up, then size the tests so one measurement takes about a second."""
+    bench.set_threads(n_threads, n_threads)
+    bench.clear()
+    n_probe = max(1, min(64, max_prompt))
+    bench.prompt(n_probe, bench.n_batch)
+    bench.clear()
+    per_token_prefill = bench.prompt(n_probe, bench.n_batch) / n_probe / 1e9
+    bench.clear()
+    bench.generate(1)
+    per_token_decode = bench.generate(4) / 4 / 1e9
+    n_gen = int(min(128, max(8, 1.0 / max(per_token_decode, 1e-6))))
+    n_prompt = int(min(max_prompt, max(32, 1.0 / max(per_token_prefill, 1e-6))))
+    return n_gen, n_prompt
+
+
+def _tg(bench: BenchContext, n_threads: int, n_gen: int) -> float:
+    bench.set_threads(n_threads, n_threads)
+    bench.clear()
+    bench.generate(1)  # first decode after a thread change pays for spinning the threads up
+    bench.clear()
+    return 1e9 * n_gen / bench.generate(n_gen)
+
+
+def _pp(bench: BenchContext, n_threads: int, n_prompt: int) -> float:
+    bench.set_threads(n_threads, n_threads)
+    bench.clear()
+    return 1e9 * n_prompt / bench.prompt(n_prompt, bench.n_batch)
+
+
+def _race(race: Race, candidates: list[int], deadline: float, clock, progress: Progress | None,
+          measure: Callable[[int], float]) -> None:
+    """Round-robin over the candidates still within reach of the best, until the deadline."""
+    alive = list(candidates)
+    rounds = 0
+    while alive:
+        for candidate in alive:
+            race.samples.setdefault(candidate, []).append(measure(candidate))
+            if progress:
+                progress(f"{race.setting}={candidate}: {race.mean(candidate):.2f} t/s "
+                         f"({len(race.samples[candidate])} runs)")
+        rounds += 1
+        top = max(race.mean(c) for c in alive)
+        if rounds >= 2:
+            alive = [c for c in alive if race.mean(c) >= top * KEEP_RACING]
+        if clock() >= deadline or len(alive) == 1 and rounds >= 3:
+            break
+
+
+def _tune_ubatch(loaded, race: Race, ubatches: list[int], n_threads_batch: int | None, deadline: float,
+                 clock, progress: Progress | None, notes: list[str]) -> None:
+    """ubatch only matters for prompts longer than it: measure pp at the largest candidate."""
+    n_prompt = max(ubatches)
+    s = loaded.settings
+    if loaded.llama.n_ctx() <= n_prompt:
+        notes.append(f"ubatch not tuned: the context ({loaded.llama.n_ctx()}) is not over {n_prompt} tokens")
+        return
+    contexts: dict[int, BenchContext] = {}
+    try:
+        for u in ubatches:
+            contexts[u] = BenchContext(loaded, n_batch=s.n_batch, n_ubatch=u)
+        threads = n_threads_batch or s.n_threads_batch
+        first = clock()
+        _pp(contexts[ubatches[0]], threads, n_prompt)  # warmup, and how long one run takes
+        if clock() + (clock() - first) * len(ubatches) * 2 > deadline:
+            notes.append(f"ubatch not tuned: a pp{n_prompt} run takes {clock() - first:.1f} s, "
+                         "too long for the budget (raise --budget)")
+            return
+        _race(race, ubatches, deadline, clock, progress, lambda u: _pp(contexts[u], threads, n_prompt))
+    finally:
+        for bench in contexts.values():
+            bench.close()
+
+
+def _paying_ubatch(race: Race, current: int) -> int | None:
+    best = race.best()
+    if best is None or best == current:
+        return None
+    baseline = race.mean(current) if race.samples.get(current) else 0.0
+    return best if baseline == 0.0 or race.mean(best) >= baseline * (1 + PAYS) else None
