@@ -23,9 +23,9 @@ PI5_4GB = FIXTURES / "devices" / "pi5-4gb"
 @pytest.fixture
 def hub(fake_hub, tmp_path):
     """E2B served by ggml-org; the other catalog repos answer 404 (setup must cope)."""
-    big_q8 = tmp_path / "q8.gguf"  # sparse: listed at 5 GB, never downloaded, for planner refusals
+    big_q8 = tmp_path / "q8.gguf"  # sparse: listed at 9.3 GB, never downloaded, for planner refusals
     with big_q8.open("wb") as f:
-        f.truncate(5_048_350_848)
+        f.truncate(9_311_303_552)
     fake_hub.add_repo(E2B_REPO, {MODEL_FILE: TINY / "tiny-gemma-4-E2B.gguf",
                                  "gemma-4-E2B-it-Q4_0.gguf": TINY / "tiny-gemma-4-E2B.gguf",
                                  "gemma-4-E2B-it-Q8_0.gguf": big_q8,
