@@ -145,7 +145,8 @@ def _offline_config():
 
 
 def _smoke_test(config):
-    """Load the installed model and generate a few tokens: proves the board can run it."""
+    """Load the installed model, generate a few tokens, then a short bench: proves the board runs it."""
+    from .bench import BenchTest, run_sweep
     from .output import format_stats
     from .profiles import load_profiles
     from .runner import LoadedModel
@@ -158,6 +159,13 @@ def _smoke_test(config):
                                  temperature=0.0)
         generation.run()
         click.echo(f"Smoke test passed {format_stats(generation.stats, loaded)}")
+        s = settings
+        tests = [BenchTest(n, g, 0, s.n_threads, s.n_threads_batch, s.n_batch, s.n_ubatch)
+                 for n, g in ((128, 0), (0, 32))]
+        outcome = run_sweep(loaded, tests, repetitions=2)
+        click.echo("Short bench: " + ", ".join(f"{r.spec.name} {r.avg_ts:.1f} ± {r.stddev_ts:.1f} tok/s"
+                                               for r in outcome.results)
+                   + "  (full numbers: edge-gemma bench)")
 
 
 @click.group(invoke_without_command=True)

@@ -90,6 +90,7 @@ def test_setup_on_this_machine_runs_the_smoke_test(hub):
     result = edge_gemma("setup", "--yes")  # auto: this machine maps to the generic profile
     assert result.returncode == 0, result.stderr
     assert "Smoke test passed" in result.stdout and "tok/s" in result.stdout
+    assert "Short bench: pp128" in result.stdout and "tg32" in result.stdout
 
 
 def test_interrupted_transfer_resumes_and_verifies(hub):
