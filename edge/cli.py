@@ -54,6 +54,7 @@ def model_options(func):
                      help="Decode threads (0 = physical performance cores)."),
         click.option("--threads-batch", "n_threads_batch", type=click.IntRange(min=0),
                      help="Prompt-processing threads."),
+        click.option("--no-tune", is_flag=True, help="Ignore the threads `edge-gemma tune` stored."),
         click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      default="/", hidden=True, help="Read device facts below this directory (tests)."),
     ]
@@ -62,11 +63,11 @@ def model_options(func):
     return func
 
 
-def _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, root):
+def _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root):
     from .launch import prepare_run
 
     overrides = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads_batch}
-    plan = prepare_run(model, device_name, overrides, root=root)
+    plan = prepare_run(model, device_name, overrides, root=root, no_tune=no_tune)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
     return plan
@@ -126,7 +127,7 @@ def detect(device_name, as_json, root):
 @click.option("--seed", type=int, help="Sampling seed, for repeatable output.")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
 @click.argument("prompt")
-def run(model, device_name, n_ctx, n_threads, n_threads_batch, root, max_tokens, temperature, seed,
+def run(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root, max_tokens, temperature, seed,
         verbose, prompt):
     """Complete PROMPT, streaming the text, then print tokens/s.
 
@@ -137,7 +138,7 @@ def run(model, device_name, n_ctx, n_threads, n_threads_batch, root, max_tokens,
     """
     from .launch import load_model
 
-    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, root)
+    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
     with load_model(plan, verbose=verbose) as loaded:
         generation = loaded.complete(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed)
         click.echo(prompt, nl=False)
@@ -159,7 +160,7 @@ def run(model, device_name, n_ctx, n_threads, n_threads_batch, root, max_tokens,
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
-def chat(model, device_name, n_ctx, n_threads, n_threads_batch, root, system, max_tokens, temperature,
+def chat(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root, system, max_tokens, temperature,
          verbose):
     """Chat in the terminal; tokens/s after each reply. Ctrl-C stops a reply, Ctrl-D quits.
 
@@ -170,7 +171,7 @@ def chat(model, device_name, n_ctx, n_threads, n_threads_batch, root, system, ma
     """
     from .launch import load_model
 
-    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, root)
+    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
     with load_model(plan, verbose=verbose) as loaded:
         messages = [{"role": "system", "content": system}] if system else []
         notice = loaded.chat_prompt(messages + [{"role": "user", "content": "hi"}]).notice

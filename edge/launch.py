@@ -50,16 +50,18 @@ def prepare_run(model: str | None = None, device_name: str = "auto", overrides: 
     if config is not None and device_name == "auto" and config.profile in profiles:
         device_name = config.profile
     choice = choose_profile(device_name, profiles, info)
-    overrides = {**(config.settings if config else {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    planned = config.settings if config else {}
+    explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
     model_path = resolve_model(model, config.model_path if config else None)
     mmproj_path = config.mmproj_path if config else None
-    resolved = resolve_settings(choice.profile, info, overrides)
+    resolved = resolve_settings(choice.profile, info, {**planned, **explicit})
     tuned_note = None
     if not no_tune:
         try:
-            merged, tuned_note = apply_tuned(lookup(info, model_path), overrides)
+            # Tuned values sit under explicit flags only; setup's plan sits under both.
+            with_tuned, tuned_note = apply_tuned(lookup(info, model_path), explicit)
             if tuned_note:
-                resolved = resolve_settings(choice.profile, info, merged)
+                resolved = resolve_settings(choice.profile, info, {**planned, **with_tuned})
         except TunedFileError as exc:  # a broken tuning file must not stop `run`
             resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
     resolved = _check_memory(model_path, resolved, info, choice)

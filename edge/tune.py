@@ -13,6 +13,7 @@ them between the profile and explicit command-line values.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -26,7 +27,7 @@ from .paths import config_dir
 TUNED_KEYS = ("n_threads", "n_threads_batch", "n_ubatch")
 UBATCH_CANDIDATES = (128, 256, 512)
 TIE = 0.01  # fewer threads win when within 1% of the fastest
-KEEP_RACING = 0.92  # candidates below 92% of the best after a round stop being measured
+KEEP_RACING = 0.92  # candidates over 8% (and clearly, beyond noise) behind the best stop racing
 PAYS = 0.03  # a non-default ubatch must be 3% faster to be kept
 
 
@@ -266,11 +267,18 @@ def _race(race: Race, candidates: list[int], deadline: float, clock, progress: P
                 progress(f"{race.setting}={candidate}: {race.mean(candidate):.2f} t/s "
                          f"({len(race.samples[candidate])} runs)")
         rounds += 1
-        top = max(race.mean(c) for c in alive)
+        leader = max(alive, key=race.mean)
         if rounds >= 2:
-            alive = [c for c in alive if race.mean(c) >= top * KEEP_RACING]
+            alive = [c for c in alive if not _clearly_slower(race, c, leader)]
         if clock() >= deadline or len(alive) == 1 and rounds >= 3:
             break
+
+
+def _clearly_slower(race: Race, candidate: int, leader: int) -> bool:
+    """Out of the race: more than 8% behind the leader, and by more than 3 SE of the gap (noise)."""
+    gap = race.mean(leader) - race.mean(candidate)
+    noise = math.sqrt(sum(race.stdev(c) ** 2 / len(race.samples[c]) for c in (candidate, leader)))
+    return gap > race.mean(leader) * (1 - KEEP_RACING) and gap > 3 * noise
 
 
 def _tune_ubatch(loaded, race: Race, ubatches: list[int], n_threads_batch: int | None, deadline: float,
@@ -288,10 +296,13 @@ def _tune_ubatch(loaded, race: Race, ubatches: list[int], n_threads_batch: int |
         threads = n_threads_batch or s.n_threads_batch
         first = clock()
         _pp(contexts[ubatches[0]], threads, n_prompt)  # warmup, and how long one run takes
-        if clock() + (clock() - first) * len(ubatches) * 2 > deadline:
-            notes.append(f"ubatch not tuned: a pp{n_prompt} run takes {clock() - first:.1f} s, "
+        one_run = clock() - first
+        if clock() + one_run * len(ubatches) * 3 > deadline:
+            notes.append(f"ubatch not tuned: a pp{n_prompt} run takes {one_run:.1f} s, "
                          "too long for the budget (raise --budget)")
             return
+        for u in ubatches[1:]:
+            _pp(contexts[u], threads, n_prompt)  # each context's first run touches its buffers
         _race(race, ubatches, deadline, clock, progress, lambda u: _pp(contexts[u], threads, n_prompt))
     finally:
         for bench in contexts.values():
@@ -299,8 +310,12 @@ def _tune_ubatch(loaded, race: Race, ubatches: list[int], n_threads_batch: int |
 
 
 def _paying_ubatch(race: Race, current: int) -> int | None:
+    """The fastest ubatch, if it beats the current one by 3% and by more than the noise (2 SE)."""
     best = race.best()
     if best is None or best == current:
         return None
-    baseline = race.mean(current) if race.samples.get(current) else 0.0
-    return best if baseline == 0.0 or race.mean(best) >= baseline * (1 + PAYS) else None
+    if not race.samples.get(current):
+        return best  # the profile's value was not a candidate: any measured winner is better known
+    gain = race.mean(best) - race.mean(current)
+    noise = math.sqrt(sum(race.stdev(c) ** 2 / len(race.samples[c]) for c in (best, current)))
+    return best if gain >= race.mean(current) * PAYS and gain > 2 * noise else None

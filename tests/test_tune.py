@@ -133,6 +133,9 @@ def test_ubatch_is_kept_only_when_it_pays():
     assert tune._paying_ubatch(Race("n_ubatch", {128: [100.0], 256: [102.0], 512: [101.0]}), 512) is None
     assert tune._paying_ubatch(Race("n_ubatch", {128: [100.0], 256: [110.0], 512: [101.0]}), 512) == 256
     assert tune._paying_ubatch(Race("n_ubatch", {256: [100.0], 512: [120.0]}), 512) is None  # already best
+    noisy = Race("n_ubatch", {256: [100.0, 120.0], 512: [101.0, 101.0]})  # +8.9%, but SE of the gap is 10
+    assert tune._paying_ubatch(noisy, 512) is None
+    assert tune._paying_ubatch(Race("n_ubatch", {256: [110.0]}), 384) == 256  # 384 was not measured
 
 
 def test_real_tune_on_the_embedded_model(demo_gguf, llama_cpp_available):
