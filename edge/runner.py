@@ -129,8 +129,8 @@ class LoadedModel:
                     # a full-size SWA cache would cost Gemma 4 E4B ~2 GiB at 128K instead of ~0.1.
                     swa_full=False, verbose=verbose)
         except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"llama.cpp could not load {self.path} ({exc}); check the file with "
-                                 "`edge-gemma detect` settings or download it again") from exc
+            raise ModelFileError(f"llama.cpp could not load {self.path} ({exc}): the file may be damaged or "
+                                 "need a newer llama.cpp; download it again (edge-gemma setup)") from exc
 
     # -- performance counters -------------------------------------------------------------------
 

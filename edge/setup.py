@@ -103,13 +103,9 @@ def import_files(gguf: Path, mmproj: Path | None, *, link: bool = False) -> dict
     model_path = import_local(gguf, dest, link=link, validate=lambda p: verify_files(p, None))
     installed = {"model": _local_file(model_path)}
     if mmproj is not None:
-        mmproj_path = import_local(mmproj, dest, link=link, validate=lambda p: _verify_projector(model_path, p))
+        mmproj_path = import_local(mmproj, dest, link=link, validate=lambda p: verify_files(model_path, p))
         installed["mmproj"] = _local_file(mmproj_path)
     return installed
-
-
-def _verify_projector(model_path: Path, mmproj_path: Path) -> None:
-    verify_files(model_path, mmproj_path)
 
 
 def _local_file(path: Path) -> InstalledFile:

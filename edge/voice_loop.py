@@ -6,6 +6,7 @@ and speaks through a Speaker over an AudioSink, so anything can stand behind eit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -94,7 +95,7 @@ class VoiceLoop:
         recording; it is applied here, in the loop's thread, between blocks.
         """
         stop = stop or threading.Event()
-        speaker_cm = self.speaker if self.speaker is not None else _nothing()
+        speaker_cm = self.speaker if self.speaker is not None else contextlib.nullcontext()
         with speaker_cm:
             for block in self.source.blocks(timeout=0.25):
                 if stop.is_set():
@@ -159,11 +160,3 @@ class VoiceLoop:
             decode_tps=round(s.generation_tps, 2), reply_tokens=s.generated_tokens,
             first_sound_s=round(first_play - closed_at, 3) if first_play else None,
             heard=heard, reply=generation.text.strip(), barged_in=barged)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -7,6 +7,8 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Fixture modules (tests/ is on sys.path through pyproject's pythonpath): the fake hub, the audio setup.
+pytest_plugins = ["hub_fixtures", "audio_support"]
 
 
 @pytest.fixture(scope="session")

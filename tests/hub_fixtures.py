@@ -1,8 +1,7 @@
 """pytest fixtures that point the real huggingface_hub client at a FakeHub on 127.0.0.1.
 
-Use in a test module with:
-    from hub_fixtures import fake_hub, fast_retries  # noqa: F401  (pytest finds fixtures by name)
-(tests/ is on sys.path because pytest's default "prepend" import mode puts each test's folder there.)
+conftest.py registers this module as a pytest plugin, so any test can ask for `fake_hub` or
+`fast_retries` by name.
 """
 
 import os

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from audio_support import RATE, Recorder, locate, null_sink, play_into_sink, silence, speech, true_bounds  # noqa: F401
+from audio_support import RATE, Recorder, locate, play_into_sink, silence, speech, true_bounds
 from edge.audio.capture import ArraySource, FileSource, MicrophoneSource
 from edge.audio.devices import AudioDevice, list_input_devices, list_output_devices, resolve_device
 from edge.audio.files import save_wav

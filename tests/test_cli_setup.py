@@ -11,7 +11,6 @@ import pytest
 
 from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
-from hub_fixtures import fake_hub  # noqa: F401  (fixture)
 
 TINY = FIXTURES / "gemma4-tiny"
 E2B_REPO = "ggml-org/gemma-4-E2B-it-GGUF"

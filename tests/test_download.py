@@ -16,7 +16,6 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNo
 from edge import download
 from edge.download import fetch_file, import_local, list_remote_files
 from edge.errors import DownloadError, ModelFileError, UsageError
-from hub_fixtures import fake_hub, fast_retries  # noqa: F401  (fixtures, found by name)
 
 REPO = "ggml-org/gemma-test-GGUF"
 MODEL = "gemma-test-Q4_K_M.gguf"

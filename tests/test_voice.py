@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from audio_support import Recorder, null_sink, play_into_sink, require_espeak, silence, speech  # noqa: F401
+from audio_support import play_into_sink, require_espeak, silence, speech
 from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
 from edge.audio.capture import ArraySource, MicrophoneSource
