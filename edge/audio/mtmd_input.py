@@ -99,7 +99,12 @@ class MtmdAudio:
         params.warmup = warmup
         params.flash_attn_type = llama.context_params.flash_attn_type
         _route_mtmd_logs(m)
-        self._ctx = m.mtmd_init_from_file(str(path).encode(), llama.model, params)
+        # libmtmd prints an "audio is experimental" warning straight to stderr on every load, past
+        # the log callback: silence the C streams unless the model was loaded verbose.
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=bool(getattr(llama, "verbose", False))):
+            self._ctx = m.mtmd_init_from_file(str(path).encode(), llama.model, params)
         if not self._ctx:
             self._ctx = None
             raise ModelFileError(f"libmtmd could not load {path.name} for this model: it is not an mmproj, "
