@@ -235,33 +235,30 @@ def resolve_model_file(model: str, quant: str,
     With listings, None means no listed repo has the quant. Without, the recorded files are used and
     an unrecorded quant still gets a size estimate (the downloader finds the real file later).
     """
-    real = listings is not None
-    source = listings if real else known_listings(model)
-    for repo in repo_order(model, source):
-        hit = find_model_file(source.get(repo, ()), quant, model)
-        if hit is None:
-            continue
-        if hit.size:
-            return ResolvedFile(repo, hit.name, int(hit.size), "hub listing" if real else "recorded", quant)
-        guess = fallback_model_size(model, quant)
-        return ResolvedFile(repo, hit.name, guess.bytes, guess.source, quant)
-    if real:
-        return None
-    guess = fallback_model_size(model, quant)
-    return ResolvedFile(card(model).repos[0], None, guess.bytes, guess.source, quant)
+    source = listings if listings is not None else known_listings(model)
+    hits = ((repo, find_model_file(source.get(repo, ()), quant, model)) for repo in repo_order(model, source))
+    return _first_resolved(model, quant, hits, listings is not None, fallback_model_size)
 
 
 def resolve_mmproj_file(model: str, precision: str,
                         listings: Mapping[str, Sequence[ListedFile]] | None = None) -> ResolvedFile | None:
     """The projector at `precision`, like resolve_model_file."""
-    real = listings is not None
-    source = listings if real else known_listings(model)
-    for prec, repo, hit in mmproj_candidates(source, model, [precision]):
+    source = listings if listings is not None else known_listings(model)
+    hits = ((repo, hit) for _, repo, hit in mmproj_candidates(source, model, [precision]))
+    return _first_resolved(model, precision, hits, listings is not None, fallback_mmproj_size)
+
+
+def _first_resolved(model: str, precision: str, hits, real: bool, guess_size) -> ResolvedFile | None:
+    """The first (repo, file) hit with its size, recorded or guessed; for no hit, None from real
+    listings, else a guess in the model's first repo."""
+    for repo, hit in hits:
+        if hit is None:
+            continue
         if hit.size:
-            return ResolvedFile(repo, hit.name, int(hit.size), "hub listing" if real else "recorded", prec)
-        guess = fallback_mmproj_size(model, precision)
-        return ResolvedFile(repo, hit.name, guess.bytes, guess.source, prec)
+            return ResolvedFile(repo, hit.name, int(hit.size), "hub listing" if real else "recorded", precision)
+        guess = guess_size(model, precision)
+        return ResolvedFile(repo, hit.name, guess.bytes, guess.source, precision)
     if real:
         return None
-    guess = fallback_mmproj_size(model, precision)
+    guess = guess_size(model, precision)
     return ResolvedFile(card(model).repos[0], None, guess.bytes, guess.source, precision)

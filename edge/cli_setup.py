@@ -34,7 +34,8 @@ def _target(device_name, root):
     from .profiles import choose_profile, load_profiles
     from .setup import target_for
 
-    return target_for(choose_profile(device_name, load_profiles(), detect(root)), detect(root))
+    detected = detect(root)
+    return target_for(choose_profile(device_name, load_profiles(), detected), detected)
 
 
 def _planned(device_name, model_id, quant, n_ctx, no_mmproj, root):

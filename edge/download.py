@@ -98,6 +98,11 @@ def _hub(offline: bool = False) -> _Hub:
     return _Hub(endpoint, cache, token, offline)
 
 
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloads, honouring HF_HUB_CACHE / HF_HOME as set now."""
+    return _hub().cache_dir
+
+
 def list_remote_files(repo_id: str, revision: str | None = None) -> RemoteListing:
     """The files of a model repo at `revision` (default: main) with sizes, LFS sha256 and the commit."""
     hub = _hub()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import catalog
 from .device_config import load_device_config
-from .download import _hub
+from .download import hub_cache_dir
 from .errors import EdgeError, UsageError
 from .paths import models_dir
 
@@ -30,7 +30,7 @@ class InstalledModel:
 
 
 def _hub_repo_dirs() -> list[tuple[str, Path]]:
-    cache = _hub().cache_dir
+    cache = hub_cache_dir()
     repos = {repo for card in catalog.CARDS.values() for repo in card.repos}
     return [(repo, cache / f"models--{repo.replace('/', '--')}") for repo in sorted(repos)]
 

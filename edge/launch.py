@@ -13,7 +13,7 @@ from typing import Any
 from . import device as device_mod
 from .device_config import load_device_config
 from .errors import MemoryFitError
-from .gguf_file import check_loadable_model
+from .gguf_file import GGUFInfo, check_loadable_model
 from .models import resolve_model
 from .plan import check_fits, gb
 from .profiles import ProfileChoice, choose_profile, load_profiles
@@ -30,6 +30,7 @@ class RunPlan:
     resolved: ResolvedSettings
     tuned_note: str | None = None  # e.g. "tuned threads 2/2" when `edge-gemma tune` values apply
     mmproj_path: Path | None = None  # the audio/vision projector setup installed with the model
+    model_info: GGUFInfo | None = None  # the model's checked header, so loading does not read it again
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -64,13 +65,15 @@ def prepare_run(model: str | None = None, device_name: str = "auto", overrides: 
                 resolved = resolve_settings(choice.profile, info, {**planned, **with_tuned})
         except TunedFileError as exc:  # a broken tuning file must not stop `run`
             resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
-    resolved = _check_memory(model_path, resolved, info, choice)
-    return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path)
+    model_info = check_loadable_model(model_path)
+    resolved = _check_memory(model_path, model_info, resolved, info, choice)
+    return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path, model_info)
 
 
-def _check_memory(model_path: Path, resolved: ResolvedSettings, info, choice) -> ResolvedSettings:
+def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info,
+                  choice) -> ResolvedSettings:
     """Refuse settings that cannot fit this machine, with the numbers; warn when free memory is short."""
-    report = check_fits(check_loadable_model(model_path), resolved.settings, info,
+    report = check_fits(model_info, resolved.settings, info,
                         os_headroom_mb=choice.profile.os_headroom_mb)
     if not report.fits_device:
         raise MemoryFitError(f"{model_path.name} with n_ctx {resolved.settings.n_ctx} needs "
@@ -82,6 +85,6 @@ def _check_memory(model_path: Path, resolved: ResolvedSettings, info, choice) ->
 
 
 def load_model(plan: RunPlan, *, verbose: bool = False) -> LoadedModel:
-    loaded = LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose)
+    loaded = LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info)
     loaded.tuned_note = plan.tuned_note  # shown in the stats line by output.format_stats
     return loaded

@@ -103,9 +103,11 @@ def _llama_load_params(settings: RunSettings):
 class LoadedModel:
     """One GGUF loaded into llama.cpp with one set of settings."""
 
-    def __init__(self, path: str | Path, settings: RunSettings, *, verbose: bool = False):
+    def __init__(self, path: str | Path, settings: RunSettings, *, verbose: bool = False,
+                 info: GGUFInfo | None = None):
+        """`info`: the file's already-checked header (launch.prepare_run has one), else it is read here."""
         self.path = Path(path)
-        self.info: GGUFInfo = check_loadable_model(self.path)  # before llama.cpp can abort on it
+        self.info: GGUFInfo = info or check_loadable_model(self.path)  # before llama.cpp can abort on it
         self.settings = settings
         n_ctx_train = int(self.info.arch_value("context_length", 0) or 0)
         self.n_ctx = min(settings.n_ctx, n_ctx_train) if n_ctx_train else settings.n_ctx

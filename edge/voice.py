@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from .audio.mtmd_input import AudioEvalResult, MtmdAudio
-from .chat_format import Message
+from .chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
 from .errors import AudioError
 from .runner import Generation, LoadedModel
 
@@ -127,7 +127,7 @@ class AudioConversation:
         llama = self.loaded.llama
         follow_up = self.loaded.chat_prompt([{"role": "user", "content": HEARD_PROMPT}])
         # follow_up.text is "<turn opener>user\n...<generation prompt>": close the model's turn first.
-        closer = "<turn|>\n" if "<|turn>" in follow_up.text else "<end_of_turn>\n"
+        closer = (GEMMA4_STOP if "<|turn>" in follow_up.text else GEMMA3_STOP)[0] + "\n"
         llama.eval(llama.tokenize((closer + follow_up.text).encode(), add_bos=False, special=True))
         heard = "".join(self._sample(TRANSCRIPT_MAX_TOKENS, 0.0, follow_up.stop))
         return " ".join(heard.split())
