@@ -45,7 +45,7 @@ def to_record(run: BenchRun, result: BenchResult) -> dict[str, Any]:
         "n_threads": t.n_threads, "n_threads_batch": t.n_threads_batch, "type_k": c.type_k,
         "type_v": c.type_v, "n_gpu_layers": c.n_gpu_layers, "flash_attn": int(c.flash_attn),
         "use_mmap": c.load_mode.startswith("mmap"), "load_mode": c.load_mode, "lazy_mode": c.lazy_mode,
-        "n_prompt": t.n_prompt, "n_gen": t.n_gen, "n_depth": t.n_depth, "test_time": result.test_time,
+        "repack": int(c.use_extra_bufts), "n_prompt": t.n_prompt, "n_gen": t.n_gen, "n_depth": t.n_depth, "test_time": result.test_time,
         "avg_ns": result.avg_ns, "stddev_ns": result.stddev_ns, "avg_ts": result.avg_ts,
         "stddev_ts": result.stddev_ts, "samples_ns": list(result.samples_ns),
         "samples_ts": list(result.samples_ts),
@@ -56,7 +56,8 @@ def to_record(run: BenchRun, result: BenchResult) -> dict[str, Any]:
         "temps_c": list(result.temps_c), "throttled": list(result.throttled),
         "throttled_any": result.any_throttled, "temp_start_c": c.temp_start_c, "temp_end_c": c.temp_end_c,
         "throttled_since_boot": list(c.throttled_since_boot), "power_mode": c.power_mode,
-        "thermal_source": c.thermal_source, "tuned": c.tuned, "edge_gemma_version": c.edge_gemma_version,
+        "thermal_source": c.thermal_source, "tuned": c.tuned, "cpu_kernels": c.cpu_kernels,
+        "cpu_kernels_reason": c.cpu_kernels_reason, "edge_gemma_version": c.edge_gemma_version,
         "llama_cpp_version": c.llama_cpp_version, "system_info": c.system_info,
         "interrupted": run.interrupted,
     }
@@ -147,7 +148,7 @@ def conditions_line(run: BenchRun) -> str:
         parts.append(f"power mode {c.power_mode}")
     if c.throttled_since_boot:
         parts.append("since boot: " + ", ".join(c.throttled_since_boot))
-    second = [c.cpu_info, f"profile {c.device_profile}", c.tuned or "not tuned",
+    second = [c.cpu_info, f"kernels {c.cpu_kernels}", f"profile {c.device_profile}", c.tuned or "not tuned",
               f"ctx {c.n_ctx}, {c.load_mode}" + (", lazy PLE" if c.lazy_mode == "on" else ""),
               f"edge-gemma {c.edge_gemma_version}, llama-cpp-python {c.llama_cpp_version}"]
     return " | ".join(parts) + "\n" + " | ".join(second)

@@ -115,6 +115,9 @@ class RunConditions:
     throttled_since_boot: tuple[str, ...]
     thermal_source: str
     tuned: str | None  # which tuned settings were applied, if any
+    use_extra_bufts: bool  # llama.cpp's model param (llama-bench's "repack" field)
+    cpu_kernels: str  # extra CPU kernels used, e.g. "CPU_REPACK (AMX avoided)", and below why
+    cpu_kernels_reason: str
     edge_gemma_version: str
     llama_cpp_version: str
     system_info: str
@@ -170,6 +173,8 @@ def bench_model(model_path, settings, tests: Sequence[BenchTest], repetitions: i
             power_mode=last.power_mode if last else None,
             throttled_since_boot=last.since_boot if last else (),
             thermal_source=last.source if last else "not read", tuned=tuned,
+            use_extra_bufts=loaded.backend.use_extra_bufts, cpu_kernels=loaded.backend.kernels,
+            cpu_kernels_reason=loaded.backend.reason,
             edge_gemma_version=__version__, llama_cpp_version=_lib().__version__,
             system_info=_lib().llama_print_system_info().decode(errors="replace").strip(),
             started_at=started_at)

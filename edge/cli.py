@@ -110,14 +110,17 @@ def detect(device_name, as_json, root):
     from .device import detect as detect_device, to_dict
     from .profiles import choose_profile, load_profiles, profile_to_dict
 
+    from .model.backend import backend_choice
+
     info = detect_device(root)
     choice = choose_profile(device_name, load_profiles(), info)
+    backend = backend_choice()
     if as_json:
         payload = {"device": to_dict(info), "profile": profile_to_dict(choice.profile),
-                   "reasons": list(choice.reasons)}
+                   "reasons": list(choice.reasons), "cpu_kernels": backend.to_dict()}
         click.echo(json.dumps(payload, indent=2))
     else:
-        click.echo(format_device(info, choice))
+        click.echo(format_device(info, choice, backend))
 
 
 @cli.command()
@@ -211,7 +214,10 @@ for command in (setup, plan, models, bench, tune, voice, transcribe, ask):
 
 
 def main() -> None:
-    cli(prog_name="edge-gemma")
+    from .crash_report import run_guarded
+
+    command = " ".join(sys.argv[1:2]) or "(no command)"
+    run_guarded(lambda: cli(prog_name="edge-gemma"), command)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ never leaves a half file.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import EdgeError
+from .jsonio import write_json_atomic
 from .paths import config_dir
 
 CONFIG_NAME = "device.json"
@@ -68,9 +68,4 @@ def load_device_config(path: Path | None = None) -> DeviceConfig | None:
 
 
 def save_device_config(config: DeviceConfig, path: Path | None = None) -> Path:
-    path = path or config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(asdict(config), indent=2) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_json_atomic(path or config_path(), asdict(config))

@@ -17,6 +17,7 @@ from .gguf_file import GGUFInfo, check_loadable_model
 from .models import resolve_model
 from .plan import check_fits, gb
 from .profiles import ProfileChoice, choose_profile, load_profiles
+from .model.backend import BackendChoice, backend_choice
 from .runner import LoadedModel
 from .settings import ResolvedSettings, resolve_settings
 from .tune import TunedFileError, apply_tuned, lookup
@@ -31,10 +32,13 @@ class RunPlan:
     tuned_note: str | None = None  # e.g. "tuned threads 2/2" when `edge-gemma tune` values apply
     mmproj_path: Path | None = None  # the audio/vision projector setup installed with the model
     model_info: GGUFInfo | None = None  # the model's checked header, so loading does not read it again
+    backend: BackendChoice | None = None  # which extra CPU kernels loads use (model/backend.py)
 
     @property
     def notes(self) -> tuple[str, ...]:
-        return self.resolved.notes
+        # A fresh probe verdict is said once, the run it was made in; later runs read it silently.
+        fresh = (self.backend.reason,) if self.backend is not None and self.backend.fresh else ()
+        return self.resolved.notes + fresh
 
 
 def prepare_run(model: str | None = None, device_name: str = "auto", overrides: dict[str, Any] | None = None,
@@ -67,7 +71,7 @@ def prepare_run(model: str | None = None, device_name: str = "auto", overrides: 
             resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
     model_info = check_loadable_model(model_path)
     resolved = _check_memory(model_path, model_info, resolved, info, choice)
-    return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path, model_info)
+    return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path, model_info, backend_choice())
 
 
 def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info,
@@ -85,6 +89,7 @@ def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSett
 
 
 def load_model(plan: RunPlan, *, verbose: bool = False) -> LoadedModel:
-    loaded = LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info)
+    loaded = LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info,
+                         backend=plan.backend)
     loaded.tuned_note = plan.tuned_note  # shown in the stats line by output.format_stats
     return loaded

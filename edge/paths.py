@@ -31,3 +31,8 @@ def models_dir() -> Path:
 def user_profiles_dir() -> Path:
     """Profiles here add to or override the built-in ones (same file name = override)."""
     return config_dir() / "profiles"
+
+
+def cache_dir() -> Path:
+    """Facts worth remembering but safe to lose: the CPU backend probe's verdict."""
+    return _base("cache", "XDG_CACHE_HOME", ".cache")

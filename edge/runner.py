@@ -16,6 +16,8 @@ from typing import Iterator
 from .chat_format import ChatPrompt, Message, build_chat_prompt
 from .errors import ModelFileError
 from .gguf_file import GGUFInfo, check_loadable_model
+from .model.backend import BackendChoice, backend_choice
+from .model.buffer_overrides import TensorOverrides, overrides_for
 from .settings import RunSettings
 
 # llama.cpp enum values (llama.h / ggml.h of the pinned llama-cpp-python).
@@ -77,11 +79,12 @@ class Generation:
 
 
 @contextlib.contextmanager
-def _llama_load_params(settings: RunSettings):
-    """Set load_mode and lazy_mode, which llama_cpp.Llama does not expose, for one model load.
+def _llama_load_params(settings: RunSettings, backend: BackendChoice, overrides: TensorOverrides | None):
+    """Set the model params llama_cpp.Llama does not expose, for one model load.
 
-    Llama() maps only use_mmap/use_mlock onto load_mode, so the model-params struct is adjusted
-    just before llama_model_load_from_file sees it; the original class is restored afterwards.
+    Llama() maps only use_mmap/use_mlock onto load_mode and has no say over the CPU's extra buffer
+    types, so the model-params struct is adjusted just before llama_model_load_from_file sees it;
+    the original class is restored afterwards.
     """
     import llama_cpp.llama as llama_module
 
@@ -91,6 +94,8 @@ def _llama_load_params(settings: RunSettings):
         def __init__(self, *, path_model, params, verbose=True):
             params.load_mode = _LOAD_MODES[settings.load_mode]
             params.lazy_mode = _LAZY_MODES[settings.lazy_mode]
+            params.use_extra_bufts = backend.use_extra_bufts
+            params.tensor_buft_overrides = overrides.address if overrides else None
             super().__init__(path_model=path_model, params=params, verbose=verbose)
 
     llama_module.internals.LlamaModel = _WithLoadModes
@@ -104,11 +109,14 @@ class LoadedModel:
     """One GGUF loaded into llama.cpp with one set of settings."""
 
     def __init__(self, path: str | Path, settings: RunSettings, *, verbose: bool = False,
-                 info: GGUFInfo | None = None):
-        """`info`: the file's already-checked header (launch.prepare_run has one), else it is read here."""
+                 info: GGUFInfo | None = None, backend: BackendChoice | None = None):
+        """`info`: the file's already-checked header (launch.prepare_run has one), else it is read here.
+        `backend`: which extra CPU kernels to use; by default the machine's verdict (model/backend.py).
+        """
         self.path = Path(path)
         self.info: GGUFInfo = info or check_loadable_model(self.path)  # before llama.cpp can abort on it
         self.settings = settings
+        self.backend = backend or backend_choice()
         n_ctx_train = int(self.info.arch_value("context_length", 0) or 0)
         self.n_ctx = min(settings.n_ctx, n_ctx_train) if n_ctx_train else settings.n_ctx
         started = time.perf_counter()
@@ -119,8 +127,9 @@ class LoadedModel:
         import llama_cpp
 
         s = self.settings
+        overrides = overrides_for(self.backend, self.info.tensors)
         try:
-            with _llama_load_params(s):
+            with _llama_load_params(s, self.backend, overrides):
                 return llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch,
                     n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
@@ -182,6 +191,10 @@ class LoadedModel:
             text = chunk["choices"][0]["text"]
             if text:
                 yield text
+
+    def eval_tokens(self, tokens: list[int]) -> None:
+        """Evaluate token ids into the KV cache after what is there (a prompt batch or one decode step)."""
+        self.llama.eval(tokens)
 
     def close(self) -> None:
         self.llama.close()

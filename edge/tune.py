@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable
 
 from .bench import BenchContext, Progress, mean, now_rfc3339, restore_model_state, sample_stdev
 from .errors import EdgeError
+from .jsonio import write_json_atomic
 from .paths import config_dir
 
 TUNED_KEYS = ("n_threads", "n_threads_batch", "n_ubatch")
@@ -84,11 +84,7 @@ def load_all(path: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _write_all(entries: dict, path: Path | None = None) -> None:
-    path = path or tuned_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps({"version": 1, "devices": entries}, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)  # a crash never leaves half a file behind
+    write_json_atomic(path or tuned_path(), {"version": 1, "devices": entries})
 
 
 def lookup(info, model_path: Path) -> TunedSettings | None:

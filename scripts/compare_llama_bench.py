@@ -4,7 +4,10 @@ both with the ratio, so anyone can check edge-gemma's numbers against the refere
 
 Both get the same settings: threads (decode = prompt threads, as llama-bench has one -t), prompt and
 generation sizes, repetitions, n_batch/n_ubatch, flash attention, KV cache types and load mode.
-Tuned settings are ignored (--no-tune). With --rounds N the two tools take turns N times, which
+Tuned settings are ignored (--no-tune). The CPU's extra kernels match too: when edge-gemma's
+backend verdict avoids one (AMX that crashed in a probe, or EDGE_GEMMA_EXTRA_BUFTS=off), llama-bench
+gets `--repack 0` and edge-gemma runs with EDGE_GEMMA_EXTRA_BUFTS=off, because llama-bench's -ot
+cannot force tensors into CPU_REPACK the way edge-gemma keeps it. With --rounds N the two tools take turns N times, which
 spreads slow drift (thermals, other load) over both.
 
 Examples:
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -70,21 +74,21 @@ def busy_fraction(seconds: float = 0.5) -> float | None:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def run_json(command: list[str], what: str) -> list[dict]:
+def run_json(command: list[str], what: str, env: dict | None = None) -> list[dict]:
     busy = busy_fraction()
     if busy is not None and busy > 0.15:
         print(f"warning: the machine was {busy:.0%} busy before this run: its numbers will be low "
               "and noisy", file=sys.stderr)
     print(f"$ {' '.join(command)}", file=sys.stderr)
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
         sys.exit(f"error: {what} failed (exit {result.returncode}):\n{tail}")
     return json.loads(result.stdout)
 
 
-def llama_bench_command(binary: str, model: Path, a: argparse.Namespace) -> list[str]:
-    return [binary, "-m", str(model), "-t", a.threads, "-p", a.n_prompt, "-n", a.n_gen,
+def llama_bench_command(binary: str, model: Path, a: argparse.Namespace, repack: bool) -> list[str]:
+    return [binary, "--repack", "1" if repack else "0", "-m", str(model), "-t", a.threads, "-p", a.n_prompt, "-n", a.n_gen,
             "-r", str(a.repetitions), "-b", str(a.batch_size), "-ub", str(a.ubatch_size),
             "-fa", a.flash_attn, "-ctk", a.cache_type, "-ctv", a.cache_type,
             "-lm", a.load_mode, "-o", "json"]
@@ -124,13 +128,22 @@ def main(argv: list[str] | None = None) -> int:
               "`cmake --build build --target llama-bench`)", file=sys.stderr)
         return 2
     model = resolve_model(a.model)
+    from edge.model.backend import MODE_ENV, backend_choice
+
+    backend = backend_choice()
+    repack = backend.use_extra_bufts
+    edge_env = dict(os.environ) if repack else dict(os.environ, **{MODE_ENV: "off"})
+    print(f"CPU kernels: {backend.kernels}; {backend.reason}; llama-bench --repack {int(repack)}",
+          file=sys.stderr)
     theirs, ours = [], []
     for round_number in range(a.rounds):
         # Alternate who goes first, so neither tool always runs on a cooler board.
         order = [("llama-bench", theirs), ("edge-gemma", ours)]
         for name, sink in order if round_number % 2 == 0 else reversed(order):
-            command = llama_bench_command(binary, model, a) if name == "llama-bench" else edge_command(model, a)
-            sink.append(run_json(command, name))
+            if name == "llama-bench":
+                sink.append(run_json(llama_bench_command(binary, model, a, repack), name))
+            else:
+                sink.append(run_json(edge_command(model, a), name, edge_env))
             for record in sink[-1]:
                 print(f"  round {round_number + 1} {name}: {test_name(record)} t={record['n_threads']} "
                       f"{record['avg_ts']:.2f} ± {record['stddev_ts']:.2f}", file=sys.stderr)
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {"model": str(model), "cpu_info": theirs[0][0].get("cpu_info") if theirs[0] else None,
             "llama_bench_build": theirs[0][0].get("build_commit") if theirs[0] else None,
             "edge_gemma_llama_cpp": ours[0][0].get("llama_cpp_version") if ours[0] else None,
-            "rounds": a.rounds, "repetitions": a.repetitions}
+            "rounds": a.rounds, "repetitions": a.repetitions, "repack": repack}
     if a.json:
         print(json.dumps({"info": info, "rows": rows}, indent=2))
         return 0

@@ -1,6 +1,7 @@
 """Shared test setup: every user directory points at a temp dir; real components are required in CI."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,38 @@ def shared_models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cpu_verdict(tmp_path_factory) -> Path | None:
+    """A session-wide temp home (module-scoped fixtures load models before per-test homes exist),
+    and this machine's CPU-kernel verdict, made once there (a probe only where AMX is offered)."""
+    home = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGE_GEMMA_HOME", str(home / "edge-gemma"))
+        patch.setenv("HF_HOME", str(home / "hf"))
+        for name in ("EDGE_GEMMA_EXTRA_BUFTS", "EDGE_GEMMA_FRAGILE_BUFTS", "EDGE_GEMMA_PROBE_FAULT"):
+            patch.delenv(name, raising=False)
+        path = None
+        try:
+            from edge.model.backend import backend_choice, verdict_path
+
+            backend_choice()
+            path = verdict_path() if verdict_path().exists() else None
+        except ImportError:
+            pass  # llama-cpp-python missing: the tests that need it say so
+        yield path
+
+
 @pytest.fixture(autouse=True)
-def isolated_user_dirs(tmp_path, monkeypatch, shared_models_dir):
-    """Config, data, cache and HF_HOME live in a temp dir so tests never touch the real ones."""
+def isolated_user_dirs(tmp_path, monkeypatch, shared_models_dir, session_cpu_verdict):
+    """Config, data, cache and HF_HOME live in a temp dir so tests never touch the real ones.
+
+    The session's CPU-kernel verdict is copied in, so an AMX machine probes once, not per test.
+    """
     home = tmp_path / "home"
+    if session_cpu_verdict is not None:
+        cached = home / "edge-gemma" / "cache" / session_cpu_verdict.name
+        cached.parent.mkdir(parents=True)
+        shutil.copy(session_cpu_verdict, cached)
     monkeypatch.setenv("EDGE_GEMMA_HOME", str(home / "edge-gemma"))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))

@@ -30,7 +30,9 @@ def conditions(**changes):
         device_profile="pi5-8gb", device_kind="pi5", device_board="Raspberry Pi 5 Model B Rev 1.0",
         cpu_info="Cortex-A76", load_s=1.5, load_cache="warm", peak_rss=1_600_000_000, ttft_s=0.8,
         temp_start_c=50.0, temp_end_c=71.5, power_mode=None, throttled_since_boot=(),
-        thermal_source="thermal zones", tuned="tuned threads 3/4", edge_gemma_version="0.1.0",
+        thermal_source="thermal zones", tuned="tuned threads 3/4", use_extra_bufts=True,
+        cpu_kernels="CPU_REPACK", cpu_kernels_reason="no extra CPU kernel here is known to be fragile",
+        edge_gemma_version="0.1.0",
         llama_cpp_version="0.3.36", system_info="CPU : NEON = 1", started_at="2026-01-01T00:00:00Z")
     values.update(changes)
     return RunConditions(**values)

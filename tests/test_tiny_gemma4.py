@@ -13,6 +13,8 @@ import pytest
 from conftest import FIXTURES, require
 
 from edge.errors import AudioError, ModelFileError
+from edge.runner import LoadedModel
+from edge.settings import RunSettings
 
 TINY = FIXTURES / "gemma4-tiny"
 TEXT_GGUF = TINY / "tiny-gemma-4-E2B.gguf"
@@ -33,12 +35,13 @@ def _llama_cpp():
 
 @pytest.fixture(scope="module")
 def llama():
-    llama_cpp = _llama_cpp()
+    _llama_cpp()
     assert TEXT_GGUF.is_file() and MMPROJ.is_file(), "run scripts/make_tiny_gemma4.py"
     # A small ubatch keeps the logits buffer (n_vocab x n_ubatch floats) near 256 MB, not 512.
-    llm = llama_cpp.Llama(str(TEXT_GGUF), n_ctx=2048, n_batch=256, n_ubatch=256, seed=7, verbose=False)
-    yield llm
-    llm.close()
+    # Through the runner, so the load obeys this CPU's kernel verdict (edge/model/backend.py).
+    with LoadedModel(TEXT_GGUF, RunSettings(n_ctx=2048, n_batch=256, n_ubatch=256)) as loaded:
+        loaded.llama.set_seed(7)
+        yield loaded.llama
 
 
 @pytest.fixture(scope="module")
