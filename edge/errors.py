@@ -35,3 +35,11 @@ class DownloadError(EdgeError):
 
 class AudioError(EdgeError):
     """Audio input or output failed, or an audio buffer is unusable."""
+
+
+class ContextFullError(EdgeError):
+    """One input (a prompt, a message, a clip) cannot fit in the context even after old turns go."""
+
+
+class GenerationError(EdgeError):
+    """llama.cpp failed while evaluating or generating (a decode error, a full KV cache)."""

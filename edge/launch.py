@@ -10,23 +10,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import device as device_mod
-from .device_config import load_device_config
-from .errors import MemoryFitError
-from .gguf_file import GGUFInfo, check_loadable_model
-from .models import resolve_model
-from .plan import check_fits, gb
-from .profiles import ProfileChoice, choose_profile, load_profiles
-from .model.backend import BackendChoice, backend_choice
-from .runner import LoadedModel
-from .settings import ResolvedSettings, resolve_settings
-from .tune import TunedFileError, apply_tuned, lookup
+from edge.device import info as device_mod
+from edge.device.info import DeviceInfo
+from edge.setup.config import load_device_config
+from edge.errors import MemoryFitError
+from edge.model.gguf import GGUFInfo, check_loadable_model
+from edge.model.files import resolve_model
+from edge.setup.plan import check_fits, gb
+from edge.profiles import ProfileChoice, choose_profile, load_profiles
+from edge.model.backend import BackendChoice, backend_choice
+from edge.model.runner import LoadedModel
+from edge.settings import ResolvedSettings, resolve_settings
+from edge.tuned import TunedFileError, apply_tuned, lookup
 
 
 @dataclass(frozen=True)
 class RunPlan:
     model_path: Path
-    device: Any  # device.DeviceInfo
+    device: DeviceInfo
     choice: ProfileChoice
     resolved: ResolvedSettings
     tuned_note: str | None = None  # e.g. "tuned threads 2/2" when `edge-gemma tune` values apply
@@ -89,7 +90,5 @@ def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSett
 
 
 def load_model(plan: RunPlan, *, verbose: bool = False) -> LoadedModel:
-    loaded = LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info,
-                         backend=plan.backend)
-    loaded.tuned_note = plan.tuned_note  # shown in the stats line by output.format_stats
-    return loaded
+    return LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info,
+                       backend=plan.backend)

@@ -13,8 +13,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .errors import ProfileError
-from .paths import user_profiles_dir
+from edge.errors import ProfileError
+from edge.paths import user_profiles_dir
 
 MODELS = ("e2b", "e4b")
 QUANTS = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "BF16", "F16",

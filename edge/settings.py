@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import UsageError
-from .profiles import CACHE_TYPES, LAZY_MODES, LOAD_MODES, Profile
+from edge.device.info import DeviceInfo
+from edge.errors import UsageError
+from edge.profiles import CACHE_TYPES, LAZY_MODES, LOAD_MODES, Profile
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,15 @@ class ResolvedSettings:
     notes: tuple[str, ...]  # what was adjusted and why, for the user to read
 
 
-def usable_cores(device=None) -> tuple[int, int]:
+def usable_cores(device: DeviceInfo) -> tuple[int, int]:
     """(cores llama.cpp threads should use by default, logical cores available to this process)."""
     logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device is None:
-        return max(1, logical), max(1, logical)
     # Hyperthreads and E-cores/LITTLE cores slow llama.cpp down: one thread per fast physical core.
     fast = len(device.performance_cores) or device.physical_cores or logical
     return max(1, min(fast, logical)), max(1, logical)
 
 
-def resolve_settings(profile: Profile | None, device=None, overrides: dict[str, Any] | None = None,
+def resolve_settings(profile: Profile | None, device: DeviceInfo, overrides: dict[str, Any] | None = None,
                      ) -> ResolvedSettings:
     """Profile values (or defaults) + overrides, with thread counts fitted to this machine."""
     base = RunSettings()

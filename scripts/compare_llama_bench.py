@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_model(spec: str) -> Path:
     if spec == "demo":
-        from edge.models import ensure_demo_model
+        from edge.model.files import ensure_demo_model
 
         return ensure_demo_model()
     path = Path(spec).expanduser()

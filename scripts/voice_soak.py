@@ -28,13 +28,13 @@ sys.path.insert(0, str(REPO))
 
 from edge.audio.capture import ArraySource  # noqa: E402
 from edge.audio.files import load_audio  # noqa: E402
-from edge.audio.mtmd_input import MtmdAudio  # noqa: E402
+from edge.model.mtmd import MtmdAudio  # noqa: E402
 from edge.audio.playback import NullSink  # noqa: E402
 from edge.audio.tts import EspeakBackend, Speaker  # noqa: E402
-from edge.runner import LoadedModel  # noqa: E402
+from edge.model.runner import LoadedModel  # noqa: E402
 from edge.settings import RunSettings  # noqa: E402
-from edge.voice import AudioConversation  # noqa: E402
-from edge.voice_loop import VoiceLoop  # noqa: E402
+from edge.voice.conversation import AudioConversation  # noqa: E402
+from edge.voice.loop import VoiceLoop  # noqa: E402
 
 TINY = REPO / "tests" / "fixtures" / "gemma4-tiny"
 

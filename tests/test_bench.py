@@ -8,13 +8,14 @@ import re
 
 import pytest
 
-from edge.bench import (BenchContext, BenchResult, SweepSpec, BenchTest, check_sweep, expand_sweep, mean,
+from edge.bench.measure import (BenchContext, BenchResult, SweepSpec, BenchTest, check_sweep, expand_sweep, mean,
                         parse_int_list, run_sweep, sample_stdev)
-from edge.bench_report import (REFERENCES, compare_runs, find_run, load_saved, reference_lines, render,
+from edge.bench.report import (REFERENCES, compare_runs, find_run, load_saved, reference_lines, render,
                                save_run, to_records)
-from edge.bench_run import BenchRun, DurationBlock, DurationResult, RunConditions, bench_model, run_duration
+from edge.bench.run import BenchRun, DurationBlock, DurationResult, RunConditions, bench_model, run_duration
 from edge.errors import EdgeError, UsageError
-from edge.runner import LoadedModel
+from edge.launch import prepare_run
+from edge.model.runner import LoadedModel
 from edge.settings import RunSettings
 
 
@@ -105,7 +106,7 @@ def test_int_lists():
 @pytest.mark.parametrize("changes, message", [
     (dict(n_prompt=(0,)), "-p/--n-prompt must be positive, not 0"),
     (dict(n_gen=(-1,)), "-n/--n-gen must be positive, not -1"),
-    (dict(n_depth=(-5,)), "-d/--depth must be 0 or more"),
+    (dict(n_depth=(-5,)), "--depth must be 0 or more"),
     (dict(n_threads=(0,)), "-t/--threads must be positive"),
     (dict(repetitions=0), "-r/--repetitions must be from 1 to 1000"),
     (dict(n_prompt=(40000,)), "needs 40000 tokens of context (prompt + generation + depth) but the limit here is 32768"),
@@ -274,8 +275,9 @@ def test_real_sustained_run(demo_model):
 
 
 def test_whole_run_reports_load_rss_ttft_and_conditions(demo_gguf, llama_cpp_available):
-    settings = RunSettings(n_ctx=512, n_threads=2, n_threads_batch=2, n_batch=512, n_ubatch=512)
-    run = bench_model(demo_gguf, settings, [spec(n_prompt=32), spec(n_gen=8)], 2)
+    plan = prepare_run(str(demo_gguf), "auto", {"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2},
+                       no_tune=True)
+    run = bench_model(plan, [spec(n_prompt=32), spec(n_gen=8)], 2)
     c = run.conditions
     assert [r.spec.name for r in run.results] == ["pp32", "tg8"] and not run.interrupted
     assert c.model_type.startswith("gemma3") and c.model_size > 100_000_000 and c.model_n_params > 200_000_000
@@ -284,3 +286,5 @@ def test_whole_run_reports_load_rss_ttft_and_conditions(demo_gguf, llama_cpp_ava
     assert c.llama_cpp_version == "0.3.36" and "CPU" in c.system_info and c.cpu_info
     records = to_records(run)
     assert records[0]["model_filename"] == str(demo_gguf) and records[0]["n_prompt"] == 32
+
+    assert records[0]["cpu_kernels"] and records[0]["repack"] in (0, 1) and c.cpu_kernels_reason

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from edge import catalog
-from edge.catalog import (find_mmproj_file, find_model_file, has_quant_token, is_main_model_file,
+from edge.setup import catalog
+from edge.setup.catalog import (find_mmproj_file, find_model_file, has_quant_token, is_main_model_file,
                           mmproj_candidates, resolve_mmproj_file, resolve_model_file)
 
 

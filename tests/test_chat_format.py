@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from edge.chat_format import build_chat_prompt
-from edge.gguf_file import inspect_gguf
+from edge.model.chat_format import build_chat_prompt
+from edge.model.gguf import inspect_gguf
 from gguf_writer import write_minimal_gguf
 
 CONVERSATION = [

@@ -41,7 +41,7 @@ def test_bench_sweep_csv_and_jsonl(demo_gguf, llama_cpp_available):
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.startswith("cpu_info,") and len(rows) == 2
-    result = edge_gemma("bench", "-m", "demo", "-p", "16", "-d", "0,16", "--only", "pp", "-r", "1", "-o", "jsonl")
+    result = edge_gemma("bench", "-m", "demo", "-p", "16", "--depth", "0,16", "--only", "pp", "-r", "1", "-o", "jsonl")
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["test"] for line in result.stdout.splitlines()] == ["pp16", "pp16 @ d16"]
 
@@ -88,7 +88,7 @@ def test_unknown_saved_run(isolated_user_dirs):
     (("-p", "600", "-c", "512"), "the limit here is 512"),
     (("-r", "0"), "-r/--repetitions must be from 1 to 1000"),
     (("-t", "two"), "-t/--threads: 'two' is not a number"),
-    (("-c", "0"), "-c/--ctx must be positive"),
+    (("-c", "0"), "'--ctx': 0 is not in the range 256<=x<=131072"),
 ])
 def test_bad_sizes_are_one_line_errors(demo_gguf, args, fragment):
     assert_one_line_error(edge_gemma("bench", "-m", "demo", *args), fragment)

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES
-from edge.cli import cli
+from edge.cli.app import cli
 
 DEVICES = FIXTURES / "devices"
 

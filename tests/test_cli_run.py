@@ -97,3 +97,9 @@ def test_settings_that_cannot_fit_say_the_numbers(demo_gguf, isolated_user_dirs)
     (profiles / "tiny-board.toml").write_text(greedy.replace("os_headroom_mb = 1024", "os_headroom_mb = 65536"))
     result = edge_gemma("run", "--model", "demo", "--device", "tiny-board", "hi")
     assert_one_line_error(result, "needs", "GB", "over")
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_any_work(demo_gguf, llama_cpp_available):
+    result = edge_gemma("run", "-m", "demo", "-c", "256", "word " * 1000)
+    assert_one_line_error(result, "the prompt is 1002 tokens but the context holds 256", "raise --ctx")
+    assert result.stdout == ""  # nothing was generated

@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-from edge.crash_report import innermost_frame
+from edge.cli.crash_report import innermost_frame
 
 CRASHING_COMMAND = """
 import ctypes
-from edge.crash_report import run_guarded
+from edge.cli.crash_report import run_guarded
 
 def decode():
     ctypes.string_at(0)  # a NULL read in native code, as a faulting llama.cpp kernel
@@ -46,7 +46,7 @@ def test_edge_debug_shows_faulthandlers_full_dump(tmp_path):
 
 
 def test_a_normal_exit_code_passes_through_and_leaves_no_log(tmp_path):
-    code = "import sys\nfrom edge.crash_report import run_guarded\nrun_guarded(lambda: sys.exit(3), 'x')\n"
+    code = "import sys\nfrom edge.cli.crash_report import run_guarded\nrun_guarded(lambda: sys.exit(3), 'x')\n"
     done = run_python(code, {"EDGE_DEBUG": "0"}, tmp_path)
     assert done.returncode == 3 and done.stderr == ""
     assert not list((tmp_path / "home").rglob("crash-*.log"))

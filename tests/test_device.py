@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.device import KINDS, DeviceInfo, detect, llama_gpu_offload, to_dict
-from edge.device_boards import decode_pi_revision, parse_l4t_release
-from edge.device_linux import FEATURE_ORDER, parse_cpu_list
+from edge.device.info import KINDS, DeviceInfo, detect, llama_gpu_offload, to_dict
+from edge.device.boards import decode_pi_revision, parse_l4t_release
+from edge.device.linux import FEATURE_ORDER, parse_cpu_list
 
 DEVICES = Path(__file__).parent / "fixtures" / "devices"
 GiB = 2**30

@@ -1,4 +1,4 @@
-"""edge.download against a real HTTP server (FakeHub) with the real huggingface_hub client."""
+"""edge.setup.download against a real HTTP server (FakeHub) with the real huggingface_hub client."""
 
 import hashlib
 import os
@@ -13,8 +13,8 @@ from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 
-from edge import download
-from edge.download import fetch_file, import_local, list_remote_files
+from edge.setup import download
+from edge.setup.download import fetch_file, import_local, list_remote_files
 from edge.errors import DownloadError, ModelFileError, UsageError
 
 REPO = "ggml-org/gemma-test-GGUF"

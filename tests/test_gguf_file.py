@@ -3,7 +3,7 @@
 import pytest
 
 from edge.errors import ModelFileError
-from edge.gguf_file import check_loadable_model, inspect_gguf
+from edge.model.gguf import check_loadable_model, inspect_gguf
 from gguf_writer import write_minimal_gguf
 
 

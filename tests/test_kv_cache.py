@@ -9,8 +9,8 @@ import pytest
 
 from conftest import FIXTURES, require
 from edge.errors import ModelFileError
-from edge.gguf_file import GGUFInfo, TensorInfo, inspect_gguf
-from edge.kv_cache import (KNOWN_SHAPES, compute_buffer_bytes, dims_from_gguf,
+from edge.model.gguf import GGUFInfo, TensorInfo, inspect_gguf
+from edge.model.kv_cache import (KNOWN_SHAPES, compute_buffer_bytes, dims_from_gguf,
                            kv_cache_for_gguf, kv_cache_for_model, pad, row_bytes, shape_from_gguf, swa_layout)
 
 MIB = 1 << 20

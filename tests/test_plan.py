@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from edge.device import DeviceInfo
+from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
-from edge.gguf_file import GGUFInfo, TensorInfo, inspect_gguf
-from edge.plan import MIB, check_fits, choose_plan, format_plan_table, plan_to_dict
+from edge.model.gguf import GGUFInfo, TensorInfo, inspect_gguf
+from edge.setup.plan import MIB, check_fits, choose_plan, format_plan_table, plan_to_dict
 from edge.profiles import load_profile_file
 from edge.settings import RunSettings
 

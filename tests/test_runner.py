@@ -2,8 +2,8 @@
 
 import pytest
 
-from edge.chat_format import ChatPrompt
-from edge.runner import LoadedModel
+from edge.model.chat_format import ChatPrompt
+from edge.model.runner import LoadedModel
 from edge.settings import RunSettings
 
 SETTINGS = RunSettings(n_ctx=512, n_threads=2, n_threads_batch=2, n_batch=128, n_ubatch=128)

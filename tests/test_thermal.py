@@ -3,8 +3,8 @@
 import pytest
 
 from conftest import FIXTURES
-from edge.bench import _throttled_between
-from edge.thermal import (ThermalReader, decode_throttled, parse_vcgencmd_temp, parse_vcgencmd_throttled,
+from edge.bench.measure import _throttled_between
+from edge.device.thermal import (ThermalReader, decode_throttled, parse_vcgencmd_temp, parse_vcgencmd_throttled,
                           read_power_mode)
 
 THERMAL = FIXTURES / "thermal"

@@ -13,7 +13,7 @@ import pytest
 from conftest import FIXTURES, require
 
 from edge.errors import AudioError, ModelFileError
-from edge.runner import LoadedModel
+from edge.model.runner import LoadedModel
 from edge.settings import RunSettings
 
 TINY = FIXTURES / "gemma4-tiny"
@@ -46,7 +46,7 @@ def llama():
 
 @pytest.fixture(scope="module")
 def audio(llama):
-    from edge.audio.mtmd_input import MtmdAudio
+    from edge.model.mtmd import MtmdAudio
 
     with MtmdAudio(llama, MMPROJ) as a:
         yield a
@@ -193,7 +193,7 @@ def test_bad_buffers_are_refused_before_libmtmd(llama, audio, name):
 
 
 def test_check_pcm_clips_and_pads_a_tiny_tail_after_30s():
-    from edge.audio.mtmd_input import MIN_SAMPLES_AT_16K, check_pcm
+    from edge.model.mtmd import MIN_SAMPLES_AT_16K, check_pcm
 
     loud = np.linspace(-3, 3, SR, dtype=np.float32)
     out = check_pcm(loud)
@@ -210,7 +210,7 @@ def test_prompt_needs_exactly_one_marker(llama, audio, prompt):
 
 
 def test_mmproj_without_audio_names_setup(llama, tmp_path):
-    from edge.audio.mtmd_input import MtmdAudio
+    from edge.model.mtmd import MtmdAudio
 
     # Flip clip.has_audio_encoder to false: a vision-only mmproj, as some publishers ship.
     data = bytearray(MMPROJ.read_bytes())
@@ -227,7 +227,7 @@ def test_mmproj_without_audio_names_setup(llama, tmp_path):
 
 
 def test_closed_mmproj_refuses_work(llama):
-    from edge.audio.mtmd_input import MtmdAudio
+    from edge.model.mtmd import MtmdAudio
 
     a = MtmdAudio(llama, MMPROJ, warmup=False)
     a.close()

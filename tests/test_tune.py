@@ -4,17 +4,19 @@ import json
 
 import pytest
 
-from edge import tune
-from edge.device import detect
+from edge import tuned
+from edge.bench import tune
+from edge.device.info import detect
 from edge.launch import prepare_run
-from edge.runner import LoadedModel
+from edge.model.runner import LoadedModel
 from edge.settings import RunSettings
-from edge.tune import Race, TunedSettings, apply_tuned, thread_candidates
+from edge.bench.tune import Race, thread_candidates
+from edge.tuned import TunedSettings, apply_tuned
 
 
 def tuned_for(info, model_path, **values):
     fields = dict(n_threads=1, n_threads_batch=1, n_ubatch=None, decode_tps=10.0, prefill_tps=100.0,
-                  device_key=tune.device_key(info), model_key=tune.model_key(model_path),
+                  device_key=tuned.device_key(info), model_key=tuned.model_key(model_path),
                   tuned_at="2026-01-01T00:00:00Z", budget_s=60.0)
     fields.update(values)
     return TunedSettings(**fields)
@@ -31,36 +33,36 @@ def model_file(tmp_path):
 
 def test_store_lookup_and_reset(model_file, tmp_path):
     info = detect()
-    assert tune.lookup(info, model_file) is None
-    stored = tune.store(tuned_for(info, model_file, n_threads=2, n_ubatch=256))
-    assert stored == tune.tuned_path() and stored.is_file()
+    assert tuned.lookup(info, model_file) is None
+    stored = tuned.store(tuned_for(info, model_file, n_threads=2, n_ubatch=256))
+    assert stored == tuned.tuned_path() and stored.is_file()
     assert json.loads(stored.read_text())["version"] == 1
-    found = tune.lookup(info, model_file)
+    found = tuned.lookup(info, model_file)
     assert (found.n_threads, found.n_threads_batch, found.n_ubatch) == (2, 1, 256)
     # Another file (another quant, another size) has its own entry, or none.
     other = tmp_path / "other.gguf"
     other.write_bytes(b"GGUF" + b"\0" * 200)
-    assert tune.lookup(info, other) is None
-    assert tune.reset(info, model_file) == 1
-    assert tune.lookup(info, model_file) is None
+    assert tuned.lookup(info, other) is None
+    assert tuned.reset(info, model_file) == 1
+    assert tuned.lookup(info, model_file) is None
 
 
 def test_reset_without_a_model_forgets_the_whole_device(model_file, tmp_path):
     info = detect()
     other = tmp_path / "other.gguf"
     other.write_bytes(b"x" * 10)
-    tune.store(tuned_for(info, model_file))
-    tune.store(tuned_for(info, other))
-    assert tune.reset(info) == 2
-    assert tune.load_all() == {}
+    tuned.store(tuned_for(info, model_file))
+    tuned.store(tuned_for(info, other))
+    assert tuned.reset(info) == 2
+    assert tuned.load_all() == {}
 
 
 def test_unreadable_tuned_file_is_named(model_file):
-    tune.tuned_path().parent.mkdir(parents=True, exist_ok=True)
-    tune.tuned_path().write_text("{oops")
-    with pytest.raises(tune.TunedFileError, match=r"tuned.json is unreadable .*`edge-gemma tune --reset`"):
-        tune.lookup(detect(), model_file)
-    assert tune.reset(detect()) == 1 and not tune.tuned_path().exists()
+    tuned.tuned_path().parent.mkdir(parents=True, exist_ok=True)
+    tuned.tuned_path().write_text("{oops")
+    with pytest.raises(tuned.TunedFileError, match=r"tuned.json is unreadable .*`edge-gemma tune --reset`"):
+        tuned.lookup(detect(), model_file)
+    assert tuned.reset(detect()) == 1 and not tuned.tuned_path().exists()
 
 
 def test_explicit_values_beat_tuned_ones():
@@ -78,7 +80,7 @@ def test_explicit_values_beat_tuned_ones():
 def test_prepare_run_applies_tuned_between_profile_and_flags(demo_gguf):
     model_file = demo_gguf  # prepare_run checks the file is a loadable GGUF that fits
     info = detect()
-    tune.store(tuned_for(info, model_file, n_threads=1, n_threads_batch=1))
+    tuned.store(tuned_for(info, model_file, n_threads=1, n_threads_batch=1))
     plan = prepare_run(str(model_file))
     assert (plan.resolved.settings.n_threads, plan.resolved.settings.n_threads_batch) == (1, 1)
     assert plan.tuned_note == "tuned threads 1/1"
@@ -90,8 +92,8 @@ def test_prepare_run_applies_tuned_between_profile_and_flags(demo_gguf):
 
 
 def test_a_broken_tuned_file_does_not_stop_a_run(demo_gguf):
-    tune.tuned_path().parent.mkdir(parents=True, exist_ok=True)
-    tune.tuned_path().write_text("[]")
+    tuned.tuned_path().parent.mkdir(parents=True, exist_ok=True)
+    tuned.tuned_path().write_text("[]")
     plan = prepare_run(str(demo_gguf))
     assert plan.tuned_note is None
     assert any("tuned settings file" in note for note in plan.notes)

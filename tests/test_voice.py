@@ -17,8 +17,8 @@ from edge.audio.playback import NullSink
 from edge.audio.tts import EspeakBackend, Speaker
 from edge.errors import AudioError
 from edge.settings import RunSettings
-from edge.voice import AudioConversation
-from edge.voice_loop import VoiceLoop
+from edge.voice.conversation import AudioConversation
+from edge.voice.loop import VoiceLoop
 
 TINY = FIXTURES / "gemma4-tiny"
 MODEL, MMPROJ = TINY / "tiny-gemma-4-E2B.gguf", TINY / "mmproj-tiny-gemma-4-E2B.gguf"
@@ -27,8 +27,8 @@ SETTINGS = RunSettings(n_ctx=4096, n_threads=2, n_threads_batch=2, n_batch=256, 
 
 @pytest.fixture(scope="module")
 def conversation(llama_cpp_available):
-    from edge.audio.mtmd_input import MtmdAudio
-    from edge.runner import LoadedModel
+    from edge.model.mtmd import MtmdAudio
+    from edge.model.runner import LoadedModel
 
     with LoadedModel(MODEL, SETTINGS) as loaded, MtmdAudio(loaded.llama, MMPROJ) as audio:
         yield AudioConversation(loaded, audio, system_prompt="You are a test assistant. " * 8)
@@ -71,7 +71,7 @@ def test_the_next_turn_reuses_the_cached_system_prompt(conversation, question):
 
 
 def test_a_model_that_cannot_hear_is_refused(demo_gguf, llama_cpp_available):
-    from edge.runner import LoadedModel
+    from edge.model.runner import LoadedModel
 
     with LoadedModel(demo_gguf, RunSettings(n_ctx=512)) as loaded:
         with pytest.raises(AudioError, match="edge-gemma setup"):
@@ -217,3 +217,53 @@ def test_talking_over_a_reply_stops_the_speech(conversation, question):
     assert len(turns) == 1 and turns[0].barged_in
     full = sum(len(x) for x in sink.played) / 16000
     assert sink.played_seconds < full  # the long reply was cut, not played out
+
+
+@pytest.fixture(scope="module")
+def small_context(llama_cpp_available):
+    """The tiny Gemma 4 at n_ctx 1024: a long session must keep fitting its history into it."""
+    from edge.model.mtmd import MtmdAudio
+    from edge.model.runner import LoadedModel
+
+    settings = RunSettings(n_ctx=1024, n_threads=2, n_threads_batch=2, n_batch=256, n_ubatch=256)
+    with LoadedModel(MODEL, settings) as loaded, MtmdAudio(loaded.llama, MMPROJ) as audio:
+        yield AudioConversation(loaded, audio, system_prompt="You are a test assistant. " * 8)
+
+
+def test_thirty_spoken_turns_in_a_small_context_are_all_answered(small_context, question):
+    small_context.forget()
+    stream = np.concatenate([silence(0.5)] + [np.concatenate([question, silence(1.0)]) for _ in range(30)])
+    notes = []
+    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=24, temperature=0.0, on_note=notes.append)
+    turns = loop.run()
+    assert len(turns) == 30 and loop.failed_turns == 0 and notes == []
+    assert all(t.reply_tokens >= 1 for t in turns)
+    assert sum(t.dropped_turns for t in turns) > 0  # the history outgrew 1024 tokens and was trimmed
+    assert small_context.history[0]["role"] == "system"  # pinned through every drop
+    assert small_context.loaded.llama.n_tokens <= 1024
+
+
+def test_a_quiet_period_starts_a_fresh_conversation(small_context, question):
+    small_context.forget()
+    stream = np.concatenate([question, silence(1.5), question, silence(8.0), question, silence(1.0)])
+    notes = []
+    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=4, temperature=0.0, on_note=notes.append,
+                     forget_after_s=5.0)
+    assert len(loop.run()) == 3
+    assert len(notes) == 1 and notes[0].startswith("new conversation after")
+    assert [m["role"] for m in small_context.history] == ["system", "user", "assistant"]  # the third turn only
+
+
+def test_a_turn_that_cannot_fit_is_reported_and_the_loop_goes_on(small_context, question):
+    small_context.forget()
+    # About 25 s of speech without a pause long enough to end the turn: 650 audio tokens, too many
+    # for a 1024 context once the reply and the transcript step have their room.
+    long_turn = np.concatenate([np.concatenate([question, silence(0.15)]) for _ in range(13)])
+    stream = np.concatenate([long_turn, silence(1.5), question, silence(1.0)])
+    notes = []
+    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=200, temperature=0.0,
+                     on_note=notes.append)
+    turns = loop.run()
+    assert loop.failed_turns == 1 and len(turns) == 1  # the next utterance was still answered
+    assert "that turn failed" in notes[0] and "raise --ctx or speak in shorter turns" in notes[0]
+    assert len(small_context.history) == 3  # the failed turn left the conversation as it was

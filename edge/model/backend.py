@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import UsageError
-from ..jsonio import read_json, write_json_atomic
-from ..paths import cache_dir
+from edge.errors import UsageError
+from edge.jsonio import read_json, write_json_atomic
+from edge.paths import cache_dir
 
 MODE_ENV = "EDGE_GEMMA_EXTRA_BUFTS"
 FRAGILE_ENV = "EDGE_GEMMA_FRAGILE_BUFTS"

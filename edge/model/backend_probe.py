@@ -18,15 +18,15 @@ import os
 import sys
 from pathlib import Path
 
-from .backend import PROBE_AVOID_ENV, BackendChoice, offered_buffer_types
+from edge.model.backend import PROBE_AVOID_ENV, BackendChoice, offered_buffer_types
 
 PROBE_MODEL = Path(__file__).with_name("backend-probe.gguf")
 FAULT_ENV = "EDGE_GEMMA_PROBE_FAULT"
 
 
 def main() -> int:
-    from ..runner import LoadedModel
-    from ..settings import RunSettings
+    from edge.model.runner import LoadedModel
+    from edge.settings import RunSettings
 
     offered = offered_buffer_types()
     avoided = tuple(b for b in os.environ.get(PROBE_AVOID_ENV, "").split(",") if b in offered)

@@ -14,7 +14,7 @@ import platform
 import re
 from collections import defaultdict
 
-from .backend import REPACK, BackendChoice, buffer_type_handle
+from edge.model.backend import REPACK, BackendChoice, buffer_type_handle
 
 # ggml type ids (ggml.h) that x86 CPU_REPACK interleaves, and the CPU feature each needs.
 _Q4_0, _Q2_K, _Q4_K, _IQ4_NL = 2, 10, 12, 20

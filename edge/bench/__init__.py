@@ -1,0 +1,1 @@
+"""Speed measured the llama-bench way (measure, run, report) and thread tuning (tune)."""

@@ -1,0 +1,252 @@
+"""The `edge-gemma` command: click commands only. Parse, call the library, print.
+
+Library errors (EdgeError) become one line on stderr and a non-zero exit; EDGE_DEBUG=1 shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edge import __version__
+from edge.errors import EdgeError
+from edge.cli import options
+from edge.cli.options import EXIT_INTERRUPTED, model_options
+from edge.cli.output import format_device, format_profiles_table, format_stats
+
+
+
+class EdgeGroup(click.Group):
+    """Every failure is one line on stderr and a non-zero exit; EDGE_DEBUG=1 shows the traceback.
+
+    EdgeError: its message and exit code. Ctrl-C: exit 130. click's own usage errors pass through.
+    Anything else is a bug: still one line, naming the exception, exit 1.
+    """
+
+    def invoke(self, ctx):
+        debug = os.environ.get("EDGE_DEBUG") == "1"
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.UsageError as exc:  # a bad flag value: one line too, not click's three
+            command = exc.ctx.command_path if exc.ctx else "edge-gemma"
+            click.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except EdgeError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # the last resort: never a traceback for a user
+            if debug:
+                raise
+            command = ctx.invoked_subcommand or ctx.info_name
+            click.echo(f"error: `edge-gemma {command}` failed unexpectedly ({type(exc).__name__}: "
+                       f"{str(exc)[:300]}). This is a bug: please report it with the output of "
+                       "EDGE_DEBUG=1 edge-gemma ...", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=EdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="edge-gemma")
+def cli():
+    """Run Google's Gemma 4 edge models (E2B, E4B) well on a Raspberry Pi 5, a Jetson or a laptop."""
+
+
+def _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root):
+    from edge.launch import prepare_run
+
+    overrides = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads_batch}
+    plan = prepare_run(model, device_name, overrides, root=root, no_tune=no_tune)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    return plan
+
+
+@cli.command()
+@options.as_json
+def devices(as_json):
+    """List the device profiles, one line each.
+
+    \b
+    Examples:
+      edge-gemma devices
+      edge-gemma devices --json | jq '.[].name'
+    """
+    from edge.profiles import load_profiles, profile_to_dict
+
+    profiles = load_profiles()
+    if as_json:
+        click.echo(json.dumps([profile_to_dict(p) for p in profiles.values()], indent=2))
+    else:
+        click.echo(format_profiles_table(profiles.values()))
+
+
+@cli.command()
+@options.device
+@options.as_json
+@options.root
+def detect(device_name, as_json, root):
+    """Show what this machine is, the profile it maps to, and why.
+
+    \b
+    Examples:
+      edge-gemma detect
+      edge-gemma detect --json
+      edge-gemma detect --device pi5
+    """
+    from edge.device.info import detect as detect_device, to_dict
+    from edge.profiles import choose_profile, load_profiles, profile_to_dict
+
+    from edge.model.backend import backend_choice
+
+    info = detect_device(root)
+    choice = choose_profile(device_name, load_profiles(), info)
+    backend = backend_choice()
+    if as_json:
+        payload = {"device": to_dict(info), "profile": profile_to_dict(choice.profile),
+                   "reasons": list(choice.reasons), "cpu_kernels": backend.to_dict()}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(format_device(info, choice, backend))
+
+
+@cli.command()
+@model_options
+@click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
+@click.option("--seed", type=int, help="Sampling seed, for repeatable output.")
+@click.argument("prompt")
+def run(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, llama_log, root, max_tokens, temperature,
+        seed, prompt):
+    """Complete PROMPT, streaming the text, then print tokens/s.
+
+    \b
+    Examples:
+      edge-gemma run --model demo "The capital of France is"
+      edge-gemma run -m ~/models/gemma-4-E2B-it-Q4_K_M.gguf -t 3 "Write a haiku about a Pi"
+    """
+    from edge.launch import load_model
+
+    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
+    with load_model(plan, verbose=llama_log) as loaded:
+        generation = loaded.complete(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        click.echo(prompt, nl=False)
+        try:
+            for piece in generation:
+                click.echo(piece, nl=False)
+        except KeyboardInterrupt:
+            click.echo("", err=False)
+            click.echo(format_stats(generation.stats, loaded, plan.tuned_note), err=True)
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        click.echo()
+        click.echo(format_stats(generation.stats, loaded, plan.tuned_note), err=True)
+
+
+@cli.command()
+@model_options
+@click.option("-s", "--system", help="System prompt.")
+@click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue a conversation saved with /save.")
+@click.option("-v", "--verbose", is_flag=True, help="Say when old turns leave the context.")
+def chat(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, llama_log, root, system, max_tokens,
+         temperature, resume, verbose):
+    """Chat in the terminal; tokens/s after each reply. Ctrl-C stops a reply, Ctrl-D quits.
+
+    The conversation never outgrows the context: when it would, the oldest turns go (the system
+    prompt stays). /clear forgets every turn, /save FILE keeps the conversation for --resume.
+
+    \b
+    Examples:
+      edge-gemma chat
+      edge-gemma chat --model demo --system "Answer in one sentence."
+      edge-gemma chat --resume talk.json
+    """
+    from edge.launch import load_model
+    from edge.model.chat_session import ChatSession, load_history
+
+    history = load_history(resume) if resume else None  # a bad file fails before the model loads
+    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
+    with load_model(plan, verbose=llama_log) as loaded:
+        session = ChatSession(loaded, system=system, history=history)
+        notice = loaded.chat_prompt(session.history + [{"role": "user", "content": "hi"}]).notice
+        if notice:
+            click.echo(f"note: {notice}", err=True)
+        click.echo(f"{plan.model_path.name} on {plan.choice.profile.name}"
+                   + (f", {session.turns} turns resumed" if history else "")
+                   + ". Ctrl-C stops a reply; /clear, /save FILE; Ctrl-D or /exit quits.", err=True)
+        while True:
+            try:
+                line = input(">>> ")
+            except (EOFError, KeyboardInterrupt):
+                click.echo()
+                return
+            command, _, argument = line.strip().partition(" ")
+            if command in ("/exit", "/quit", "/bye"):
+                return
+            if command == "/clear":
+                session.clear()
+                click.echo("(conversation cleared)", err=True)
+                continue
+            if command == "/save":
+                if not argument.strip():
+                    click.echo("error: /save needs a file name, e.g. /save talk.json", err=True)
+                    continue
+                try:
+                    click.echo(f"(saved {session.turns} turns to {session.save(Path(argument.strip()))})", err=True)
+                except OSError as exc:
+                    click.echo(f"error: could not save ({exc}); try another path", err=True)
+                continue
+            if not line.strip():
+                continue
+            _chat_turn(session, line, max_tokens, temperature, verbose, plan.tuned_note)
+
+
+def _chat_turn(session, line: str, max_tokens: int, temperature: float, verbose: bool, tuned_note) -> None:
+    """One reply; a failure is reported and the conversation goes on as it was."""
+    try:
+        generation = session.reply(line, max_tokens=max_tokens, temperature=temperature)
+        if verbose and session.last_fit and session.last_fit.note:
+            click.echo(f"[{session.last_fit.note}]", err=True)
+        try:
+            for piece in generation:
+                click.echo(piece, nl=False)
+        except KeyboardInterrupt:
+            click.echo("\n[stopped]", err=True)
+    except EdgeError as exc:
+        click.echo(f"\nerror: {exc}", err=True)
+        return
+    click.echo()
+    session.remember(generation.text)
+    click.echo(format_stats(generation.stats, session.loaded, tuned_note), err=True)
+
+
+# One module per group of verbs, registered after the core commands.
+from edge.cli.bench import bench, tune  # noqa: E402
+from edge.cli.setup import models, plan, setup  # noqa: E402
+from edge.cli.voice import ask, transcribe, voice  # noqa: E402
+
+for command in (setup, plan, models, bench, tune, voice, transcribe, ask):
+    cli.add_command(command)
+
+
+def main() -> None:
+    from edge.cli.crash_report import run_guarded
+
+    command = " ".join(sys.argv[1:2]) or "(no command)"
+    run_guarded(lambda: cli(prog_name="edge-gemma"), command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The `edge-gemma bench` and `edge-gemma tune` commands: parse, call the library, print.
+
+Results go to stdout in the chosen format; progress, notes and warnings go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, replace
+
+import click
+
+from edge.bench.report import FORMATS
+from edge.cli import options
+from edge.cli.options import EXIT_INTERRUPTED
+
+TUNE_CTX = 1024
+
+
+def _progress(message: str) -> None:
+    """One updating line on a terminal; plain lines when stderr is a file or a pipe."""
+    if sys.stderr.isatty():
+        click.echo(f"\r\033[K{message}", err=True, nl=False)
+    else:
+        click.echo(message, err=True)
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        click.echo("\r\033[K", err=True, nl=False)
+
+
+@click.command()
+@options.model()
+@options.device
+@click.option("-p", "--n-prompt", default="512", show_default=True, help="Prompt sizes, e.g. 128,512.")
+@click.option("-n", "--n-gen", default="128", show_default=True, help="Generated token counts.")
+@click.option("--depth", default="0", show_default=True, help="KV cache depths to measure at (llama-bench's -d).")
+@click.option("-t", "--threads", help="Thread counts, e.g. 1,2,4 (default: profile/tuned).")
+@click.option("-tb", "--threads-batch", help="Prompt thread counts (default: the same as -t).")
+@click.option("-b", "--batch-size", help="n_batch values (default: the profile's).")
+@click.option("-ub", "--ubatch-size", help="n_ubatch values (default: the profile's/tuned).")
+@click.option("-r", "--repetitions", type=int, default=5, show_default=True)
+@options.ctx("Context size (default: what the tests need).")
+@click.option("--only", type=click.Choice(["pp", "tg"]), help="Run only prompt or only generation tests.")
+@click.option("-o", "--output", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
+@options.as_json
+@click.option("--save", is_flag=True, help="Append the results to the saved results file.")
+@click.option("--list", "list_saved", is_flag=True, help="List saved runs and exit.")
+@click.option("--compare", nargs=2, metavar="A B", help="Compare two saved runs (ids, or latest, latest~1).")
+@click.option("--duration", type=click.FloatRange(min=0), default=0, help="Also decode for S seconds "
+              "without pause: sustained vs first-minute speed.")
+@click.option("--cold", is_flag=True, help="Drop the model file from the page cache first (cold load).")
+@click.option("--no-warmup", is_flag=True, help="Skip the warmup run (not llama-bench's default).")
+@options.no_tune
+@options.root
+def bench(model, device_name, n_prompt, n_gen, depth, threads, threads_batch, batch_size, ubatch_size,
+          repetitions, n_ctx, only, fmt, as_json, save, list_saved, compare, duration, cold, no_warmup,
+          no_tune, root):
+    """Measure prompt (pp) and generation (tg) tokens/s the llama-bench way.
+
+    Random-token prompt and single-token decode tests, one warmup, -r repetitions with an empty
+    cache each, mean ± sample stdev. Lists run every combination. Also reports load time, peak
+    RSS, time to first token, CPU temperature and throttling.
+
+    \b
+    Examples:
+      edge-gemma bench --model demo
+      edge-gemma bench -m demo -t 1,2 -p 128,512 -n 64 -r 3
+      edge-gemma bench -m model.gguf --depth 0,2048 -o json
+      edge-gemma bench --save --duration 300
+      edge-gemma bench --list
+      edge-gemma bench --compare latest~1 latest
+    """
+    from edge.bench import report
+
+    if list_saved or compare:
+        runs = report.load_saved()
+        if list_saved:
+            click.echo(report.list_runs(runs) if runs else f"no saved runs in {report.results_path()}")
+            return
+        table, warnings = report.compare_runs(report.find_run(runs, compare[0]), report.find_run(runs, compare[1]))
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(table)
+        return
+
+    from edge.bench.measure import parse_int_list
+    from edge.bench.run import bench_model, plan_bench
+    from edge.device.thermal import ThermalReader
+
+    fmt = "json" if as_json else fmt
+    lists = {name: parse_int_list(value, flag) if value is not None else None for name, value, flag in (
+        ("p", n_prompt, "-p/--n-prompt"), ("n", n_gen, "-n/--n-gen"), ("d", depth, "--depth"),
+        ("t", threads, "-t/--threads"), ("tb", threads_batch, "-tb/--threads-batch"),
+        ("b", batch_size, "-b/--batch-size"), ("ub", ubatch_size, "-ub/--ubatch-size"))}
+    planned = plan_bench(lists, only=only, repetitions=repetitions, warmup=not no_warmup, n_ctx=n_ctx,
+                         model=model, device_name=device_name, root=root, no_tune=no_tune)
+    plan = planned.run
+    for line in [f"note: {note}" for note in plan.notes] + [f"warning: {w}" for w in planned.warnings]:
+        click.echo(line, err=True)
+    click.echo(f"{len(planned.tests)} test(s) x {repetitions} run(s) on {plan.model_path.name} "
+               f"({plan.choice.profile.name}{', ' + plan.tuned_note if plan.tuned_note else ''})", err=True)
+    run = bench_model(plan, planned.tests, repetitions,
+                      thermal=ThermalReader(root, board_kind=plan.device.kind), warmup=not no_warmup,
+                      cold=cold, duration_s=duration, progress=_progress)
+    _end_progress()
+    click.echo(report.render(run, fmt))
+    if save and run.results:
+        click.echo(f"saved run {run.run_id} to {report.save_run(run)}", err=True)
+    if run.interrupted:
+        click.echo(f"interrupted: printed the {len(run.results)} test(s) that finished", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@click.command()
+@options.model()
+@options.device
+@click.option("--budget", type=click.FloatRange(min=5, max=3600), default=60, show_default=True,
+              help="Seconds to spend measuring (about).")
+@click.option("--show", is_flag=True, help="Show the stored settings for this device and exit.")
+@click.option("--reset", is_flag=True, help="Forget stored settings for this device (and --model, if given).")
+@options.as_json
+@options.root
+def tune(model, device_name, budget, show, reset, as_json, root):
+    """Find the fastest thread counts (and ubatch) for this device and model, and keep them.
+
+    Decode threads and prompt threads are raced separately on the real cores within the time
+    budget; the winners are stored per device and model file, and `run`, `chat` and `bench` use
+    them from then on (their stats show "tuned threads T/TB"). `bench --no-tune` ignores them.
+
+    \b
+    Examples:
+      edge-gemma tune --model demo
+      edge-gemma tune -m ~/models/gemma-4-E2B-it-Q4_K_M.gguf --budget 120
+      edge-gemma tune --show
+      edge-gemma tune --reset
+    """
+    from edge.bench import tune as tuning
+    from edge import tuned as stored_tuning
+    from edge.device.info import detect
+
+    if show or reset:
+        info = detect(root)
+        if reset:
+            from edge.model.files import resolve_model
+
+            removed = stored_tuning.reset(info, resolve_model(model) if model else None)
+            click.echo(f"removed {removed} tuned setting(s) for this device from {stored_tuning.tuned_path()}")
+            return
+        mine = stored_tuning.load_all().get(stored_tuning.device_key(info), {})
+        if as_json:
+            click.echo(json.dumps(mine, indent=2))
+        elif not mine:
+            click.echo(f"nothing tuned for this device yet ({stored_tuning.tuned_path()}); run `edge-gemma tune`")
+        for key, entry in mine.items():
+            ub = f", ubatch {entry['n_ubatch']}" if entry.get("n_ubatch") else ""
+            click.echo(f"{key.split('|')[0]}: threads {entry['n_threads']}/{entry['n_threads_batch']}{ub} "
+                       f"(decode {entry['decode_tps']:.2f} t/s, prompt {entry['prefill_tps']:.2f} t/s, "
+                       f"{entry['tuned_at']})")
+        return
+
+    from edge.launch import load_model, prepare_run
+    from edge.settings import usable_cores
+
+    # 1024 tokens: room for pp512 at every ubatch candidate, little memory.
+    plan = prepare_run(model, device_name, {"n_ctx": TUNE_CTX}, root=root, no_tune=True)
+    fast, _ = usable_cores(plan.device)
+    click.echo(f"tuning {plan.model_path.name} on {plan.choice.profile.name}: threads 1..{fast}, "
+               f"about {budget:.0f} s", err=True)
+    with load_model(plan) as loaded:
+        result = tuning.tune_model(loaded, fast_cores=fast, budget_s=budget, progress=_progress)
+    _end_progress()
+    stored = None
+    if result.tuned and not result.interrupted:
+        result.tuned = replace(result.tuned, device_key=stored_tuning.device_key(plan.device),
+                               model_key=stored_tuning.model_key(plan.model_path))
+        stored = stored_tuning.store(result.tuned)
+    if as_json:
+        click.echo(json.dumps({
+            "tuned": asdict(result.tuned) if result.tuned else None, "stored": str(stored) if stored else None,
+            "seconds": round(result.seconds, 2), "interrupted": result.interrupted, "notes": result.notes,
+            "races": {race.setting: {str(c): {"mean_ts": race.mean(c), "stddev_ts": race.stdev(c),
+                                              "runs": len(v)} for c, v in race.samples.items()}
+                      for race in result.races}}, indent=2))
+    else:
+        click.echo(_tune_table(result))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if result.interrupted:
+        click.echo("interrupted: nothing stored", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if stored:
+        t = result.tuned
+        click.echo(f"stored threads {t.n_threads}/{t.n_threads_batch}"
+                   + (f", ubatch {t.n_ubatch}" if t.n_ubatch else "") + f" in {stored}; `edge-gemma run` "
+                   "and `bench` use them from now on (--no-tune on bench ignores them)", err=True)
+
+
+def _tune_table(result) -> str:
+    lines = []
+    for race in result.races:
+        best = race.best()
+        cells = [f"{c}: {race.mean(c):.2f} ± {race.stdev(c):.2f} t/s ({len(v)})" + (" <- best" if c == best else "")
+                 for c, v in sorted(race.samples.items())]
+        lines.append(f"{race.setting}:\n  " + "\n  ".join(cells))
+    lines.append(f"measured for {result.seconds:.0f} s")
+    return "\n".join(lines)

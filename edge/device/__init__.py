@@ -1,0 +1,1 @@
+"""What this machine is: board, cores, memory, accelerators, thermals (from /proc, /sys, sysctl)."""

@@ -1,0 +1,79 @@
+"""Turn chat messages into one prompt string for llama.cpp.
+
+Order of preference: the GGUF's own chat template (rendered with jinja2, thinking off); a Gemma turn
+format for Gemma-family models that ship without one (the embedded base model); raw completion of
+the last user message, with a notice, for anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+from edge.model.gguf import GGUFInfo
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    text: str  # without a leading BOS: llama.cpp adds it when tokenizing
+    stop: list[str]
+    format_name: str  # "gguf-template" | "gemma-turns" | "gemma4-turns" | "raw"
+    notice: str | None = None  # something the user should know about the format
+
+
+GEMMA3_STOP = ["<end_of_turn>"]
+GEMMA4_STOP = ["<turn|>"]
+
+
+def build_chat_prompt(info: GGUFInfo, messages: list[Message], *, bos_text: str = "<bos>",
+                      eos_text: str = "<eos>") -> ChatPrompt:
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError("a chat prompt needs messages ending with a user message")
+    if info.chat_template:
+        return _from_template(info, messages, bos_text, eos_text)
+    if info.architecture == "gemma4":
+        return ChatPrompt(_gemma4_turns(messages), GEMMA4_STOP, "gemma4-turns")
+    if info.is_gemma:
+        return ChatPrompt(_gemma_turns(messages), GEMMA3_STOP, "gemma-turns",
+                          notice="this model has no chat template; using Gemma's turn format")
+    return ChatPrompt(messages[-1]["content"], [], "raw",
+                      notice="this model has no chat template and is not a Gemma model: "
+                             "continuing your text as a plain completion")
+
+
+def _from_template(info: GGUFInfo, messages: list[Message], bos_text: str, eos_text: str) -> ChatPrompt:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=info.chat_template, eos_token=eos_text, bos_token=bos_text)
+    # enable_thinking=False: Gemma 4's template then closes the thought channel itself.
+    rendered = formatter(messages=list(messages), enable_thinking=False).prompt
+    # The template writes <bos> itself and llama.cpp adds one when tokenizing: keep only one.
+    if bos_text and rendered.startswith(bos_text):
+        rendered = rendered[len(bos_text):]
+    stop = [eos_text] + (GEMMA4_STOP if "<|turn>" in rendered else GEMMA3_STOP if info.is_gemma else [])
+    return ChatPrompt(rendered, stop, "gguf-template")
+
+
+def _gemma_turns(messages: list[Message]) -> str:
+    """Gemma 1-3 format. There is no system role: the system text opens the first user turn."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    parts = []
+    for message in (m for m in messages if m["role"] != "system"):
+        role = "model" if message["role"] == "assistant" else "user"
+        content = message["content"]
+        if system and role == "user":
+            content, system = f"{system}\n\n{content}", ""
+        parts.append(f"<start_of_turn>{role}\n{content}<end_of_turn>\n")
+    return "".join(parts) + "<start_of_turn>model\n"
+
+
+def _gemma4_turns(messages: list[Message]) -> str:
+    """Gemma 4 format, which has a real system turn."""
+    roles = {"system": "system", "user": "user", "assistant": "model"}
+    turns = [f"<|turn>{roles[m['role']]}\n{m['content']}<turn|>\n" for m in messages]
+    return "".join(turns) + "<|turn>model\n"

@@ -1,0 +1,68 @@
+"""A text conversation that never outgrows the context: `chat` (and serve, later) keep one of these.
+
+Each reply is prompted with the pinned system prompt and as many recent turns as the context budget
+allows (context_budget.fit_history); turns that had to go are gone for good, so the prompt's cached
+prefix stays valid until the next drop. A failed reply leaves the history as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.errors import EdgeError
+from edge.jsonio import read_json, write_json_atomic
+from edge.model.chat_format import Message
+from edge.model.context_budget import Fitted, fit_history
+from edge.model.runner import Generation, LoadedModel
+
+SAVE_FORMAT = "edge-gemma-chat/1"
+
+
+class ChatSession:
+    def __init__(self, loaded: LoadedModel, *, system: str | None = None, history: list[Message] | None = None):
+        self.loaded = loaded
+        self.history: list[Message] = list(history) if history is not None else (
+            [{"role": "system", "content": system}] if system else [])
+        self.last_fit: Fitted | None = None
+        self._asked: Message | None = None
+
+    def reply(self, text: str, *, max_tokens: int = 512, temperature: float = 0.7) -> Generation:
+        """Stream the reply to `text`; call `remember()` with the finished text to keep the turn."""
+        asked: Message = {"role": "user", "content": text}
+        # Room for the reply, but never more than half the context: llama.cpp stops a reply that
+        # reaches the end of the context, which is better than refusing a long conversation.
+        reserve = min(max_tokens, self.loaded.n_ctx // 2)
+        fitted = fit_history(self.history, asked, n_ctx=self.loaded.n_ctx, reserve=reserve,
+                             count_tokens=self.loaded.count_chat_tokens, what="this message",
+                             fix="raise --ctx, lower --max-tokens or send a shorter message")
+        self.history, self.last_fit, self._asked = fitted.history, fitted, asked
+        return self.loaded.chat(self.history + [asked], max_tokens=max_tokens, temperature=temperature)
+
+    def remember(self, reply_text: str) -> None:
+        if self._asked is not None:
+            self.history += [self._asked, {"role": "assistant", "content": reply_text.strip()}]
+            self._asked = None
+
+    def clear(self) -> None:
+        """Forget every turn; the system prompt stays."""
+        self.history = [m for m in self.history[:1] if m["role"] == "system"]
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for m in self.history if m["role"] == "user")
+
+    def save(self, path: Path) -> Path:
+        return write_json_atomic(Path(path), {"format": SAVE_FORMAT, "messages": self.history})
+
+
+def load_history(path: Path) -> list[Message]:
+    """A conversation saved with /save, checked message by message."""
+    data = read_json(Path(path))
+    if data is None:
+        raise EdgeError(f"cannot read a saved chat from {path}: check the path (save one with /save FILE)")
+    messages = data.get("messages") if isinstance(data, dict) and data.get("format") == SAVE_FORMAT else None
+    if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+            and isinstance(m.get("content"), str) for m in messages):
+        raise EdgeError(f"{path} is not a chat saved by edge-gemma (/save FILE writes one)")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]

@@ -1,0 +1,231 @@
+"""`edge-gemma setup`: device -> profile -> plan -> verified files -> device config -> smoke test.
+
+The steps are separate functions so the CLI can show the plan before downloading, and tests can
+drive each step against the loopback hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edge.setup import catalog
+from edge.device.info import DeviceInfo, detect, nominal_device
+from edge.setup.config import DeviceConfig, InstalledFile, load_device_config, save_device_config
+from edge.setup.download import RemoteListing, fetch_file, import_local, list_remote_files
+from edge.errors import DownloadError, MemoryFitError, ModelFileError
+from edge.model.gguf import GGUFInfo, check_loadable_model, inspect_gguf
+from edge.paths import models_dir
+from edge.setup.plan import Plan, check_fits, choose_plan, gb
+from edge.profiles import Profile, ProfileChoice, choose_profile, family_for_device, load_profiles
+from edge.settings import RunSettings, resolve_settings
+
+# Settings the plan decides and the device config records; the rest come from the profile.
+PLANNED_SETTINGS = ("n_ctx", "lazy_mode")
+
+
+@dataclass(frozen=True)
+class SetupTarget:
+    choice: ProfileChoice
+    device: DeviceInfo  # the detected machine, or the profile's nominal board when setting up for another one
+    on_board: bool  # False: preparing files for a board we are not running on
+
+
+def target_for(choice: ProfileChoice, detected) -> SetupTarget:
+    """Plan against this machine when it is the profile's board, else against the board the profile names."""
+    profile = choice.profile
+    if profile.family == "generic" or family_for_device(detected)[0] == profile.family:
+        return SetupTarget(choice, detected, True)
+    return SetupTarget(choice, nominal_device(profile.family, profile.memory_gb), False)
+
+
+def resolve_target(device_name: str, root: Path = Path("/")) -> SetupTarget:
+    """Detect this machine once and pick the profile `device_name` means here."""
+    detected = detect(root)
+    return target_for(choose_profile(device_name, load_profiles(), detected), detected)
+
+
+@dataclass(frozen=True)
+class SetupProposal:
+    """What setup would download, before anything is: shown by `plan` and `setup --dry-run`."""
+
+    target: SetupTarget
+    listings: dict[str, RemoteListing]
+    plan: Plan
+    notes: tuple[str, ...]  # why this profile, and repos that could not be listed
+
+
+def propose(device_name: str, *, model: str | None = None, quant: str | None = None, n_ctx: int | None = None,
+            with_mmproj: bool = True, root: Path = Path("/")) -> SetupProposal:
+    target = resolve_target(device_name, root)
+    listings, notes = gather_listings(model or target.choice.profile.model)
+    plan = make_plan(target, listings, model=model, quant=quant, n_ctx=n_ctx, with_mmproj=with_mmproj)
+    return SetupProposal(target, listings, plan, target.choice.reasons + tuple(notes))
+
+
+def install_proposal(proposal: SetupProposal, *, progress: bool = True) -> DeviceConfig:
+    """Download (or find cached) and verify the proposal's files; the config that records them."""
+    installed = download_plan(proposal.plan, proposal.listings, progress=progress)
+    plan = proposal.plan
+    return build_config(proposal.target.choice.profile, installed, plan.settings, plan.model, plan.quant)
+
+
+def install_local(device_name: str, gguf: Path, mmproj: Path | None, *, link: bool = False,
+                  n_ctx: int | None = None, root: Path = Path("/")) -> tuple[SetupTarget, DeviceConfig]:
+    """Air-gapped setup: import local files, check they fit the board, the config that records them."""
+    target = resolve_target(device_name, root)
+    installed = import_files(gguf, mmproj, link=link)
+    settings = plan_for_local(target, installed, n_ctx)
+    info = inspect_gguf(installed["model"].path)
+    return target, build_config(target.choice.profile, installed, settings, model_id_of(info),
+                                quant_of(installed["model"].filename))
+
+
+def offline_config() -> DeviceConfig:
+    """The saved config, when every file it names is still on disk."""
+    config = load_device_config()
+    if config is None:
+        raise DownloadError("offline and nothing set up yet: run `edge-gemma setup` once online, "
+                            "or import local files with --gguf PATH [--mmproj PATH]")
+    for item in filter(None, (config.model, config.mmproj)):
+        if not Path(item.path).is_file():
+            raise DownloadError(f"{item.path} is missing; run `edge-gemma setup` online to fetch it again")
+    return config
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    stats_line: str  # the few generated tokens' numbers, as `run` prints them
+    bench: tuple  # bench.BenchResult for pp128 and tg32
+
+
+def smoke_test(root: Path = Path("/")) -> SmokeTest:
+    """Load the configured model the way `run` does, generate a few tokens, then a short bench."""
+    from edge.bench.measure import BenchTest, run_sweep
+    from edge.launch import load_model, prepare_run
+    from edge.cli.output import format_stats
+
+    plan = prepare_run(None, "auto", root=root)  # the config just saved: its profile, model and plan
+    s = plan.resolved.settings
+    with load_model(plan) as loaded:
+        generation = loaded.chat([{"role": "user", "content": "Say hello in five words."}], max_tokens=16,
+                                 temperature=0.0)
+        generation.run()
+        tests = [BenchTest(n, g, 0, s.n_threads, s.n_threads_batch, s.n_batch, s.n_ubatch)
+                 for n, g in ((128, 0), (0, 32))]
+        outcome = run_sweep(loaded, tests, repetitions=2)
+        return SmokeTest(format_stats(generation.stats, loaded, plan.tuned_note), tuple(outcome.results))
+
+
+def gather_listings(model: str) -> tuple[dict[str, RemoteListing], list[str]]:
+    """List every catalog repo for `model`; a repo that fails is skipped with a note unless all fail."""
+    listings, notes, errors = {}, [], []
+    for repo in catalog.card(model).repos:
+        try:
+            listings[repo] = list_remote_files(repo)
+        except DownloadError as exc:
+            errors.append(exc)
+            notes.append(f"{repo}: skipped ({exc})")
+    if not listings:
+        raise errors[0]
+    return listings, notes
+
+
+def make_plan(target: SetupTarget, listings: dict[str, RemoteListing], *, model: str | None = None,
+              quant: str | None = None, n_ctx: int | None = None, with_mmproj: bool = True) -> Plan:
+    files = {repo: listing.files for repo, listing in listings.items()}
+    return choose_plan(target.choice.profile, target.device, model=model, quant=quant, n_ctx=n_ctx,
+                       with_mmproj=with_mmproj, listings=files)
+
+
+def download_plan(plan: Plan, listings: dict[str, RemoteListing], *, offline: bool = False,
+                  progress: bool = True) -> dict[str, InstalledFile]:
+    """Fetch (or find cached) every planned file at the listed commit, verified against its LFS sha256."""
+    installed = {}
+    for planned in plan.files:
+        listing = listings[planned.repo]
+        remote = listing.get(planned.name)
+        path = fetch_file(planned.repo, planned.name, revision=listing.commit, expected_sha256=remote.sha256,
+                          expected_size=remote.size, progress=progress, offline=offline)
+        installed[planned.role] = InstalledFile(planned.repo, planned.name, listing.commit, remote.sha256,
+                                                int(remote.size or path.stat().st_size), str(path))
+    verify_files(Path(installed["model"].path), Path(installed["mmproj"].path) if "mmproj" in installed else None)
+    return installed
+
+
+def verify_files(model_path: Path, mmproj_path: Path | None) -> tuple[GGUFInfo, GGUFInfo | None]:
+    """The model must be a loadable Gemma 4 GGUF; the projector a clip GGUF with an audio encoder."""
+    info = check_loadable_model(model_path)
+    if info.architecture != "gemma4":
+        raise ModelFileError(f"{model_path} is a {info.architecture or 'unknown'} model, not Gemma 4; "
+                             "setup installs Gemma 4 E2B/E4B (use `edge-gemma run --model PATH` for others)")
+    projector = None
+    if mmproj_path is not None:
+        projector = inspect_gguf(mmproj_path)
+        if not projector.is_projector:
+            raise ModelFileError(f"{mmproj_path} is not a projector (mmproj) GGUF; pass the mmproj-*.gguf "
+                                 "file that comes with the model")
+        if not projector.metadata.get("clip.has_audio_encoder"):
+            raise ModelFileError(f"{mmproj_path} has no audio encoder; voice needs the Gemma 4 E2B/E4B "
+                                 "mmproj (F16 or BF16 preferred)")
+    return info, projector
+
+
+def import_files(gguf: Path, mmproj: Path | None, *, link: bool = False) -> dict[str, InstalledFile]:
+    """Air-gapped boards: copy (or link) verified local files into the model dir."""
+    dest = models_dir() / "imported"
+    model_path = import_local(gguf, dest, link=link, validate=lambda p: verify_files(p, None))
+    installed = {"model": _local_file(model_path)}
+    if mmproj is not None:
+        mmproj_path = import_local(mmproj, dest, link=link, validate=lambda p: verify_files(model_path, p))
+        installed["mmproj"] = _local_file(mmproj_path)
+    return installed
+
+
+def _local_file(path: Path) -> InstalledFile:
+    return InstalledFile("local", path.name, "", None, path.stat().st_size, str(path))
+
+
+def model_id_of(info: GGUFInfo) -> str:
+    """e2b / e4b from the GGUF's name or file name; 'gemma4' when neither says."""
+    text = f"{info.name} {info.path.name}".lower()
+    return next((m for m in catalog.MODELS if m in text), "gemma4")
+
+
+def quant_of(filename: str) -> str:
+    return next((q for q in sorted(catalog.FILE_BITS_PER_WEIGHT, key=len, reverse=True)
+                 if catalog.has_quant_token(filename, q)), "unknown")
+
+
+def plan_for_local(target: SetupTarget, installed: dict[str, InstalledFile], n_ctx: int | None = None) -> RunSettings:
+    """Settings for imported files, refused with the numbers when they cannot fit the board."""
+    profile = target.choice.profile
+    info = check_loadable_model(installed["model"].path)
+    settings = resolve_settings(profile, target.device, {"n_ctx": n_ctx}).settings
+    mmproj_bytes = installed["mmproj"].size if "mmproj" in installed else 0
+    report = check_fits(info, settings, target.device, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
+    if not report.fits_device and settings.lazy_mode != "on":
+        lazy = replace(settings, lazy_mode="on")
+        lazy_report = check_fits(info, lazy, target.device, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
+        if lazy_report.fits_device:
+            return lazy
+    if not report.fits_device:
+        raise MemoryFitError(f"{installed['model'].filename} needs {gb(report.total_bytes)} but "
+                             f"{profile.name} has {gb(report.budget_bytes)} ({gb(report.total_bytes - report.budget_bytes)} "
+                             "over); use a smaller quant or --ctx")
+    return settings
+
+
+def build_config(profile: Profile, installed: dict[str, InstalledFile], settings: RunSettings,
+                 model_id: str, quant: str) -> DeviceConfig:
+    chosen = {key: getattr(settings, key) for key in PLANNED_SETTINGS}
+    return DeviceConfig(profile=profile.name, model_id=model_id, quant=quant, model=installed["model"],
+                        mmproj=installed.get("mmproj"), settings=chosen)
+
+
+def save_if_changed(config: DeviceConfig) -> bool:
+    """Write the config; False (and no write) when it is identical to the saved one."""
+    if load_device_config() == config:
+        return False
+    save_device_config(config)
+    return True

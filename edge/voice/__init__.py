@@ -1,0 +1,1 @@
+"""The voice assistant: an audio conversation with text history (conversation) and its loop."""
