@@ -12,15 +12,15 @@ from typing import Any
 
 from edge.device import info as device_mod
 from edge.device.info import DeviceInfo
-from edge.setup.config import load_device_config
 from edge.errors import MemoryFitError
-from edge.model.gguf import GGUFInfo, check_loadable_model
-from edge.model.files import resolve_model
-from edge.setup.plan import check_fits, gb
-from edge.profiles import ProfileChoice, choose_profile, load_profiles
 from edge.model.backend import BackendChoice, backend_choice
+from edge.model.files import resolve_model
+from edge.model.gguf import GGUFInfo, check_loadable_model
 from edge.model.runner import LoadedModel
+from edge.profiles import ProfileChoice, choose_profile, load_profiles
 from edge.settings import ResolvedSettings, resolve_settings
+from edge.setup.config import load_device_config
+from edge.setup.plan import check_fits, gb
 from edge.tuned import TunedFileError, apply_tuned, lookup
 
 
@@ -42,8 +42,14 @@ class RunPlan:
         return self.resolved.notes + fresh
 
 
-def prepare_run(model: str | None = None, device_name: str = "auto", overrides: dict[str, Any] | None = None,
-                *, root: Path = Path("/"), no_tune: bool = False) -> RunPlan:
+def prepare_run(
+    model: str | None = None,
+    device_name: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    *,
+    root: Path = Path("/"),
+    no_tune: bool = False,
+) -> RunPlan:
     """Resolve everything that is cheap to check, before any slow model load.
 
     Without --model, the model `edge-gemma setup` installed is used (with its profile and planned
@@ -75,20 +81,21 @@ def prepare_run(model: str | None = None, device_name: str = "auto", overrides: 
     return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path, model_info, backend_choice())
 
 
-def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info,
-                  choice) -> ResolvedSettings:
+def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info, choice) -> ResolvedSettings:
     """Refuse settings that cannot fit this machine, with the numbers; warn when free memory is short."""
-    report = check_fits(model_info, resolved.settings, info,
-                        os_headroom_mb=choice.profile.os_headroom_mb)
+    report = check_fits(model_info, resolved.settings, info, os_headroom_mb=choice.profile.os_headroom_mb)
     if not report.fits_device:
-        raise MemoryFitError(f"{model_path.name} with n_ctx {resolved.settings.n_ctx} needs "
-                             f"{gb(report.total_bytes)} but this machine has {gb(report.budget_bytes)} "
-                             f"({gb(report.total_bytes - report.budget_bytes)} over); lower --ctx or use a smaller quant")
+        raise MemoryFitError(
+            f"{model_path.name} with n_ctx {resolved.settings.n_ctx} needs "
+            f"{gb(report.total_bytes)} but this machine has {gb(report.budget_bytes)} "
+            f"({gb(report.total_bytes - report.budget_bytes)} over); lower --ctx or use a smaller quant"
+        )
     if not report.fits_now:
         return replace(resolved, notes=resolved.notes + (report.notes[-1],))
     return resolved
 
 
 def load_model(plan: RunPlan, *, verbose: bool = False) -> LoadedModel:
-    return LoadedModel(plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info,
-                       backend=plan.backend)
+    return LoadedModel(
+        plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info, backend=plan.backend
+    )

@@ -17,8 +17,22 @@ from edge.errors import ProfileError
 from edge.paths import user_profiles_dir
 
 MODELS = ("e2b", "e4b")
-QUANTS = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "BF16", "F16",
-          "IQ4_XS", "UD-IQ2_M", "UD-Q4_K_XL", "UD-Q8_K_XL")
+QUANTS = (
+    "Q2_K",
+    "Q3_K_M",
+    "Q4_0",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "BF16",
+    "F16",
+    "IQ4_XS",
+    "UD-IQ2_M",
+    "UD-Q4_K_XL",
+    "UD-Q8_K_XL",
+)
 MMPROJ_QUANTS = ("F16", "BF16", "Q8_0", "F32")
 LOAD_MODES = ("mmap", "mlock", "mmap+mlock", "none", "direct-io")
 LAZY_MODES = ("off", "auto", "on")
@@ -61,8 +75,7 @@ def _range(lo, hi):
 
 
 def _list_of(options):
-    return (lambda v: len(v) > 0 and all(x in options for x in v)), \
-        "a non-empty list of " + ", ".join(options)
+    return (lambda v: len(v) > 0 and all(x in options for x in v)), "a non-empty list of " + ", ".join(options)
 
 
 _RULES: dict[str, tuple[type, Any, str]] = {
@@ -107,8 +120,10 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
     if data["n_ubatch"] > data["n_batch"]:
         raise ProfileError(f"{source}: n_ubatch ({data['n_ubatch']}) must not exceed n_batch ({data['n_batch']})")
     if data["type_v"] not in ("f32", "f16", "bf16") and not data["flash_attn"]:
-        raise ProfileError(f"{source}: type_v = {data['type_v']!r} needs flash_attn = true "
-                           "(llama.cpp quantizes the V cache only with flash attention)")
+        raise ProfileError(
+            f"{source}: type_v = {data['type_v']!r} needs flash_attn = true "
+            "(llama.cpp quantizes the V cache only with flash attention)"
+        )
     if data["lazy_mode"] != "off" and data["load_mode"] not in ("mmap", "mmap+mlock"):
         raise ProfileError(f"{source}: lazy_mode = {data['lazy_mode']!r} needs load_mode mmap or mmap+mlock")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
@@ -192,8 +207,13 @@ def choose_profile(requested: str, profiles: dict[str, Profile], device=None) ->
         if same_family:
             return _variant_for_memory(requested, profiles, device, [f"'{requested}' matches this machine"])
         default = _family_default(requested, profiles)
-        return ProfileChoice(default, (f"this machine is not a {requested}: using the {default.memory_gb} GB "
-                                       f"variant '{default.name}' (name another variant to change it)",))
+        return ProfileChoice(
+            default,
+            (
+                f"this machine is not a {requested}: using the {default.memory_gb} GB "
+                f"variant '{default.name}' (name another variant to change it)",
+            ),
+        )
     names = ", ".join(families + sorted(profiles))
     raise ProfileError(f"unknown device '{requested}'; use auto or one of: {names} (see `edge-gemma devices`)")
 

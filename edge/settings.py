@@ -47,8 +47,11 @@ def usable_cores(device: DeviceInfo) -> tuple[int, int]:
     return max(1, min(fast, logical)), max(1, logical)
 
 
-def resolve_settings(profile: Profile | None, device: DeviceInfo, overrides: dict[str, Any] | None = None,
-                     ) -> ResolvedSettings:
+def resolve_settings(
+    profile: Profile | None,
+    device: DeviceInfo,
+    overrides: dict[str, Any] | None = None,
+) -> ResolvedSettings:
     """Profile values (or defaults) + overrides, with thread counts fitted to this machine."""
     base = RunSettings()
     if profile is not None:
@@ -79,7 +82,8 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
             raise UsageError(f"{key} must be a positive integer, not {value}")
         if key in ("n_threads", "n_threads_batch") and value < 0:
             raise UsageError(f"{key} must be 0 (auto) or a positive integer, not {value}")
-        choices = {"load_mode": LOAD_MODES, "lazy_mode": LAZY_MODES, "type_k": CACHE_TYPES,
-                   "type_v": CACHE_TYPES}.get(key)
+        choices = {"load_mode": LOAD_MODES, "lazy_mode": LAZY_MODES, "type_k": CACHE_TYPES, "type_v": CACHE_TYPES}.get(
+            key
+        )
         if choices and value not in choices:
             raise UsageError(f"{key}={value!r} is not allowed; use one of: {', '.join(choices)}")

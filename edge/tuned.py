@@ -40,6 +40,7 @@ class TunedSettings:
 
 # ---- persistence --------------------------------------------------------------------------------
 
+
 def tuned_path() -> Path:
     return config_dir() / "tuned.json"
 
@@ -66,8 +67,9 @@ def load_all(path: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
             raise ValueError("'devices' is not an object")
         return entries
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TunedFileError(f"tuned settings file {path} is unreadable ({exc}); "
-                             "run `edge-gemma tune --reset` to start over") from exc
+        raise TunedFileError(
+            f"tuned settings file {path} is unreadable ({exc}); run `edge-gemma tune --reset` to start over"
+        ) from exc
 
 
 def _write_all(entries: dict, path: Path | None = None) -> None:
@@ -82,8 +84,9 @@ def lookup(info, model_path: Path) -> TunedSettings | None:
     try:
         return TunedSettings(**{k: v for k, v in entry.items() if k in known})
     except TypeError as exc:
-        raise TunedFileError(f"tuned settings file {tuned_path()} has a bad entry ({exc}); "
-                             "run `edge-gemma tune --reset`") from exc
+        raise TunedFileError(
+            f"tuned settings file {tuned_path()} has a bad entry ({exc}); run `edge-gemma tune --reset`"
+        ) from exc
 
 
 def store(tuned: TunedSettings) -> Path:
@@ -113,8 +116,7 @@ def reset(info, model_path: Path | None = None) -> int:
     return removed
 
 
-def apply_tuned(tuned: TunedSettings | None, overrides: dict[str, Any] | None
-                ) -> tuple[dict[str, Any], str | None]:
+def apply_tuned(tuned: TunedSettings | None, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
     """Tuned values under explicit ones: (merged overrides, note for the stats line or None)."""
     merged = {k: v for k, v in (overrides or {}).items() if v is not None}
     if tuned is None:

@@ -7,12 +7,13 @@ generation sizes, repetitions, n_batch/n_ubatch, flash attention, KV cache types
 Tuned settings are ignored (--no-tune). The CPU's extra kernels match too: when edge-gemma's
 backend verdict avoids one (AMX that crashed in a probe, or EDGE_GEMMA_EXTRA_BUFTS=off), llama-bench
 gets `--repack 0` and edge-gemma runs with EDGE_GEMMA_EXTRA_BUFTS=off, because llama-bench's -ot
-cannot force tensors into CPU_REPACK the way edge-gemma keeps it. With --rounds N the two tools take turns N times, which
-spreads slow drift (thermals, other load) over both.
+cannot force tensors into CPU_REPACK the way edge-gemma keeps it. With --rounds N the two tools take
+turns N times, which spreads slow drift (thermals, other load) over both.
 
 Examples:
   scripts/compare_llama_bench.py --model demo -t 2
-  scripts/compare_llama_bench.py -m ~/models/gemma-4-E2B-it-Q4_K_M.gguf -t 4 --llama-bench ~/llama.cpp/build/bin/llama-bench
+  scripts/compare_llama_bench.py -m ~/models/gemma-4-E2B-it-Q4_K_M.gguf -t 4 \
+      --llama-bench ~/llama.cpp/build/bin/llama-bench
   scripts/compare_llama_bench.py --model demo -t 1,2 --rounds 3 --json
 """
 
@@ -30,8 +31,9 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--llama-bench", help="path to llama-bench (default: the one on PATH)")
     parser.add_argument("-m", "--model", default="demo", help="'demo' or a .gguf path (default: demo)")
     parser.add_argument("-t", "--threads", default="2", help="thread counts, e.g. 1,2,4 (default: 2)")
@@ -61,10 +63,12 @@ def resolve_model(spec: str) -> Path:
 
 def busy_fraction(seconds: float = 0.5) -> float | None:
     """Share of CPU time other processes used over `seconds` (Linux /proc/stat), before a run."""
+
     def read() -> tuple[int, int]:
         with open("/proc/stat") as fh:
             values = [int(v) for v in fh.readline().split()[1:]]
         return sum(values), values[3] + values[4]  # total, idle + iowait
+
     try:
         total0, idle0 = read()
         time.sleep(seconds)
@@ -77,8 +81,10 @@ def busy_fraction(seconds: float = 0.5) -> float | None:
 def run_json(command: list[str], what: str, env: dict | None = None) -> list[dict]:
     busy = busy_fraction()
     if busy is not None and busy > 0.15:
-        print(f"warning: the machine was {busy:.0%} busy before this run: its numbers will be low "
-              "and noisy", file=sys.stderr)
+        print(
+            f"warning: the machine was {busy:.0%} busy before this run: its numbers will be low and noisy",
+            file=sys.stderr,
+        )
     print(f"$ {' '.join(command)}", file=sys.stderr)
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -88,16 +94,63 @@ def run_json(command: list[str], what: str, env: dict | None = None) -> list[dic
 
 
 def llama_bench_command(binary: str, model: Path, a: argparse.Namespace, repack: bool) -> list[str]:
-    return [binary, "--repack", "1" if repack else "0", "-m", str(model), "-t", a.threads, "-p", a.n_prompt, "-n", a.n_gen,
-            "-r", str(a.repetitions), "-b", str(a.batch_size), "-ub", str(a.ubatch_size),
-            "-fa", a.flash_attn, "-ctk", a.cache_type, "-ctv", a.cache_type,
-            "-lm", a.load_mode, "-o", "json"]
+    return [
+        binary,
+        "--repack",
+        "1" if repack else "0",
+        "-m",
+        str(model),
+        "-t",
+        a.threads,
+        "-p",
+        a.n_prompt,
+        "-n",
+        a.n_gen,
+        "-r",
+        str(a.repetitions),
+        "-b",
+        str(a.batch_size),
+        "-ub",
+        str(a.ubatch_size),
+        "-fa",
+        a.flash_attn,
+        "-ctk",
+        a.cache_type,
+        "-ctv",
+        a.cache_type,
+        "-lm",
+        a.load_mode,
+        "-o",
+        "json",
+    ]
 
 
 def edge_command(model: Path, a: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", "bench", "-m", str(model), "-t", a.threads, "-tb", a.threads,
-            "-p", a.n_prompt, "-n", a.n_gen, "-r", str(a.repetitions), "-b", str(a.batch_size),
-            "-ub", str(a.ubatch_size), "-o", "json", "--no-tune"]
+    return [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "bench",
+        "-m",
+        str(model),
+        "-t",
+        a.threads,
+        "-tb",
+        a.threads,
+        "-p",
+        a.n_prompt,
+        "-n",
+        a.n_gen,
+        "-r",
+        str(a.repetitions),
+        "-b",
+        str(a.batch_size),
+        "-ub",
+        str(a.ubatch_size),
+        "-o",
+        "json",
+        "--no-tune",
+    ]
 
 
 def test_name(record: dict) -> str:
@@ -124,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     binary = a.llama_bench or shutil.which("llama-bench")
     if not binary:
-        print("error: no llama-bench on PATH; pass --llama-bench PATH (build it from llama.cpp with "
-              "`cmake --build build --target llama-bench`)", file=sys.stderr)
+        print(
+            "error: no llama-bench on PATH; pass --llama-bench PATH (build it from llama.cpp with "
+            "`cmake --build build --target llama-bench`)",
+            file=sys.stderr,
+        )
         return 2
     model = resolve_model(a.model)
     from edge.model.backend import MODE_ENV, backend_choice
@@ -133,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = backend_choice()
     repack = backend.use_extra_bufts
     edge_env = dict(os.environ) if repack else dict(os.environ, **{MODE_ENV: "off"})
-    print(f"CPU kernels: {backend.kernels}; {backend.reason}; llama-bench --repack {int(repack)}",
-          file=sys.stderr)
+    print(f"CPU kernels: {backend.kernels}; {backend.reason}; llama-bench --repack {int(repack)}", file=sys.stderr)
     theirs, ours = [], []
     for round_number in range(a.rounds):
         # Alternate who goes first, so neither tool always runs on a cooler board.
@@ -145,37 +200,55 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sink.append(run_json(edge_command(model, a), name, edge_env))
             for record in sink[-1]:
-                print(f"  round {round_number + 1} {name}: {test_name(record)} t={record['n_threads']} "
-                      f"{record['avg_ts']:.2f} ± {record['stddev_ts']:.2f}", file=sys.stderr)
+                print(
+                    f"  round {round_number + 1} {name}: {test_name(record)} t={record['n_threads']} "
+                    f"{record['avg_ts']:.2f} ± {record['stddev_ts']:.2f}",
+                    file=sys.stderr,
+                )
     ref, mine = collect(theirs), collect(ours)
     rows = []
     for key in ref:
         if key not in mine:
             continue
         r, m = ref[key], mine[key]
-        rows.append({"test": key[0], "threads": key[1], "llama_bench_ts": statistics.mean(r),
-                     "llama_bench_stdev": statistics.stdev(r) if len(r) > 1 else 0.0,
-                     "edge_gemma_ts": statistics.mean(m), "edge_gemma_stdev": statistics.stdev(m) if len(m) > 1 else 0.0,
-                     "ratio": statistics.mean(m) / statistics.mean(r),
-                     # The median ratio shrugs off a repetition that another process slowed down.
-                     "median_ratio": statistics.median(m) / statistics.median(r)})
-    info = {"model": str(model), "cpu_info": theirs[0][0].get("cpu_info") if theirs[0] else None,
-            "llama_bench_build": theirs[0][0].get("build_commit") if theirs[0] else None,
-            "edge_gemma_llama_cpp": ours[0][0].get("llama_cpp_version") if ours[0] else None,
-            "rounds": a.rounds, "repetitions": a.repetitions, "repack": repack}
+        rows.append(
+            {
+                "test": key[0],
+                "threads": key[1],
+                "llama_bench_ts": statistics.mean(r),
+                "llama_bench_stdev": statistics.stdev(r) if len(r) > 1 else 0.0,
+                "edge_gemma_ts": statistics.mean(m),
+                "edge_gemma_stdev": statistics.stdev(m) if len(m) > 1 else 0.0,
+                "ratio": statistics.mean(m) / statistics.mean(r),
+                # The median ratio shrugs off a repetition that another process slowed down.
+                "median_ratio": statistics.median(m) / statistics.median(r),
+            }
+        )
+    info = {
+        "model": str(model),
+        "cpu_info": theirs[0][0].get("cpu_info") if theirs[0] else None,
+        "llama_bench_build": theirs[0][0].get("build_commit") if theirs[0] else None,
+        "edge_gemma_llama_cpp": ours[0][0].get("llama_cpp_version") if ours[0] else None,
+        "rounds": a.rounds,
+        "repetitions": a.repetitions,
+        "repack": repack,
+    }
     if a.json:
         print(json.dumps({"info": info, "rows": rows}, indent=2))
         return 0
-    print(f"model {model.name} | {info['cpu_info']} | llama-bench build {info['llama_bench_build']} | "
-          f"edge-gemma on llama-cpp-python {info['edge_gemma_llama_cpp']} | {a.rounds} round(s) x {a.repetitions} reps")
-    print(f"| {'test':<12} | threads | {'llama-bench t/s':>18} | {'edge-gemma t/s':>18} | ours/theirs "
-          "| median ratio |")
+    print(
+        f"model {model.name} | {info['cpu_info']} | llama-bench build {info['llama_bench_build']} | "
+        f"edge-gemma on llama-cpp-python {info['edge_gemma_llama_cpp']} | {a.rounds} round(s) x {a.repetitions} reps"
+    )
+    print(f"| {'test':<12} | threads | {'llama-bench t/s':>18} | {'edge-gemma t/s':>18} | ours/theirs | median ratio |")
     print(f"| {'-' * 12} | ------: | {'-' * 17}: | {'-' * 17}: | ----------: | -----------: |")
     for row in rows:
-        print(f"| {row['test']:<12} | {row['threads']:>7} | "
-              f"{row['llama_bench_ts']:>9.2f} ± {row['llama_bench_stdev']:>6.2f} | "
-              f"{row['edge_gemma_ts']:>9.2f} ± {row['edge_gemma_stdev']:>6.2f} | {row['ratio']:>10.3f}x "
-              f"| {row['median_ratio']:>11.3f}x |")
+        print(
+            f"| {row['test']:<12} | {row['threads']:>7} | "
+            f"{row['llama_bench_ts']:>9.2f} ± {row['llama_bench_stdev']:>6.2f} | "
+            f"{row['edge_gemma_ts']:>9.2f} ± {row['edge_gemma_stdev']:>6.2f} | {row['ratio']:>10.3f}x "
+            f"| {row['median_ratio']:>11.3f}x |"
+        )
     return 0
 
 

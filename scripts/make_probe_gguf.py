@@ -32,10 +32,24 @@ N_VOCAB = 3 + N_BYTE_TOKENS + 253  # 512: a multiple of 32, as the AMX output-ma
 
 # Which weight type each matmul gets: every type the AMX kernels implement appears at least once.
 LAYER_TYPES = [
-    {"attn_q": Q.Q4_0, "attn_k": Q.Q4_0, "attn_v": Q.Q4_0, "attn_output": Q.Q4_0,
-     "ffn_gate": Q.Q4_K, "ffn_up": Q.Q4_K, "ffn_down": Q.Q6_K},
-    {"attn_q": Q.Q8_0, "attn_k": Q.Q8_0, "attn_v": Q.Q8_0, "attn_output": Q.Q8_0,
-     "ffn_gate": Q.F16, "ffn_up": Q.F16, "ffn_down": Q.Q4_0},
+    {
+        "attn_q": Q.Q4_0,
+        "attn_k": Q.Q4_0,
+        "attn_v": Q.Q4_0,
+        "attn_output": Q.Q4_0,
+        "ffn_gate": Q.Q4_K,
+        "ffn_up": Q.Q4_K,
+        "ffn_down": Q.Q6_K,
+    },
+    {
+        "attn_q": Q.Q8_0,
+        "attn_k": Q.Q8_0,
+        "attn_v": Q.Q8_0,
+        "attn_output": Q.Q8_0,
+        "ffn_gate": Q.F16,
+        "ffn_up": Q.F16,
+        "ffn_down": Q.Q4_0,
+    },
 ]
 # Bytes per 256-value block: Q4_K = d, dmin (f16) + 12 scale bytes + 128 nibble bytes;
 # Q6_K = 128 low + 64 high bit bytes + 16 int8 scales + d (f16).
@@ -72,8 +86,11 @@ def add_vocab(writer: GGUFWriter) -> None:
     """A byte-fallback SentencePiece vocab: enough for llama.cpp to load; the probe feeds token ids."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(N_BYTE_TOKENS)]
     tokens += [f"\u2581t{i}" for i in range(N_VOCAB - len(tokens))]
-    types = ([TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * N_BYTE_TOKENS
-             + [TokenType.NORMAL] * (N_VOCAB - 3 - N_BYTE_TOKENS))
+    types = (
+        [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL]
+        + [TokenType.BYTE] * N_BYTE_TOKENS
+        + [TokenType.NORMAL] * (N_VOCAB - 3 - N_BYTE_TOKENS)
+    )
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores([0.0] * N_VOCAB)
@@ -105,8 +122,11 @@ def write(path: Path) -> None:
         add(f"blk.{layer}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         add(f"blk.{layer}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         for part, qtype in types.items():
-            n_out, n_in = (N_EMBD, N_FF) if part == "ffn_down" else (
-                (N_FF, N_EMBD) if part.startswith("ffn") else (N_EMBD, N_EMBD))
+            n_out, n_in = (
+                (N_EMBD, N_FF)
+                if part == "ffn_down"
+                else ((N_FF, N_EMBD) if part.startswith("ffn") else (N_EMBD, N_EMBD))
+            )
             name = f"blk.{layer}.{part}.weight"
             add(name, *weight(name, qtype, n_out, n_in))
     add("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))

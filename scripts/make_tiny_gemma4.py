@@ -33,28 +33,28 @@ MMPROJ_NAME = "mmproj-tiny-gemma-4-E2B.gguf"
 
 # Text model: E2B's structure at toy size. E2B: 35 layers = (4 sliding + 1 global) x 7, the last 20
 # reuse the KV of earlier layers, 1 KV head, head dim 256/512, window 512, per-layer input dim 256.
-N_LAYER = 10                      # (4 sliding + 1 global) x 2
+N_LAYER = 10  # (4 sliding + 1 global) x 2
 SWA_PATTERN = [True, True, True, True, False] * 2
-N_SHARED_KV = 5                   # layers 5..9 read the KV of layer 3 (sliding) / 4 (global)
+N_SHARED_KV = 5  # layers 5..9 read the KV of layer 3 (sliding) / 4 (global)
 N_EMBD = 32
 N_HEAD, N_HEAD_KV = 2, 1
 HEAD_DIM_SWA, HEAD_DIM_FULL = 16, 32
-N_FF = 64                         # double-wide (128) on the KV-shared layers, as E2B
-N_EMBD_PER_LAYER = 2              # the PLE table is n_vocab x (n_layer * this): keep it tiny
+N_FF = 64  # double-wide (128) on the KV-shared layers, as E2B
+N_EMBD_PER_LAYER = 2  # the PLE table is n_vocab x (n_layer * this): keep it tiny
 SLIDING_WINDOW = 512
-PARTIAL_ROTARY_FULL = 0.25        # global layers rotate a quarter of the head ("proportional")
+PARTIAL_ROTARY_FULL = 0.25  # global layers rotate a quarter of the head ("proportional")
 
 # Audio conformer (projector gemma4a): 128 mel bins in, two stride-2 convs -> 25 tokens/s.
 A_N_MEL = 128
 A_EMBD, A_HEAD, A_LAYER = 32, 2, 2
-A_FF = 4 * A_EMBD                 # the converter writes hidden_size * 4
-A_CONV_CH = (8, 4)                # subsampling conv channels (E2B: 128, 32)
-A_OUT = 32                        # conformer output_proj width before the text projection
-A_DW_KERNEL = 5                   # depthwise conv width the graph's left-pad of 4 implies
+A_FF = 4 * A_EMBD  # the converter writes hidden_size * 4
+A_CONV_CH = (8, 4)  # subsampling conv channels (E2B: 128, 32)
+A_OUT = 32  # conformer output_proj width before the text projection
+A_DW_KERNEL = 5  # depthwise conv width the graph's left-pad of 4 implies
 
 # Vision tower (projector gemma4v): patch 16, 3x3 average pooling, learned 2D position table.
 V_EMBD, V_HEAD, V_LAYER, V_FF = 32, 2, 2, 64
-V_PATCH, V_POS_SIZE = 16, 10240   # the real table size: large images index far into it
+V_PATCH, V_POS_SIZE = 16, 10240  # the real table size: large images index far into it
 
 
 def rng_for(name: str) -> np.random.Generator:
@@ -123,8 +123,9 @@ def text_tensors(n_vocab: int) -> Tensors:
     t = Tensors()
     # Q8_0 keeps the n_vocab x n_embd table (also the tied output head) at ~9 MB.
     t.q8_0("token_embd.weight", normal("token_embd.weight", (n_vocab, N_EMBD), 0.5))
-    t.f16("per_layer_token_embd.weight",
-          normal("per_layer_token_embd.weight", (n_vocab, N_LAYER * N_EMBD_PER_LAYER), 0.5))
+    t.f16(
+        "per_layer_token_embd.weight", normal("per_layer_token_embd.weight", (n_vocab, N_LAYER * N_EMBD_PER_LAYER), 0.5)
+    )
     t.mat("per_layer_model_proj.weight", N_LAYER * N_EMBD_PER_LAYER, N_EMBD)
     t.f32("per_layer_proj_norm.weight", norm("per_layer_proj_norm.weight", N_EMBD_PER_LAYER))
     # Global layers rotate only the first dims; 1e30 freq factors leave the rest unrotated.
@@ -170,9 +171,12 @@ def write_text(path: Path, tokenizer: list) -> None:
     w.add_uint32(f"{arch}.context_length", 131072)
     w.add_uint32(f"{arch}.embedding_length", N_EMBD)
     w.add_uint32(f"{arch}.block_count", N_LAYER)
-    w.add_key_value(f"{arch}.feed_forward_length",
-                    [N_FF if i < N_LAYER - N_SHARED_KV else 2 * N_FF for i in range(N_LAYER)],
-                    GGUFValueType.ARRAY, GGUFValueType.INT32)
+    w.add_key_value(
+        f"{arch}.feed_forward_length",
+        [N_FF if i < N_LAYER - N_SHARED_KV else 2 * N_FF for i in range(N_LAYER)],
+        GGUFValueType.ARRAY,
+        GGUFValueType.INT32,
+    )
     w.add_uint32(f"{arch}.attention.head_count", N_HEAD)
     w.add_uint32(f"{arch}.attention.head_count_kv", N_HEAD_KV)
     w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
@@ -181,8 +185,7 @@ def write_text(path: Path, tokenizer: list) -> None:
     w.add_uint32(f"{arch}.attention.key_length_swa", HEAD_DIM_SWA)
     w.add_uint32(f"{arch}.attention.value_length_swa", HEAD_DIM_SWA)
     w.add_uint32(f"{arch}.attention.sliding_window", SLIDING_WINDOW)
-    w.add_key_value(f"{arch}.attention.sliding_window_pattern", SWA_PATTERN,
-                    GGUFValueType.ARRAY, GGUFValueType.BOOL)
+    w.add_key_value(f"{arch}.attention.sliding_window_pattern", SWA_PATTERN, GGUFValueType.ARRAY, GGUFValueType.BOOL)
     w.add_uint32(f"{arch}.attention.shared_kv_layers", N_SHARED_KV)
     w.add_uint32(f"{arch}.embedding_length_per_layer_input", N_EMBD_PER_LAYER)
     w.add_float32(f"{arch}.rope.freq_base", 1_000_000.0)
@@ -216,8 +219,7 @@ def audio_tensors(t: Tensors) -> None:
         for proj in ("attn_q", "attn_k", "attn_v", "attn_out"):
             t.mat(p + proj + ".weight", A_EMBD, A_EMBD)
             # Gemma4ClippableLinear bounds, read as F32 scalars beside the weight
-            for bound, value in (("input_min", -8.0), ("input_max", 8.0),
-                                 ("output_min", -8.0), ("output_max", 8.0)):
+            for bound, value in (("input_min", -8.0), ("input_max", 8.0), ("output_min", -8.0), ("output_max", 8.0)):
                 t.f32(p + f"{proj}.{bound}", np.array([value], dtype=np.float32))
         t.f32(p + "per_dim_scale.weight", 0.7 + normal(p + "per_dim_scale", (d_head,), 0.02))
         t.f32(p + "per_dim_k_scale.weight", 0.7 + normal(p + "per_dim_k_scale", (d_head,), 0.02))
@@ -269,7 +271,8 @@ def write_mmproj(path: Path) -> None:
     w.add_string("clip.audio.projector_type", "gemma4a")
     w.add_bool("clip.use_gelu", True)
     for prefix, n_embd, n_ff, n_layer, n_head in (
-        ("vision", V_EMBD, V_FF, V_LAYER, V_HEAD), ("audio", A_EMBD, A_FF, A_LAYER, A_HEAD)
+        ("vision", V_EMBD, V_FF, V_LAYER, V_HEAD),
+        ("audio", A_EMBD, A_FF, A_LAYER, A_HEAD),
     ):
         w.add_uint32(f"clip.{prefix}.embedding_length", n_embd)
         w.add_uint32(f"clip.{prefix}.feed_forward_length", n_ff)
@@ -299,16 +302,20 @@ def _finish(w: GGUFWriter) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
-    ap.add_argument("--vocab", type=Path,
-                    help="GGUF holding the Gemma 4 tokenizer (ggml-vocab-gemma-4.gguf); "
-                         "default: the existing fixture in --out")
+    ap.add_argument(
+        "--vocab",
+        type=Path,
+        help="GGUF holding the Gemma 4 tokenizer (ggml-vocab-gemma-4.gguf); default: the existing fixture in --out",
+    )
     args = ap.parse_args(argv)
 
     vocab = args.vocab or args.out / TEXT_NAME
     if not vocab.is_file():
-        sys.exit(f"no tokenizer source: {vocab} does not exist. Pass --vocab with the "
-                 "models/ggml-vocab-gemma-4.gguf from the llama-cpp-python sdist "
-                 "(pip download --no-binary :all: --no-deps llama-cpp-python==0.3.36)")
+        sys.exit(
+            f"no tokenizer source: {vocab} does not exist. Pass --vocab with the "
+            "models/ggml-vocab-gemma-4.gguf from the llama-cpp-python sdist "
+            "(pip download --no-binary :all: --no-deps llama-cpp-python==0.3.36)"
+        )
     tokenizer = read_tokenizer(vocab)  # fully in memory before the source may be overwritten
 
     args.out.mkdir(parents=True, exist_ok=True)

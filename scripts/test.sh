@@ -30,5 +30,9 @@ python -m pip install -q -e '.[demo,voice,dev]'
 echo "== audio: PulseAudio with a null sink"
 bash scripts/start_test_audio.sh
 
+echo "== ruff (one style: lint + format)"
+python -m ruff check .
+python -m ruff format --check .
+
 echo "== pytest"
 python -m pytest "$@"

@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from edge.audio.capture import ArraySource  # noqa: E402
 from edge.audio.files import load_audio  # noqa: E402
-from edge.model.mtmd import MtmdAudio  # noqa: E402
 from edge.audio.playback import NullSink  # noqa: E402
 from edge.audio.tts import EspeakBackend, Speaker  # noqa: E402
+from edge.model.mtmd import MtmdAudio  # noqa: E402
 from edge.model.runner import LoadedModel  # noqa: E402
 from edge.settings import RunSettings  # noqa: E402
 from edge.voice.conversation import AudioConversation  # noqa: E402
@@ -81,22 +81,31 @@ def main() -> None:
         started = time.perf_counter()
 
         def on_turn(stats) -> None:
-            del conversation.history[1:-2 * args.keep_turns]  # a bounded history, like a long-running loop
+            del conversation.history[1 : -2 * args.keep_turns]  # a bounded history, like a long-running loop
             done = len(loop.turns)
             if done in (args.warmup, args.turns) or done % 10 == 0:
                 marks[done] = rss_mb()
-                print(f"turn {done:>4}: RSS {marks[done]:8.1f} MiB  ({time.perf_counter() - started:6.1f} s)",
-                      flush=True)
+                print(
+                    f"turn {done:>4}: RSS {marks[done]:8.1f} MiB  ({time.perf_counter() - started:6.1f} s)", flush=True
+                )
 
         stream = np.concatenate([gap, question] * args.turns + [gap, gap])
         with sink:
-            loop = VoiceLoop(conversation, ArraySource(stream), sink=sink,
-                             speaker_factory=lambda s: Speaker(EspeakBackend(), s), max_tokens=16,
-                             temperature=0.7, on_turn=on_turn)
+            loop = VoiceLoop(
+                conversation,
+                ArraySource(stream),
+                sink=sink,
+                speaker_factory=lambda s: Speaker(EspeakBackend(), s),
+                max_tokens=16,
+                temperature=0.7,
+                on_turn=on_turn,
+            )
             loop.run(max_turns=args.turns)
     growth = marks[max(marks)] - marks[args.warmup]
-    print(f"\n{len(loop.turns)} turns; RSS after turn {args.warmup}: {marks[args.warmup]:.1f} MiB, "
-          f"after turn {max(marks)}: {marks[max(marks)]:.1f} MiB, growth {growth:+.1f} MiB")
+    print(
+        f"\n{len(loop.turns)} turns; RSS after turn {args.warmup}: {marks[args.warmup]:.1f} MiB, "
+        f"after turn {max(marks)}: {marks[max(marks)]:.1f} MiB, growth {growth:+.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

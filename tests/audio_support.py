@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import require
+
 from edge.audio.files import decode_audio, save_wav
 
 RATE = 16_000
@@ -80,7 +80,9 @@ def null_sink() -> str:
         subprocess.run(["bash", str(START_AUDIO)], capture_output=True, timeout=60)
     require(pulse_running(), "PulseAudio with a null sink (run scripts/start_test_audio.sh)")
     info = subprocess.run(["pactl", "info"], capture_output=True, text=True).stdout
-    source = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Default Source")), "")
+    source = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Default Source")), ""
+    )
     require(source.endswith(".monitor"), "a null sink monitor as default source (run scripts/start_test_audio.sh)")
     try:
         import sounddevice  # noqa: F401  (PortAudio reads ALSA's config, with PulseAudio running, on import)
@@ -110,7 +112,7 @@ class Recorder:
             if self.consume is not None:
                 self.results.extend(self.consume(block))
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         self._thread.start()
         return self
 

@@ -6,14 +6,26 @@ import sys
 
 
 def edge_gemma(*args: str, timeout: float = 300, input_text: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, input=input_text, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
+        env=dict(os.environ),
+    )
 
 
 def spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                            env=dict(os.environ))
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        env=dict(os.environ),
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

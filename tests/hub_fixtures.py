@@ -10,9 +10,8 @@ from types import SimpleNamespace
 
 import huggingface_hub.file_download
 import pytest
-from huggingface_hub import constants
-
 from fake_hub import FakeHub
+from huggingface_hub import constants
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 from audio_support import RATE, Recorder, locate, play_into_sink, silence, speech, true_bounds
+
 from edge.audio.capture import ArraySource, FileSource, MicrophoneSource
 from edge.audio.devices import AudioDevice, list_input_devices, list_output_devices, resolve_device
 from edge.audio.files import save_wav
@@ -128,7 +128,11 @@ def _device(index, name, inputs=1, outputs=0, default=False):
 
 
 def test_resolve_device_by_index_name_fragment_and_default():
-    devices = [_device(0, "HDA Intel PCH: ALC257 Analog"), _device(1, "USB PnP Sound Device", default=True), _device(2, "HDMI out", 0, 2)]
+    devices = [
+        _device(0, "HDA Intel PCH: ALC257 Analog"),
+        _device(1, "USB PnP Sound Device", default=True),
+        _device(2, "HDMI out", 0, 2),
+    ]
     assert resolve_device(None, "input", devices).index == 1
     assert resolve_device(0, "input", devices).index == 0
     assert resolve_device("0", "input", devices).index == 0

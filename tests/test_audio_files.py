@@ -5,8 +5,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from audio_support import RATE, locate, require_espeak, require_sox
+
 from edge.audio.files import decode_audio, load_audio, save_wav
 from edge.audio.resample import StreamResampler, resample, to_mono
 from edge.errors import AudioError

@@ -94,8 +94,9 @@ def test_a_new_llama_cpp_build_or_cpu_probes_again(monkeypatch, repack_offered):
 
 def test_an_inconclusive_probe_plays_safe_and_is_not_cached(monkeypatch, repack_offered):
     monkeypatch.setenv(backend.FRAGILE_ENV, "CPU_REPACK")
-    monkeypatch.setattr(backend, "run_probe",
-                        lambda mode, avoided=(): ProbeResult(mode, False, False, "exit 1: no model", 0.1))
+    monkeypatch.setattr(
+        backend, "run_probe", lambda mode, avoided=(): ProbeResult(mode, False, False, "exit 1: no model", 0.1)
+    )
     choice = backend_choice()
     assert not choice.use_extra_bufts and "inconclusive" in choice.reason
     assert not verdict_path().exists()
@@ -145,8 +146,7 @@ def load_log(path, choice: BackendChoice) -> tuple[str, str]:
 
     llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
     try:
-        with LoadedModel(path, RunSettings(n_ctx=256, n_batch=64, n_ubatch=64), backend=choice,
-                         verbose=True) as loaded:
+        with LoadedModel(path, RunSettings(n_ctx=256, n_batch=64, n_ubatch=64), backend=choice, verbose=True) as loaded:
             text = loaded.complete("The capital of France is", max_tokens=8, temperature=0.0).run()
     finally:
         llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))

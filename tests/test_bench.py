@@ -8,10 +8,28 @@ import re
 
 import pytest
 
-from edge.bench.measure import (BenchContext, BenchResult, SweepSpec, BenchTest, check_sweep, expand_sweep, mean,
-                        parse_int_list, run_sweep, sample_stdev)
-from edge.bench.report import (REFERENCES, compare_runs, find_run, load_saved, reference_lines, render,
-                               save_run, to_records)
+from edge.bench.measure import (
+    BenchContext,
+    BenchResult,
+    BenchTest,
+    SweepSpec,
+    check_sweep,
+    expand_sweep,
+    mean,
+    parse_int_list,
+    run_sweep,
+    sample_stdev,
+)
+from edge.bench.report import (
+    REFERENCES,
+    compare_runs,
+    find_run,
+    load_saved,
+    reference_lines,
+    render,
+    save_run,
+    to_records,
+)
 from edge.bench.run import BenchRun, DurationBlock, DurationResult, RunConditions, bench_model, run_duration
 from edge.errors import EdgeError, UsageError
 from edge.launch import prepare_run
@@ -25,33 +43,60 @@ def spec(n_prompt=0, n_gen=0, n_depth=0, t=2, tb=2, nb=512, nub=512):
 
 def conditions(**changes):
     values = dict(
-        model_filename="/models/gemma-4-E2B-it-Q4_K_M.gguf", model_type="gemma4 E2B Q4_K - Medium",
-        model_size=3_100_000_000, model_n_params=5_100_000_000, n_ctx=768, load_mode="mmap",
-        lazy_mode="off", flash_attn=True, type_k="f16", type_v="f16", n_gpu_layers=0,
-        device_profile="pi5-8gb", device_kind="pi5", device_board="Raspberry Pi 5 Model B Rev 1.0",
-        cpu_info="Cortex-A76", load_s=1.5, load_cache="warm", peak_rss=1_600_000_000, ttft_s=0.8,
-        temp_start_c=50.0, temp_end_c=71.5, power_mode=None, throttled_since_boot=(),
-        thermal_source="thermal zones", tuned="tuned threads 3/4", use_extra_bufts=True,
-        cpu_kernels="CPU_REPACK", cpu_kernels_reason="no extra CPU kernel here is known to be fragile",
+        model_filename="/models/gemma-4-E2B-it-Q4_K_M.gguf",
+        model_type="gemma4 E2B Q4_K - Medium",
+        model_size=3_100_000_000,
+        model_n_params=5_100_000_000,
+        n_ctx=768,
+        load_mode="mmap",
+        lazy_mode="off",
+        flash_attn=True,
+        type_k="f16",
+        type_v="f16",
+        n_gpu_layers=0,
+        device_profile="pi5-8gb",
+        device_kind="pi5",
+        device_board="Raspberry Pi 5 Model B Rev 1.0",
+        cpu_info="Cortex-A76",
+        load_s=1.5,
+        load_cache="warm",
+        peak_rss=1_600_000_000,
+        ttft_s=0.8,
+        temp_start_c=50.0,
+        temp_end_c=71.5,
+        power_mode=None,
+        throttled_since_boot=(),
+        thermal_source="thermal zones",
+        tuned="tuned threads 3/4",
+        use_extra_bufts=True,
+        cpu_kernels="CPU_REPACK",
+        cpu_kernels_reason="no extra CPU kernel here is known to be fragile",
         edge_gemma_version="0.1.0",
-        llama_cpp_version="0.3.36", system_info="CPU : NEON = 1", started_at="2026-01-01T00:00:00Z")
+        llama_cpp_version="0.3.36",
+        system_info="CPU : NEON = 1",
+        started_at="2026-01-01T00:00:00Z",
+    )
     values.update(changes)
     return RunConditions(**values)
 
 
 def result(test_spec, samples_ns, throttled=None):
     n = len(samples_ns)
-    return BenchResult(test_spec, tuple(samples_ns), tuple(throttled or [False] * n), (60.0,) * n,
-                       "2026-01-01T00:00:01Z")
+    return BenchResult(
+        test_spec, tuple(samples_ns), tuple(throttled or [False] * n), (60.0,) * n, "2026-01-01T00:00:01Z"
+    )
 
 
 def pi_run(run_id="r1", pp_ns=(16e9, 16e9, 16e9), tg_ns=(20e9, 20e9, 20e9), **changes):
-    results = (result(spec(n_prompt=512, t=3, tb=4), [int(x) for x in pp_ns]),
-               result(spec(n_gen=128, t=3, tb=4), [int(x) for x in tg_ns], throttled=[False, True, False]))
+    results = (
+        result(spec(n_prompt=512, t=3, tb=4), [int(x) for x in pp_ns]),
+        result(spec(n_gen=128, t=3, tb=4), [int(x) for x in tg_ns], throttled=[False, True, False]),
+    )
     return BenchRun(run_id, conditions(**changes), results)
 
 
 # ---- statistics ---------------------------------------------------------------------------------
+
 
 def test_mean_and_sample_stdev_by_hand():
     assert mean([1, 2, 3, 4]) == 2.5
@@ -78,15 +123,25 @@ def test_test_names_follow_llama_bench():
 
 # ---- sweeps -------------------------------------------------------------------------------------
 
+
 def test_sweep_runs_every_combination_in_llama_bench_order():
     tests = expand_sweep(SweepSpec(n_prompt=(128, 512), n_gen=(64,), n_threads=(1, 2)))
     assert [(t.name, t.n_threads, t.n_threads_batch) for t in tests] == [
-        ("pp128", 1, 1), ("pp512", 1, 1), ("tg64", 1, 1), ("pp128", 2, 2), ("pp512", 2, 2), ("tg64", 2, 2)]
+        ("pp128", 1, 1),
+        ("pp512", 1, 1),
+        ("tg64", 1, 1),
+        ("pp128", 2, 2),
+        ("pp512", 2, 2),
+        ("tg64", 2, 2),
+    ]
 
 
 def test_sweep_with_batch_threads_depths_and_ubatches():
-    tests = expand_sweep(SweepSpec(n_prompt=(512,), n_gen=(), n_depth=(0, 256), n_threads=(2,),
-                                   n_threads_batch=(1, 2), n_ubatch=(256, 512)))
+    tests = expand_sweep(
+        SweepSpec(
+            n_prompt=(512,), n_gen=(), n_depth=(0, 256), n_threads=(2,), n_threads_batch=(1, 2), n_ubatch=(256, 512)
+        )
+    )
     assert len(tests) == 2 * 2 * 2  # ubatch x batch threads x depth
     assert tests[0] == spec(n_prompt=512, t=2, tb=1, nub=256)
     assert {t.name for t in tests} == {"pp512", "pp512 @ d256"}
@@ -103,16 +158,22 @@ def test_int_lists():
         parse_int_list("x", "-t")
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(n_prompt=(0,)), "-p/--n-prompt must be positive, not 0"),
-    (dict(n_gen=(-1,)), "-n/--n-gen must be positive, not -1"),
-    (dict(n_depth=(-5,)), "--depth must be 0 or more"),
-    (dict(n_threads=(0,)), "-t/--threads must be positive"),
-    (dict(repetitions=0), "-r/--repetitions must be from 1 to 1000"),
-    (dict(n_prompt=(40000,)), "needs 40000 tokens of context (prompt + generation + depth) but the limit here is 32768"),
-    (dict(n_prompt=(), n_gen=()), "nothing to measure"),
-    (dict(n_threads=(100000,)), "at most 512 threads"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(n_prompt=(0,)), "-p/--n-prompt must be positive, not 0"),
+        (dict(n_gen=(-1,)), "-n/--n-gen must be positive, not -1"),
+        (dict(n_depth=(-5,)), "--depth must be 0 or more"),
+        (dict(n_threads=(0,)), "-t/--threads must be positive"),
+        (dict(repetitions=0), "-r/--repetitions must be from 1 to 1000"),
+        (
+            dict(n_prompt=(40000,)),
+            "needs 40000 tokens of context (prompt + generation + depth) but the limit here is 32768",
+        ),
+        (dict(n_prompt=(), n_gen=()), "nothing to measure"),
+        (dict(n_threads=(100000,)), "at most 512 threads"),
+    ],
+)
 def test_bad_sweeps_are_rejected_with_the_limit(changes, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         check_sweep(SweepSpec(**changes), n_ctx_limit=32768, logical_cores=4)
@@ -125,11 +186,35 @@ def test_more_threads_than_cores_is_a_warning():
 
 # ---- output formats -----------------------------------------------------------------------------
 
-LLAMA_BENCH_FIELDS = ("model_filename", "model_type", "n_threads", "n_threads_batch", "n_prompt", "n_gen",
-                      "n_depth", "use_mmap", "avg_ts", "stddev_ts", "samples_ns", "samples_ts", "test_time",
-                      "cpu_info")
-OUR_FIELDS = ("device_profile", "load_mode", "lazy_mode", "peak_rss", "load_s", "ttft_s", "temps_c",
-              "throttled", "edge_gemma_version", "llama_cpp_version", "system_info")
+LLAMA_BENCH_FIELDS = (
+    "model_filename",
+    "model_type",
+    "n_threads",
+    "n_threads_batch",
+    "n_prompt",
+    "n_gen",
+    "n_depth",
+    "use_mmap",
+    "avg_ts",
+    "stddev_ts",
+    "samples_ns",
+    "samples_ts",
+    "test_time",
+    "cpu_info",
+)
+OUR_FIELDS = (
+    "device_profile",
+    "load_mode",
+    "lazy_mode",
+    "peak_rss",
+    "load_s",
+    "ttft_s",
+    "temps_c",
+    "throttled",
+    "edge_gemma_version",
+    "llama_cpp_version",
+    "system_info",
+)
 
 
 def test_json_records_carry_llama_bench_and_our_fields():
@@ -156,7 +241,14 @@ def test_markdown_is_a_short_llama_bench_table_with_conditions():
     text = render(pi_run(), "md")
     lines = text.splitlines()
     assert [cell.strip() for cell in lines[0].split("|")[1:-1]] == [
-        "model", "size", "params", "backend", "threads", "test", "t/s"]
+        "model",
+        "size",
+        "params",
+        "backend",
+        "threads",
+        "test",
+        "t/s",
+    ]
     assert lines[1].startswith("| ---") and lines[1].endswith(": |") and "2.89 GiB" in lines[2]
     assert " 3/4 |" in lines[2] and "pp512" in lines[2] and "32.00 ± 0.00" in lines[2]
     assert "6.40 ± 0.00 *" in lines[3]  # a throttled repetition is marked
@@ -172,8 +264,10 @@ def test_reference_numbers_for_a_matching_model_and_device():
     assert "prefill 32 t/s, ours pp512 32.00 (1.00x)" in bench_line
     assert "decode 6.44 t/s, ours tg128 6.40 (0.99x)" in bench_line
     assert reference_lines(pi_run(device_kind="desktop")) == []
-    assert reference_lines(pi_run(model_filename="/m/gemma-3-270m-q4_k_m.gguf",
-                                  model_type="gemma3 270M Q4_K - Medium")) == []
+    assert (
+        reference_lines(pi_run(model_filename="/m/gemma-3-270m-q4_k_m.gguf", model_type="gemma3 270M Q4_K - Medium"))
+        == []
+    )
     e4b = reference_lines(pi_run(model_filename="/m/gemma-4-E4B-it-Q4_0.gguf"))
     assert len(e4b) == 1 and "18.9" in e4b[0] and "2.79" in e4b[0]
     assert len(REFERENCES) >= 5
@@ -218,8 +312,10 @@ def test_unreadable_results_file_names_the_line(tmp_path):
 
 
 def test_sustained_speed_compares_the_first_and_last_window():
-    blocks = tuple(DurationBlock(end, tps, 60.0 + end / 10, end > 150) for end, tps in
-                   [(20, 8.0), (40, 8.0), (60, 7.9), (120, 7.0), (160, 6.0), (180, 6.2)])
+    blocks = tuple(
+        DurationBlock(end, tps, 60.0 + end / 10, end > 150)
+        for end, tps in [(20, 8.0), (40, 8.0), (60, 7.9), (120, 7.0), (160, 6.0), (180, 6.2)]
+    )
     d = DurationResult(n_threads=3, block_tokens=32, seconds=180, blocks=blocks)
     assert d.window_s == 60 and d.first_tps == pytest.approx(7.9667, abs=1e-3)
     assert d.last_tps == pytest.approx(6.1)  # blocks ending after 120 s
@@ -242,8 +338,9 @@ def demo_model(demo_gguf, llama_cpp_available):
 
 
 def test_real_short_sweep_on_the_embedded_model(demo_model):
-    tests = expand_sweep(SweepSpec(n_prompt=(32,), n_gen=(8,), n_depth=(0, 16), n_threads=(1, 2),
-                                   n_batch=(128,), n_ubatch=(128,)))
+    tests = expand_sweep(
+        SweepSpec(n_prompt=(32,), n_gen=(8,), n_depth=(0, 16), n_threads=(1, 2), n_batch=(128,), n_ubatch=(128,))
+    )
     outcome = run_sweep(demo_model, tests, 2)
     assert not outcome.interrupted
     assert [r.spec for r in outcome.results] == tests
@@ -265,7 +362,8 @@ def test_other_batch_sizes_and_depth_tests_get_their_own_context(demo_model):
         assert other.ctx != demo_model.llama._ctx.ctx
         other.set_threads(2, 2)
         assert other.prompt(70, 128) > 0 and other.generate(2) > 0
-    assert demo_model.complete("Hello", max_tokens=2, temperature=0.0).run() is not None
+    generation = demo_model.complete("Hello", max_tokens=2, temperature=0.0)
+    assert generation.run().strip() and generation.stats.generated_tokens == 2
 
 
 def test_real_sustained_run(demo_model):
@@ -275,8 +373,7 @@ def test_real_sustained_run(demo_model):
 
 
 def test_whole_run_reports_load_rss_ttft_and_conditions(demo_gguf, llama_cpp_available):
-    plan = prepare_run(str(demo_gguf), "auto", {"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2},
-                       no_tune=True)
+    plan = prepare_run(str(demo_gguf), "auto", {"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2}, no_tune=True)
     run = bench_model(plan, [spec(n_prompt=32), spec(n_gen=8)], 2)
     c = run.conditions
     assert [r.spec.name for r in run.results] == ["pp32", "tg8"] and not run.interrupted

@@ -5,7 +5,6 @@ import signal
 import time
 
 import pytest
-
 from cli_helpers import assert_one_line_error, edge_gemma, spawn
 
 SHORT = ("-p", "32", "-n", "8", "-r", "2")
@@ -27,10 +26,33 @@ def test_bench_json_parses_and_carries_the_fields(demo_gguf, llama_cpp_available
     records = json.loads(result.stdout)
     assert [r["test"] for r in records] == ["pp32", "tg8"]
     for record in records:
-        for key in ("model_filename", "model_type", "n_threads", "n_threads_batch", "n_prompt", "n_gen",
-                    "n_depth", "use_mmap", "avg_ts", "stddev_ts", "samples_ns", "samples_ts", "test_time",
-                    "cpu_info", "device_profile", "load_mode", "lazy_mode", "peak_rss", "load_s", "ttft_s",
-                    "temps_c", "throttled", "edge_gemma_version", "llama_cpp_version", "system_info"):
+        for key in (
+            "model_filename",
+            "model_type",
+            "n_threads",
+            "n_threads_batch",
+            "n_prompt",
+            "n_gen",
+            "n_depth",
+            "use_mmap",
+            "avg_ts",
+            "stddev_ts",
+            "samples_ns",
+            "samples_ts",
+            "test_time",
+            "cpu_info",
+            "device_profile",
+            "load_mode",
+            "lazy_mode",
+            "peak_rss",
+            "load_s",
+            "ttft_s",
+            "temps_c",
+            "throttled",
+            "edge_gemma_version",
+            "llama_cpp_version",
+            "system_info",
+        ):
             assert key in record, key
         assert len(record["samples_ns"]) == 2 and record["avg_ts"] > 0
         assert record["model_filename"].endswith("gemma-3-270m-q4_k_m.gguf")
@@ -60,11 +82,27 @@ def test_save_list_and_compare(demo_gguf, llama_cpp_available):
 def test_comparing_runs_of_different_models_warns(isolated_user_dirs):
     path = isolated_user_dirs / "edge-gemma" / "data" / "bench" / "results.jsonl"
     path.parent.mkdir(parents=True)
-    base = {"test": "tg128", "n_threads": 2, "n_threads_batch": 2, "n_batch": 512, "n_ubatch": 512,
-            "avg_ts": 6.0, "stddev_ts": 0.1, "cpu_info": "Cortex-A76", "device_profile": "pi5-8gb"}
-    path.write_text("\n".join(json.dumps({**base, **extra}) for extra in (
-        {"run_id": "a", "model_filename": "/m/gemma-4-E2B-it-Q4_K_M.gguf"},
-        {"run_id": "b", "model_filename": "/m/gemma-4-E4B-it-Q4_0.gguf", "avg_ts": 3.0})) + "\n")
+    base = {
+        "test": "tg128",
+        "n_threads": 2,
+        "n_threads_batch": 2,
+        "n_batch": 512,
+        "n_ubatch": 512,
+        "avg_ts": 6.0,
+        "stddev_ts": 0.1,
+        "cpu_info": "Cortex-A76",
+        "device_profile": "pi5-8gb",
+    }
+    path.write_text(
+        "\n".join(
+            json.dumps({**base, **extra})
+            for extra in (
+                {"run_id": "a", "model_filename": "/m/gemma-4-E2B-it-Q4_K_M.gguf"},
+                {"run_id": "b", "model_filename": "/m/gemma-4-E4B-it-Q4_0.gguf", "avg_ts": 3.0},
+            )
+        )
+        + "\n"
+    )
     result = edge_gemma("bench", "--compare", "a", "b")
     assert result.returncode == 0, result.stderr
     assert "warning: the runs are of different models" in result.stderr and "0.50x" in result.stdout
@@ -81,15 +119,18 @@ def test_unknown_saved_run(isolated_user_dirs):
     assert_one_line_error(edge_gemma("bench", "--compare", "latest~1", "latest"), "only 0 saved run")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (("-p", "0"), "-p/--n-prompt must be positive, not 0"),
-    (("-n", "-1"), "-n/--n-gen must be positive, not -1"),
-    (("-p", "100000"), "the limit here is 32768"),
-    (("-p", "600", "-c", "512"), "the limit here is 512"),
-    (("-r", "0"), "-r/--repetitions must be from 1 to 1000"),
-    (("-t", "two"), "-t/--threads: 'two' is not a number"),
-    (("-c", "0"), "'--ctx': 0 is not in the range 256<=x<=131072"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("-p", "0"), "-p/--n-prompt must be positive, not 0"),
+        (("-n", "-1"), "-n/--n-gen must be positive, not -1"),
+        (("-p", "100000"), "the limit here is 32768"),
+        (("-p", "600", "-c", "512"), "the limit here is 512"),
+        (("-r", "0"), "-r/--repetitions must be from 1 to 1000"),
+        (("-t", "two"), "-t/--threads: 'two' is not a number"),
+        (("-c", "0"), "'--ctx': 0 is not in the range 256<=x<=131072"),
+    ],
+)
 def test_bad_sizes_are_one_line_errors(demo_gguf, args, fragment):
     assert_one_line_error(edge_gemma("bench", "-m", "demo", *args), fragment)
 

@@ -7,8 +7,16 @@ from cli_helpers import assert_one_line_error, edge_gemma, spawn
 
 
 def test_chat_replies_and_reports_rates_each_turn(demo_gguf, llama_cpp_available):
-    result = edge_gemma("chat", "--model", "demo", "-n", "16", "--temperature", "0",
-                        input_text="Hello there\nWhat is two plus two?\n/exit\n")
+    result = edge_gemma(
+        "chat",
+        "--model",
+        "demo",
+        "-n",
+        "16",
+        "--temperature",
+        "0",
+        input_text="Hello there\nWhat is two plus two?\n/exit\n",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("generated") == 2  # one stats line per reply
     assert "Gemma's turn format" in result.stderr  # the base model has no template: say so
@@ -37,8 +45,20 @@ def test_end_of_input_quits_cleanly(demo_gguf, llama_cpp_available):
 
 def test_thirty_turns_in_a_small_context_all_answered(demo_gguf, llama_cpp_available):
     questions = "".join(f"Tell me a long story about the number {i} and the sea.\n" for i in range(30))
-    result = edge_gemma("chat", "--model", "demo", "-c", "512", "-n", "48", "--temperature", "0", "--verbose",
-                        input_text=questions + "/exit\n", timeout=600)
+    result = edge_gemma(
+        "chat",
+        "--model",
+        "demo",
+        "-c",
+        "512",
+        "-n",
+        "48",
+        "--temperature",
+        "0",
+        "--verbose",
+        input_text=questions + "/exit\n",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "error" not in result.stderr
     assert result.stderr.count("generated") == 30  # every turn answered
@@ -47,8 +67,9 @@ def test_thirty_turns_in_a_small_context_all_answered(demo_gguf, llama_cpp_avail
 
 def test_a_message_longer_than_the_context_is_refused_and_the_chat_goes_on(demo_gguf, llama_cpp_available):
     huge = "word " * 2000
-    result = edge_gemma("chat", "--model", "demo", "-c", "512", "-n", "8",
-                        input_text=f"Hello\n{huge}\nStill there?\n/exit\n")
+    result = edge_gemma(
+        "chat", "--model", "demo", "-c", "512", "-n", "8", input_text=f"Hello\n{huge}\nStill there?\n/exit\n"
+    )
     assert result.returncode == 0, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "this message needs" in errors[0] and "raise --ctx" in errors[0]
@@ -57,9 +78,19 @@ def test_a_message_longer_than_the_context_is_refused_and_the_chat_goes_on(demo_
 
 def test_clear_save_and_resume(demo_gguf, llama_cpp_available, tmp_path):
     saved = tmp_path / "talk.json"
-    result = edge_gemma("chat", "--model", "demo", "-n", "8", "--temperature", "0", "-s", "Be brief.",
-                        input_text=f"My name is Ada.\nWhat is my name?\n/save {saved}\n/clear\nHi\n"
-                                   f"/save {tmp_path / 'after-clear.json'}\n/exit\n")
+    result = edge_gemma(
+        "chat",
+        "--model",
+        "demo",
+        "-n",
+        "8",
+        "--temperature",
+        "0",
+        "-s",
+        "Be brief.",
+        input_text=f"My name is Ada.\nWhat is my name?\n/save {saved}\n/clear\nHi\n"
+        f"/save {tmp_path / 'after-clear.json'}\n/exit\n",
+    )
     assert result.returncode == 0, result.stderr
     assert "(saved 2 turns" in result.stderr and "(conversation cleared)" in result.stderr
     from edge.model.chat_session import load_history
@@ -69,8 +100,16 @@ def test_clear_save_and_resume(demo_gguf, llama_cpp_available, tmp_path):
     assert kept[0]["content"] == "Be brief." and kept[1]["content"] == "My name is Ada."
     after_clear = load_history(tmp_path / "after-clear.json")
     assert [m["role"] for m in after_clear] == ["system", "user", "assistant"]  # /clear kept the system prompt
-    resumed = edge_gemma("chat", "--model", "demo", "-n", "8", "--resume", str(saved),
-                         input_text=f"And again?\n/save {tmp_path / 'resumed.json'}\n/exit\n")
+    resumed = edge_gemma(
+        "chat",
+        "--model",
+        "demo",
+        "-n",
+        "8",
+        "--resume",
+        str(saved),
+        input_text=f"And again?\n/save {tmp_path / 'resumed.json'}\n/exit\n",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "2 turns resumed" in resumed.stderr
     assert load_history(tmp_path / "resumed.json")[:5] == kept

@@ -4,22 +4,25 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import FIXTURES
+
 from edge.cli.app import cli
 
 DEVICES = FIXTURES / "devices"
 
 
-@pytest.mark.parametrize("tree, board, ram, profile", [
-    ("pi5-4gb", "Raspberry Pi 5", 4, "pi5-4gb"),
-    ("pi5-16gb", "Raspberry Pi 5", 16, "pi5-16gb"),
-    ("pi4", "Raspberry Pi 4", 4, "generic"),
-    ("orin-nano-8gb", "Jetson Orin Nano 8GB", 8, "orin-nano-8gb"),
-    ("orin-nx-16gb", "Jetson Orin NX 16GB", 16, "orin-nx-16gb"),
-    ("x86-laptop", "x86-64 laptop", None, "x86-laptop-16gb"),
-    ("x86-desktop", "x86-64 desktop", None, "generic"),
-])
+@pytest.mark.parametrize(
+    "tree, board, ram, profile",
+    [
+        ("pi5-4gb", "Raspberry Pi 5", 4, "pi5-4gb"),
+        ("pi5-16gb", "Raspberry Pi 5", 16, "pi5-16gb"),
+        ("pi4", "Raspberry Pi 4", 4, "generic"),
+        ("orin-nano-8gb", "Jetson Orin Nano 8GB", 8, "orin-nano-8gb"),
+        ("orin-nx-16gb", "Jetson Orin NX 16GB", 16, "orin-nx-16gb"),
+        ("x86-laptop", "x86-64 laptop", None, "x86-laptop-16gb"),
+        ("x86-desktop", "x86-64 desktop", None, "generic"),
+    ],
+)
 def test_detect_names_board_ram_and_profile(tree, board, ram, profile):
     result = CliRunner().invoke(cli, ["detect", "--json", "--root", str(DEVICES / tree)])
     assert result.exit_code == 0, result.output

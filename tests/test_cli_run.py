@@ -5,14 +5,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import assert_one_line_error, edge_gemma, spawn
 from gguf_writer import write_minimal_gguf
 
 
 def test_run_demo_streams_text_and_prints_rates(demo_gguf, llama_cpp_available):
-    result = edge_gemma("run", "--model", "demo", "-n", "16", "--temperature", "0", "--seed", "1",
-                        "The capital of France is")
+    result = edge_gemma(
+        "run", "--model", "demo", "-n", "16", "--temperature", "0", "--seed", "1", "The capital of France is"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("The capital of France is")
     assert len(result.stdout.strip()) > len("The capital of France is")
@@ -39,8 +39,9 @@ def test_ctrl_c_stops_generation_with_exit_130(demo_gguf, llama_cpp_available):
 
 
 def test_missing_model_path(tmp_path):
-    assert_one_line_error(edge_gemma("run", "--model", str(tmp_path / "none.gguf"), "hi"),
-                          "not found", "edge-gemma setup")
+    assert_one_line_error(
+        edge_gemma("run", "--model", str(tmp_path / "none.gguf"), "hi"), "not found", "edge-gemma setup"
+    )
 
 
 def test_zero_byte_model(tmp_path):

@@ -8,7 +8,6 @@ import json
 import os
 
 import pytest
-
 from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
 
@@ -25,11 +24,16 @@ def hub(fake_hub, tmp_path):
     big_q8 = tmp_path / "q8.gguf"  # sparse: listed at 9.3 GB, never downloaded, for planner refusals
     with big_q8.open("wb") as f:
         f.truncate(9_311_303_552)
-    fake_hub.add_repo(E2B_REPO, {MODEL_FILE: TINY / "tiny-gemma-4-E2B.gguf",
-                                 "gemma-4-E2B-it-Q4_0.gguf": TINY / "tiny-gemma-4-E2B.gguf",
-                                 "gemma-4-E2B-it-Q8_0.gguf": big_q8,
-                                 MMPROJ_FILE: TINY / "mmproj-tiny-gemma-4-E2B.gguf",
-                                 "README.md": b"# Gemma 4 E2B GGUF\n"})
+    fake_hub.add_repo(
+        E2B_REPO,
+        {
+            MODEL_FILE: TINY / "tiny-gemma-4-E2B.gguf",
+            "gemma-4-E2B-it-Q4_0.gguf": TINY / "tiny-gemma-4-E2B.gguf",
+            "gemma-4-E2B-it-Q8_0.gguf": big_q8,
+            MMPROJ_FILE: TINY / "mmproj-tiny-gemma-4-E2B.gguf",
+            "README.md": b"# Gemma 4 E2B GGUF\n",
+        },
+    )
     return fake_hub
 
 
@@ -111,8 +115,10 @@ def test_corrupted_transfer_leaves_no_file_at_the_final_path(hub, isolated_user_
     assert not (isolated_user_dirs / "edge-gemma" / "config" / "device.json").exists()
 
 
-@pytest.mark.parametrize("kind, says", [("unauthorized", "hf auth login"), ("gated", "gated"),
-                                        ("repo_not_found", "not found"), ("server_error", "500")])
+@pytest.mark.parametrize(
+    "kind, says",
+    [("unauthorized", "hf auth login"), ("gated", "gated"), ("repo_not_found", "not found"), ("server_error", "500")],
+)
 def test_hub_errors_are_one_clear_line(hub, kind, says):
     hub.fail(kind)
     assert_one_line_error(edge_gemma("setup", "--device", "pi5", "--dry-run"), says)
@@ -140,8 +146,14 @@ def test_local_import_of_a_non_gguf_is_refused(tmp_path, isolated_user_dirs):
 
 
 def test_local_import_works_offline(tmp_path):
-    result = edge_gemma("setup", "--gguf", str(TINY / "tiny-gemma-4-E2B.gguf"),
-                        "--mmproj", str(TINY / "mmproj-tiny-gemma-4-E2B.gguf"), "--no-smoke-test")
+    result = edge_gemma(
+        "setup",
+        "--gguf",
+        str(TINY / "tiny-gemma-4-E2B.gguf"),
+        "--mmproj",
+        str(TINY / "mmproj-tiny-gemma-4-E2B.gguf"),
+        "--no-smoke-test",
+    )
     assert result.returncode == 0, result.stderr
     assert "Saved" in result.stdout and "mmproj-tiny-gemma-4-E2B.gguf" in result.stdout
 

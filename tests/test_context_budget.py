@@ -12,8 +12,10 @@ def words(messages):
 
 
 def turn(i, size=10):
-    return [{"role": "user", "content": " ".join([f"q{i}"] * size)},
-            {"role": "assistant", "content": " ".join([f"a{i}"] * size)}]
+    return [
+        {"role": "user", "content": " ".join([f"q{i}"] * size)},
+        {"role": "assistant", "content": " ".join([f"a{i}"] * size)},
+    ]
 
 
 SYSTEM = {"role": "system", "content": "be brief " * 5}  # 10 words
@@ -46,8 +48,11 @@ def test_drops_continue_by_halves_until_it_fits():
 
 def test_a_message_too_big_even_alone_is_a_clear_error_with_the_numbers():
     huge = {"role": "user", "content": "word " * 300}
-    with pytest.raises(ContextFullError, match=r"this message needs 316 tokens plus 64 reserved .* holds 256 "
-                                               r"\(124 over\): raise --ctx"):
+    with pytest.raises(
+        ContextFullError,
+        match=r"this message needs 316 tokens plus 64 reserved .* holds 256 "
+        r"\(124 over\): raise --ctx",
+    ):
         fit_history([SYSTEM] + turn(1), huge, n_ctx=256, reserve=64, count_tokens=words)
 
 

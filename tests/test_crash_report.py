@@ -53,10 +53,12 @@ def test_a_normal_exit_code_passes_through_and_leaves_no_log(tmp_path):
 
 
 def test_innermost_frame_reads_the_crashing_thread():
-    dump = ('Fatal Python error: Segmentation fault\n\nThread 0x7f01 (most recent call first):\n'
-            '  File "/x/threading.py", line 320 in wait\n\n'
-            'Current thread 0x7f00 (most recent call first):\n'
-            '  File "/venv/llama_cpp/_internals.py", line 331 in decode\n'
-            '  File "/venv/llama_cpp/llama.py", line 690 in eval\n')
+    dump = (
+        "Fatal Python error: Segmentation fault\n\nThread 0x7f01 (most recent call first):\n"
+        '  File "/x/threading.py", line 320 in wait\n\n'
+        "Current thread 0x7f00 (most recent call first):\n"
+        '  File "/venv/llama_cpp/_internals.py", line 331 in decode\n'
+        '  File "/venv/llama_cpp/llama.py", line 690 in eval\n'
+    )
     assert innermost_frame(dump) == "llama_cpp/_internals.py decode"
     assert innermost_frame("garbage") is None

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.device.info import KINDS, DeviceInfo, detect, llama_gpu_offload, to_dict
 from edge.device.boards import decode_pi_revision, parse_l4t_release
+from edge.device.info import KINDS, DeviceInfo, detect, llama_gpu_offload, to_dict
 from edge.device.linux import FEATURE_ORDER, parse_cpu_list
 
 DEVICES = Path(__file__).parent / "fixtures" / "devices"
@@ -170,9 +170,7 @@ def test_mac_under_rosetta_says_so():
 
 
 def test_mac_with_sparse_sysctl_still_works():
-    info = detect(
-        Path("/"), sysctl={"hw.memsize": "8589934592", "hw.physicalcpu": "nonsense"}, gpu_offload=False
-    )
+    info = detect(Path("/"), sysctl={"hw.memsize": "8589934592", "hw.physicalcpu": "nonsense"}, gpu_offload=False)
     assert info.kind == "mac" and info.total_memory_bytes == 8 * GiB
     assert_consistent(info)
 
@@ -298,9 +296,7 @@ def test_battery_fallback_without_chassis_type(tmp_path, supplies, kind):
 
 
 def test_unlisted_chassis_type_with_battery_is_a_laptop(tmp_path):
-    root = write(
-        tmp_path, {"sys/class/dmi/id/chassis_type": "2\n", "sys/class/power_supply/BAT1/type": "Battery\n"}
-    )
+    root = write(tmp_path, {"sys/class/dmi/id/chassis_type": "2\n", "sys/class/power_supply/BAT1/type": "Battery\n"})
     assert detect(root, gpu_offload=False).kind == "laptop"
 
 

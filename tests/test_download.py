@@ -13,9 +13,9 @@ from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 
+from edge.errors import DownloadError, ModelFileError, UsageError
 from edge.setup import download
 from edge.setup.download import fetch_file, import_local, list_remote_files
-from edge.errors import DownloadError, ModelFileError, UsageError
 
 REPO = "ggml-org/gemma-test-GGUF"
 MODEL = "gemma-test-Q4_K_M.gguf"

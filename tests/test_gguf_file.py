@@ -1,10 +1,10 @@
 """The pure-Python GGUF check that runs before llama.cpp can abort on a bad file."""
 
 import pytest
+from gguf_writer import write_minimal_gguf
 
 from edge.errors import ModelFileError
 from edge.model.gguf import check_loadable_model, inspect_gguf
-from gguf_writer import write_minimal_gguf
 
 
 def test_the_real_demo_model_parses_completely(demo_gguf):

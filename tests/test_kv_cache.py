@@ -6,12 +6,21 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, require
+
 from edge.errors import ModelFileError
 from edge.model.gguf import GGUFInfo, TensorInfo, inspect_gguf
-from edge.model.kv_cache import (KNOWN_SHAPES, compute_buffer_bytes, dims_from_gguf,
-                           kv_cache_for_gguf, kv_cache_for_model, pad, row_bytes, shape_from_gguf, swa_layout)
+from edge.model.kv_cache import (
+    KNOWN_SHAPES,
+    compute_buffer_bytes,
+    dims_from_gguf,
+    kv_cache_for_gguf,
+    kv_cache_for_model,
+    pad,
+    row_bytes,
+    shape_from_gguf,
+    swa_layout,
+)
 
 MIB = 1 << 20
 
@@ -23,12 +32,21 @@ def fake_info(arch: str, meta: dict, tensors=()) -> GGUFInfo:
 
 def gemma4_e2b_metadata() -> dict:
     """E2B as a real GGUF describes it: per-layer arrays for the sliding pattern and KV heads."""
-    return {"block_count": 35, "embedding_length": 1536, "attention.head_count": 8,
-            "attention.head_count_kv": [1] * 35, "attention.key_length": 512, "attention.value_length": 512,
-            "attention.key_length_swa": 256, "attention.value_length_swa": 256,
-            "attention.sliding_window": 512, "attention.shared_kv_layers": 20,
-            "attention.sliding_window_pattern": [il % 5 != 4 for il in range(35)],
-            "embedding_length_per_layer_input": 256, "context_length": 131072}
+    return {
+        "block_count": 35,
+        "embedding_length": 1536,
+        "attention.head_count": 8,
+        "attention.head_count_kv": [1] * 35,
+        "attention.key_length": 512,
+        "attention.value_length": 512,
+        "attention.key_length_swa": 256,
+        "attention.value_length_swa": 256,
+        "attention.sliding_window": 512,
+        "attention.shared_kv_layers": 20,
+        "attention.sliding_window_pattern": [il % 5 != 4 for il in range(35)],
+        "embedding_length_per_layer_input": 256,
+        "context_length": 131072,
+    }
 
 
 def test_row_bytes_follow_ggml_block_sizes():
@@ -99,9 +117,12 @@ def test_scalar_head_count_kv_and_scalar_pattern():
 
 
 def test_next_token_prediction_layers_get_no_cache_and_bad_arrays_are_refused():
-    meta = gemma4_e2b_metadata() | {"block_count": 36, "nextn_predict_layers": 1,
-                                    "attention.head_count_kv": [1] * 36,
-                                    "attention.sliding_window_pattern": [il % 5 != 4 for il in range(36)]}
+    meta = gemma4_e2b_metadata() | {
+        "block_count": 36,
+        "nextn_predict_layers": 1,
+        "attention.head_count_kv": [1] * 36,
+        "attention.sliding_window_pattern": [il % 5 != 4 for il in range(36)],
+    }
     shape = shape_from_gguf(fake_info("gemma4", meta))
     assert shape.n_layer == 35 and len(shape.n_head_kv) == 35
     with pytest.raises(ModelFileError, match="34 entries for 35 layers"):
@@ -109,8 +130,15 @@ def test_next_token_prediction_layers_get_no_cache_and_bad_arrays_are_refused():
 
 
 def test_gemma3_uses_llama_cpps_hard_coded_pattern():
-    meta = {"block_count": 18, "embedding_length": 640, "attention.head_count": 4, "attention.head_count_kv": 1,
-            "attention.key_length": 256, "attention.value_length": 256, "attention.sliding_window": 512}
+    meta = {
+        "block_count": 18,
+        "embedding_length": 640,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 1,
+        "attention.key_length": 256,
+        "attention.value_length": 256,
+        "attention.sliding_window": 512,
+    }
     shape = shape_from_gguf(fake_info("gemma3", meta))
     assert [il for il, swa in enumerate(shape.is_swa) if not swa] == [5, 11, 17]
     assert shape.kv_layers == 18
@@ -119,8 +147,14 @@ def test_gemma3_uses_llama_cpps_hard_coded_pattern():
 
 
 def test_gemma2_defaults_to_a_4096_window_every_other_layer():
-    meta = {"block_count": 26, "embedding_length": 2304, "attention.head_count": 8, "attention.head_count_kv": 4,
-            "attention.key_length": 256, "attention.value_length": 256}
+    meta = {
+        "block_count": 26,
+        "embedding_length": 2304,
+        "attention.head_count": 8,
+        "attention.head_count_kv": 4,
+        "attention.key_length": 256,
+        "attention.value_length": 256,
+    }
     shape = shape_from_gguf(fake_info("gemma2", meta))
     assert shape.n_swa == 4096 and shape.is_swa == swa_layout(26, 2)
 
@@ -145,6 +179,7 @@ def test_compute_estimate_is_dominated_by_logits_with_flash_attention():
 
 
 # --- against llama.cpp itself ----------------------------------------------------------------------
+
 
 def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
@@ -175,32 +210,39 @@ def llama_report(path: Path, **params) -> dict:
     finally:
         llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
     log = "".join(lines)
-    return {"kv": [float(x) for x in re.findall(r"llama_kv_cache: size = +([\d.]+) MiB", log)],
-            "compute": sum(float(x) for x in re.findall(r"compute buffer size = +([\d.]+) MiB", log))}
+    return {
+        "kv": [float(x) for x in re.findall(r"llama_kv_cache: size = +([\d.]+) MiB", log)],
+        "compute": sum(float(x) for x in re.findall(r"compute buffer size = +([\d.]+) MiB", log)),
+    }
 
 
 def assert_matches_llama_cpp(path: Path, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_full: bool = False):
     """One load: both KV halves (llama.cpp logs global, then sliding) and the compute buffer, within 5%."""
-    reported = llama_report(path, n_ctx=n_ctx, n_batch=512, n_ubatch=n_ubatch, flash_attn=flash_attn,
-                            swa_full=swa_full)
+    reported = llama_report(path, n_ctx=n_ctx, n_batch=512, n_ubatch=n_ubatch, flash_attn=flash_attn, swa_full=swa_full)
     info = inspect_gguf(path)
     ours = kv_cache_for_gguf(info, n_ctx, n_ubatch=n_ubatch, n_batch=512, flash_attn=flash_attn, swa_full=swa_full)
     assert len(reported["kv"]) == 2
     assert ours.global_layers.bytes / MIB == pytest.approx(reported["kv"][0], rel=0.05)
     assert ours.sliding_layers.bytes / MIB == pytest.approx(reported["kv"][1], rel=0.05)
     dims = dims_from_gguf(info)
-    compute = compute_buffer_bytes(shape_from_gguf(info), dims, n_ctx, n_ubatch=n_ubatch, n_batch=512,
-                                   flash_attn=flash_attn)
+    compute = compute_buffer_bytes(
+        shape_from_gguf(info), dims, n_ctx, n_ubatch=n_ubatch, n_batch=512, flash_attn=flash_attn
+    )
     compute -= 4 * dims.n_vocab  # llama.cpp logs the one-token output buffer separately
     assert compute / MIB == pytest.approx(reported["compute"], rel=0.05)
     return ours
 
 
-@pytest.mark.parametrize("n_ctx,n_ubatch,flash_attn,swa_full", [
-    (1000, 512, True, False), (4096, 128, True, False), (8192, 512, True, False),
-    (4096, 512, True, True),  # llama.cpp's own default: sliding layers get the whole context
-    (65536, 512, False, False),  # without flash attention the score matrix outgrows the logits
-])
+@pytest.mark.parametrize(
+    "n_ctx,n_ubatch,flash_attn,swa_full",
+    [
+        (1000, 512, True, False),
+        (4096, 128, True, False),
+        (8192, 512, True, False),
+        (4096, 512, True, True),  # llama.cpp's own default: sliding layers get the whole context
+        (65536, 512, False, False),  # without flash attention the score matrix outgrows the logits
+    ],
+)
 def test_embedded_model_matches_llama_cpp(gemma3_270m, n_ctx, n_ubatch, flash_attn, swa_full):
     assert_matches_llama_cpp(gemma3_270m, n_ctx, n_ubatch, flash_attn, swa_full)
 

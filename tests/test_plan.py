@@ -5,14 +5,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-
 from conftest import require
+
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
 from edge.model.gguf import GGUFInfo, TensorInfo, inspect_gguf
-from edge.setup.plan import MIB, check_fits, choose_plan, format_plan_table, plan_to_dict
 from edge.profiles import load_profile_file
 from edge.settings import RunSettings
+from edge.setup.plan import MIB, check_fits, choose_plan, format_plan_table, plan_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 KB = 1024
@@ -25,11 +25,24 @@ def profile(name: str, **changes):
 def device(kind: str, mem_total_kb: int, board_ram_gb=None, jetson_module=None, available_kb=0) -> DeviceInfo:
     """MemTotal values are the recorded ones in tests/fixtures/devices (Pi 5 8 GB: 8 GiB less the
     same 146 MiB the 4 GB board reserves)."""
-    return DeviceInfo(kind=kind, board=kind, board_ram_gb=board_ram_gb, total_memory_bytes=mem_total_kb * KB,
-                      available_memory_bytes=available_kb * KB, physical_cores=4, logical_cores=4,
-                      performance_cores=(0, 1, 2, 3), efficiency_cores=(), cpu_model="test", cpu_features=(),
-                      arch="aarch64", jetson_module=jetson_module, l4t_release=None, gpu_offload=kind == "jetson",
-                      evidence=())
+    return DeviceInfo(
+        kind=kind,
+        board=kind,
+        board_ram_gb=board_ram_gb,
+        total_memory_bytes=mem_total_kb * KB,
+        available_memory_bytes=available_kb * KB,
+        physical_cores=4,
+        logical_cores=4,
+        performance_cores=(0, 1, 2, 3),
+        efficiency_cores=(),
+        cpu_model="test",
+        cpu_features=(),
+        arch="aarch64",
+        jetson_module=jetson_module,
+        l4t_release=None,
+        gpu_offload=kind == "jetson",
+        evidence=(),
+    )
 
 
 PI5_4GB = device("pi5", 4_045_216, 4)
@@ -137,11 +150,17 @@ def test_real_listings_replace_catalog_sizes():
         name: str
         size: int
 
-    listings = {"ggml-org/gemma-4-E2B-it-GGUF": [Remote("gemma-4-E2B-it-Q4_0.gguf", 2_900_000_000),
-                                                Remote("mmproj-gemma-4-E2B-it-Q8_0.gguf", 560_000_000)]}
+    listings = {
+        "ggml-org/gemma-4-E2B-it-GGUF": [
+            Remote("gemma-4-E2B-it-Q4_0.gguf", 2_900_000_000),
+            Remote("mmproj-gemma-4-E2B-it-Q8_0.gguf", 560_000_000),
+        ]
+    }
     plan = choose_plan(profile("pi5-4gb"), PI5_4GB, listings=listings)
     assert [(f.role, f.size, f.size_source) for f in plan.files] == [
-        ("model", 2_900_000_000, "hub listing"), ("mmproj", 560_000_000, "hub listing")]
+        ("model", 2_900_000_000, "hub listing"),
+        ("mmproj", 560_000_000, "hub listing"),
+    ]
     assert any("Q4_K_M: no listed repo has it" in r for r in plan.reasons)
     with pytest.raises(UsageError, match="Q8_0"):
         choose_plan(profile("pi5-4gb"), PI5_4GB, listings=listings, quant="Q8_0")
@@ -159,19 +178,39 @@ def test_plan_serialises_and_prints():
     assert data["quant"] == "Q4_0" and data["settings"]["lazy_mode"] == "on"
     assert data["total_bytes"] == sum(x["bytes"] for x in data["memory"])
     table = format_plan_table(plan)
-    for text in ("Files", "Memory", "KV cache", "compute buffers (approx.)", "left over", "Why",
-                 "gemma-4-E2B-it-Q4_0.gguf"):
+    for text in (
+        "Files",
+        "Memory",
+        "KV cache",
+        "compute buffers (approx.)",
+        "left over",
+        "Why",
+        "gemma-4-E2B-it-Q4_0.gguf",
+    ):
         assert text in table
 
 
 def fake_e2b_file(file_size=2_841_481_184) -> GGUFInfo:
-    meta = {"block_count": 35, "embedding_length": 1536, "attention.head_count": 8, "attention.head_count_kv": 1,
-            "attention.key_length": 512, "attention.value_length": 512, "attention.key_length_swa": 256,
-            "attention.value_length_swa": 256, "attention.sliding_window": 512, "attention.shared_kv_layers": 20,
-            "attention.sliding_window_pattern": [il % 5 != 4 for il in range(35)], "feed_forward_length": 6144,
-            "embedding_length_per_layer_input": 256, "context_length": 131072}
-    tensors = (TensorInfo("token_embd.weight", (1536, 262144), 2, 0),
-               TensorInfo("per_layer_token_embd.weight", (256 * 35, 262144), 2, 0))
+    meta = {
+        "block_count": 35,
+        "embedding_length": 1536,
+        "attention.head_count": 8,
+        "attention.head_count_kv": 1,
+        "attention.key_length": 512,
+        "attention.value_length": 512,
+        "attention.key_length_swa": 256,
+        "attention.value_length_swa": 256,
+        "attention.sliding_window": 512,
+        "attention.shared_kv_layers": 20,
+        "attention.sliding_window_pattern": [il % 5 != 4 for il in range(35)],
+        "feed_forward_length": 6144,
+        "embedding_length_per_layer_input": 256,
+        "context_length": 131072,
+    }
+    tensors = (
+        TensorInfo("token_embd.weight", (1536, 262144), 2, 0),
+        TensorInfo("per_layer_token_embd.weight", (256 * 35, 262144), 2, 0),
+    )
     metadata = {"general.architecture": "gemma4", **{f"gemma4.{k}": v for k, v in meta.items()}}
     return GGUFInfo(Path("/fake/e2b.gguf"), 3, metadata, tensors, 0, file_size)
 

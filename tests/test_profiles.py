@@ -5,16 +5,32 @@ from types import SimpleNamespace
 import pytest
 
 from edge.errors import ProfileError
-from edge.profiles import (builtin_profiles_dir, choose_profile, load_profile_file, load_profiles,
-                           device_ram_gb)
+from edge.profiles import builtin_profiles_dir, choose_profile, device_ram_gb, load_profile_file, load_profiles
 
-REQUIRED_NAMES = {"pi5-4gb", "pi5-8gb", "pi5-16gb", "orin-nano-8gb", "orin-nx-16gb", "agx-orin",
-                  "x86-laptop-8gb", "x86-laptop-16gb", "x86-laptop-32gb", "mac-apple-silicon", "generic"}
+REQUIRED_NAMES = {
+    "pi5-4gb",
+    "pi5-8gb",
+    "pi5-16gb",
+    "orin-nano-8gb",
+    "orin-nx-16gb",
+    "agx-orin",
+    "x86-laptop-8gb",
+    "x86-laptop-16gb",
+    "x86-laptop-32gb",
+    "mac-apple-silicon",
+    "generic",
+}
 
 
 def fake_device(kind="pi5", board_ram_gb=8, total_gib=7.8, arch="aarch64", jetson_module=None):
-    return SimpleNamespace(kind=kind, board="test board", board_ram_gb=board_ram_gb, arch=arch,
-                           total_memory_bytes=int(total_gib * 2**30), jetson_module=jetson_module)
+    return SimpleNamespace(
+        kind=kind,
+        board="test board",
+        board_ram_gb=board_ram_gb,
+        arch=arch,
+        total_memory_bytes=int(total_gib * 2**30),
+        jetson_module=jetson_module,
+    )
 
 
 def write_profile(tmp_path, name="custom", **changes):
@@ -48,20 +64,23 @@ def test_every_builtin_profile_explains_itself_in_comments():
         assert len(comments) >= 2, f"{path.name} needs comments saying why its values are what they are"
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"n_ctx": "12"}, "n_ctx = 12 is invalid; allowed: an integer from 256 to 131072"),
-    ({"model": '"e8b"'}, "model = 'e8b' is invalid; allowed: one of e2b, e4b"),
-    ({"load_mode": '"fast"'}, "allowed: one of mmap, mlock, mmap+mlock, none, direct-io"),
-    ({"n_threads": '"4"'}, "n_threads = '4' is invalid"),
-    ({"flash_attn": "1"}, "flash_attn = 1 is invalid; allowed: true or false"),
-    ({"n_ctx": "true"}, "n_ctx = True is invalid"),
-    ({"quants": "[]"}, "quants = [] is invalid"),
-    ({"turbo": "true"}, "unknown key 'turbo'; allowed keys:"),
-    ({"n_ctx": None}, "missing key 'n_ctx'"),
-    ({"n_ubatch": "1024"}, "n_ubatch (1024) must not exceed n_batch (512)"),
-    ({"type_v": '"q8_0"', "flash_attn": "false"}, "needs flash_attn = true"),
-    ({"lazy_mode": '"on"', "load_mode": '"none"'}, "lazy_mode = 'on' needs load_mode mmap"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"n_ctx": "12"}, "n_ctx = 12 is invalid; allowed: an integer from 256 to 131072"),
+        ({"model": '"e8b"'}, "model = 'e8b' is invalid; allowed: one of e2b, e4b"),
+        ({"load_mode": '"fast"'}, "allowed: one of mmap, mlock, mmap+mlock, none, direct-io"),
+        ({"n_threads": '"4"'}, "n_threads = '4' is invalid"),
+        ({"flash_attn": "1"}, "flash_attn = 1 is invalid; allowed: true or false"),
+        ({"n_ctx": "true"}, "n_ctx = True is invalid"),
+        ({"quants": "[]"}, "quants = [] is invalid"),
+        ({"turbo": "true"}, "unknown key 'turbo'; allowed keys:"),
+        ({"n_ctx": None}, "missing key 'n_ctx'"),
+        ({"n_ubatch": "1024"}, "n_ubatch (1024) must not exceed n_batch (512)"),
+        ({"type_v": '"q8_0"', "flash_attn": "false"}, "needs flash_attn = true"),
+        ({"lazy_mode": '"on"', "load_mode": '"none"'}, "lazy_mode = 'on' needs load_mode mmap"),
+    ],
+)
 def test_invalid_profiles_name_file_key_and_allowed_values(tmp_path, changes, expected):
     path = write_profile(tmp_path, **changes)
     with pytest.raises(ProfileError) as err:

@@ -46,24 +46,32 @@ def test_chat_uses_the_gemma_turn_fallback_and_stops_at_end_of_turn(demo_model):
     assert generation.stats.generated_tokens >= 1
 
 
-@pytest.mark.parametrize("load_mode, lazy_mode, expected", [
-    ("mmap", "off", 1), ("none", "off", 0), ("mmap", "on", 1), ("direct-io", "off", 4),
-])
+@pytest.mark.parametrize(
+    "load_mode, lazy_mode, expected",
+    [
+        ("mmap", "off", 1),
+        ("none", "off", 0),
+        ("mmap", "on", 1),
+        ("direct-io", "off", 4),
+    ],
+)
 def test_load_modes_reach_llama_cpp(demo_gguf, llama_cpp_available, load_mode, lazy_mode, expected):
     settings = RunSettings(n_ctx=256, n_threads=1, n_threads_batch=1, load_mode=load_mode, lazy_mode=lazy_mode)
     with LoadedModel(demo_gguf, settings) as model:
         assert model.llama.model_params.load_mode == expected
         assert model.llama.model_params.lazy_mode == {"off": 0, "on": 2}[lazy_mode]
-        assert model.complete("Hello", max_tokens=3, temperature=0.0).run() is not None
+        generation = model.complete("Hello", max_tokens=3, temperature=0.0)
+        assert generation.run().strip() and generation.stats.generated_tokens == 3
     # The patch is undone: a plain llama_cpp.Llama is unaffected afterwards.
     import llama_cpp.llama as llama_module
+
     assert llama_module.internals.LlamaModel.__name__ == "LlamaModel"
 
 
 def test_kv_cache_types_and_context_are_applied(demo_gguf, llama_cpp_available):
-    settings = RunSettings(n_ctx=1024, n_threads=1, n_threads_batch=1, type_k="q8_0", type_v="q8_0",
-                           flash_attn=True)
+    settings = RunSettings(n_ctx=1024, n_threads=1, n_threads_batch=1, type_k="q8_0", type_v="q8_0", flash_attn=True)
     with LoadedModel(demo_gguf, settings) as model:
         assert model.llama.n_ctx() == 1024
         assert model.llama.context_params.type_k == 8 and model.llama.context_params.type_v == 8
-        assert model.complete("Hello", max_tokens=3, temperature=0.0).run() is not None
+        generation = model.complete("Hello", max_tokens=3, temperature=0.0)
+        assert generation.run().strip() and generation.stats.generated_tokens == 3

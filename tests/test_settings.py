@@ -10,7 +10,6 @@ from edge.errors import UsageError
 from edge.profiles import load_profiles
 from edge.settings import resolve_settings
 
-
 SOME_PI = nominal_device("pi5", 8)  # no cores known: auto threads fall back to this machine's
 
 

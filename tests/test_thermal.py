@@ -1,23 +1,34 @@
 """Temperature and throttling readers on recorded /sys trees (tests/fixtures/thermal/...)."""
 
 import pytest
-
 from conftest import FIXTURES
+
 from edge.bench.measure import _throttled_between
-from edge.device.thermal import (ThermalReader, decode_throttled, parse_vcgencmd_temp, parse_vcgencmd_throttled,
-                          read_power_mode)
+from edge.device.thermal import (
+    ThermalReader,
+    decode_throttled,
+    parse_vcgencmd_temp,
+    parse_vcgencmd_throttled,
+    read_power_mode,
+)
 
 THERMAL = FIXTURES / "thermal"
 
 
-@pytest.mark.parametrize("bits, now, since", [
-    (0x0, (), ()),
-    (0x50005, ("under-voltage", "throttled"), ("under-voltage", "throttled")),
-    (0x80008, ("soft temperature limit",), ("soft temperature limit",)),
-    (0x20000, (), ("frequency capped",)),
-    (0xF000F, ("under-voltage", "frequency capped", "throttled", "soft temperature limit"),
-     ("under-voltage", "frequency capped", "throttled", "soft temperature limit")),
-])
+@pytest.mark.parametrize(
+    "bits, now, since",
+    [
+        (0x0, (), ()),
+        (0x50005, ("under-voltage", "throttled"), ("under-voltage", "throttled")),
+        (0x80008, ("soft temperature limit",), ("soft temperature limit",)),
+        (0x20000, (), ("frequency capped",)),
+        (
+            0xF000F,
+            ("under-voltage", "frequency capped", "throttled", "soft temperature limit"),
+            ("under-voltage", "frequency capped", "throttled", "soft temperature limit"),
+        ),
+    ],
+)
 def test_throttled_bits_are_decoded(bits, now, since):
     assert decode_throttled(bits) == (now, since)
 
@@ -57,8 +68,10 @@ def test_pi5_without_firmware_file_uses_the_80_c_soft_limit():
 
 def test_vcgencmd_wins_when_present(tmp_path):
     script = tmp_path / "vcgencmd"
-    script.write_text('#!/bin/sh\ncase "$1" in\n  measure_temp) echo "temp=79.9\'C";;\n'
-                      '  get_throttled) echo "throttled=0x20002";;\nesac\n')
+    script.write_text(
+        '#!/bin/sh\ncase "$1" in\n  measure_temp) echo "temp=79.9\'C";;\n'
+        '  get_throttled) echo "throttled=0x20002";;\nesac\n'
+    )
     script.chmod(0o755)
     sample = ThermalReader(THERMAL / "pi5-cool", board_kind="pi5", vcgencmd=str(script)).sample()
     assert sample.cpu_temp_c == 79.9  # vcgencmd over the thermal zone's 48.3
@@ -78,8 +91,7 @@ def test_broken_vcgencmd_falls_back_to_sysfs(tmp_path):
 def test_jetson_zones_passive_trip_and_power_mode():
     sample = ThermalReader(THERMAL / "jetson-orin", board_kind="jetson").sample()
     assert sample.cpu_temp_c == 96.5
-    assert dict(sample.zones) == {"cpu-thermal": 96.5, "gpu-thermal": 61.0, "soc0-thermal": 58.5,
-                                  "tj-thermal": 96.5}
+    assert dict(sample.zones) == {"cpu-thermal": 96.5, "gpu-thermal": 61.0, "soc0-thermal": 58.5, "tj-thermal": 96.5}
     assert sample.conditions == ("cpu-thermal at passive trip 96 C",)  # tj-thermal's trip is 97 C
     assert sample.power_mode == "MAXN_SUPER"
     assert read_power_mode(THERMAL / "jetson-orin") == "MAXN_SUPER"

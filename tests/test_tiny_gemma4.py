@@ -73,6 +73,7 @@ def _user_turn(marker: str, text: str = "Transcribe the following speech segment
 
 # --- the text model -------------------------------------------------------------------------
 
+
 def test_text_model_is_gemma4_shaped_like_e2b(llama):
     llama_cpp = _llama_cpp()
     md = llama.metadata
@@ -101,17 +102,22 @@ def test_generates_n_tokens(llama):
 
 # --- chat template and BOS --------------------------------------------------------------------
 
+
 def test_chat_template_renders_gemma4_turns_with_one_bos(llama, audio):
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     template = llama.metadata["tokenizer.chat_template"]
     fmt = Jinja2ChatFormatter(template, eos_token="<eos>", bos_token="<bos>")
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": audio.marker + "What did I say?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": audio.marker + "What did I say?"},
+    ]
     rendered = fmt(messages=messages)
-    assert rendered.prompt == ("<bos><|turn>system\nBe brief.<turn|>\n"
-                               f"<|turn>user\n{audio.marker}What did I say?<turn|>\n"
-                               "<|turn>model\n<|channel>thought\n<channel|>")  # thinking off
+    assert rendered.prompt == (
+        "<bos><|turn>system\nBe brief.<turn|>\n"
+        f"<|turn>user\n{audio.marker}What did I say?<turn|>\n"
+        "<|turn>model\n<|channel>thought\n<channel|>"
+    )  # thinking off
 
     # The template already starts with <bos>: tokenizing with add_bos=True would double it.
     raw = rendered.prompt.replace(audio.marker, "").encode()
@@ -126,6 +132,7 @@ def test_chat_template_renders_gemma4_turns_with_one_bos(llama, audio):
 
 
 # --- audio through libmtmd --------------------------------------------------------------------
+
 
 def test_mtmd_opens_the_mmproj_with_audio_at_16khz(audio):
     mtmd_cpp = _llama_cpp().mtmd_cpp
@@ -216,7 +223,7 @@ def test_mmproj_without_audio_names_setup(llama, tmp_path):
     data = bytearray(MMPROJ.read_bytes())
     key = b"clip.has_audio_encoder"
     at = data.index(key) + len(key)
-    assert data[at:at + 4] == (7).to_bytes(4, "little") and data[at + 4] == 1  # GGUF bool, true
+    assert data[at : at + 4] == (7).to_bytes(4, "little") and data[at + 4] == 1  # GGUF bool, true
     data[at + 4] = 0
     vision_only = tmp_path / "mmproj-vision-only.gguf"
     vision_only.write_bytes(bytes(data))

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from audio_support import RATE, Recorder, frame_levels, require_espeak
+
 from edge.audio.capture import MicrophoneSource
 from edge.audio.playback import NullSink, SoundDeviceSink
 from edge.audio.tts import (

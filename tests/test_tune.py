@@ -6,18 +6,26 @@ import pytest
 
 from edge import tuned
 from edge.bench import tune
+from edge.bench.tune import Race, thread_candidates
 from edge.device.info import detect
 from edge.launch import prepare_run
 from edge.model.runner import LoadedModel
 from edge.settings import RunSettings
-from edge.bench.tune import Race, thread_candidates
 from edge.tuned import TunedSettings, apply_tuned
 
 
 def tuned_for(info, model_path, **values):
-    fields = dict(n_threads=1, n_threads_batch=1, n_ubatch=None, decode_tps=10.0, prefill_tps=100.0,
-                  device_key=tuned.device_key(info), model_key=tuned.model_key(model_path),
-                  tuned_at="2026-01-01T00:00:00Z", budget_s=60.0)
+    fields = dict(
+        n_threads=1,
+        n_threads_batch=1,
+        n_ubatch=None,
+        decode_tps=10.0,
+        prefill_tps=100.0,
+        device_key=tuned.device_key(info),
+        model_key=tuned.model_key(model_path),
+        tuned_at="2026-01-01T00:00:00Z",
+        budget_s=60.0,
+    )
     fields.update(values)
     return TunedSettings(**fields)
 
@@ -30,6 +38,7 @@ def model_file(tmp_path):
 
 
 # ---- persistence --------------------------------------------------------------------------------
+
 
 def test_store_lookup_and_reset(model_file, tmp_path):
     info = detect()
@@ -68,14 +77,19 @@ def test_unreadable_tuned_file_is_named(model_file):
 def test_explicit_values_beat_tuned_ones():
     tuned = TunedSettings(n_threads=3, n_threads_batch=4, n_ubatch=256, decode_tps=1.0, prefill_tps=1.0)
     assert apply_tuned(tuned, {"n_threads": None, "n_ctx": 512}) == (
-        {"n_ctx": 512, "n_threads": 3, "n_threads_batch": 4, "n_ubatch": 256}, "tuned threads 3/4, ubatch 256")
+        {"n_ctx": 512, "n_threads": 3, "n_threads_batch": 4, "n_ubatch": 256},
+        "tuned threads 3/4, ubatch 256",
+    )
     assert apply_tuned(tuned, {"n_threads": 2}) == (
-        {"n_threads": 2, "n_threads_batch": 4, "n_ubatch": 256}, "tuned batch threads 4, ubatch 256")
+        {"n_threads": 2, "n_threads_batch": 4, "n_ubatch": 256},
+        "tuned batch threads 4, ubatch 256",
+    )
     assert apply_tuned(tuned, {"n_threads": 2, "n_threads_batch": 2, "n_ubatch": 512})[1] is None
     assert apply_tuned(None, {"n_threads": 2}) == ({"n_threads": 2}, None)
 
 
 # ---- prepare_run uses them ------------------------------------------------------------------------
+
 
 def test_prepare_run_applies_tuned_between_profile_and_flags(demo_gguf):
     model_file = demo_gguf  # prepare_run checks the file is a loadable GGUF that fits
@@ -100,6 +114,7 @@ def test_a_broken_tuned_file_does_not_stop_a_run(demo_gguf):
 
 
 # ---- the races ----------------------------------------------------------------------------------
+
 
 def test_thread_candidates_are_the_real_cores():
     assert thread_candidates(1) == [1]
@@ -146,7 +161,8 @@ def test_real_tune_on_the_embedded_model(demo_gguf, llama_cpp_available):
     with LoadedModel(demo_gguf, settings) as loaded:
         result = tune.tune_model(loaded, fast_cores=2, budget_s=8, progress=messages.append)
         # The model still works as `run` expects afterwards.
-        assert loaded.complete("Hello", max_tokens=2, temperature=0.0).run() is not None
+        generation = loaded.complete("Hello", max_tokens=2, temperature=0.0)
+        assert generation.run().strip() and generation.stats.generated_tokens == 2
     assert not result.interrupted and result.tuned is not None
     assert result.tuned.n_threads in (1, 2) and result.tuned.n_threads_batch in (1, 2)
     assert result.tuned.n_ubatch in (None, 128, 256)

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from audio_support import RATE, frame_levels, silence, speech, true_bounds
+
 from edge.audio.capture import ArraySource
 from edge.audio.vad import MAX_CLIP_SECONDS, EndpointConfig, Endpointer, PushToTalk, iter_clips, segment
 from edge.errors import AudioError
@@ -44,7 +44,9 @@ def test_two_utterances_with_a_two_second_gap_become_two_clips(hello):
     clips = segment(x)
     assert len(clips) == 2
     offset2 = 0.5 + len(hello) / RATE + 2.0
-    for c, (start, end) in zip(clips, [(0.5 + t for t in true_bounds(hello)), (offset2 + t for t in true_bounds(second))]):
+    for c, (start, end) in zip(
+        clips, [(0.5 + t for t in true_bounds(hello)), (offset2 + t for t in true_bounds(second))]
+    ):
         assert abs(c.speech_start_s - start) <= TOLERANCE_S and abs(c.speech_end_s - end) <= TOLERANCE_S
 
 
@@ -132,7 +134,10 @@ def test_block_size_does_not_change_the_result(hello):
     for block in (1, 97, 160, 4000, len(x)):
         c = segment(x, block=block)[0]
         assert (c.start_s, c.end_s, c.speech_start_s, c.speech_end_s) == (
-            reference.start_s, reference.end_s, reference.speech_start_s, reference.speech_end_s
+            reference.start_s,
+            reference.end_s,
+            reference.speech_start_s,
+            reference.speech_end_s,
         )
 
 

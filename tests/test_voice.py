@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import pytest
-
 from audio_support import play_into_sink, require_espeak, silence, speech
 from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
+
 from edge.audio.capture import ArraySource, MicrophoneSource
 from edge.audio.playback import NullSink
 from edge.audio.tts import EspeakBackend, Speaker
@@ -59,9 +59,17 @@ def test_the_next_turn_reuses_the_cached_system_prompt(conversation, question):
     conversation.reply(question, max_tokens=4, temperature=0.0).run()
     conversation.remember("Paris.", transcribe=False)
     llama = conversation.loaded.llama
-    system_tokens = len(llama.tokenize(conversation.loaded.chat_prompt(
-        [{"role": "system", "content": conversation.history[0]["content"]},
-         {"role": "user", "content": "x"}]).text.split("x")[0].encode(), add_bos=True, special=True))
+    system_tokens = len(
+        llama.tokenize(
+            conversation.loaded.chat_prompt(
+                [{"role": "system", "content": conversation.history[0]["content"]}, {"role": "user", "content": "x"}]
+            )
+            .text.split("x")[0]
+            .encode(),
+            add_bos=True,
+            special=True,
+        )
+    )
     generation = conversation.reply(question, max_tokens=4, temperature=0.0)
     generation.run()
     total_prompt = generation.stats.prompt_tokens + 0
@@ -82,8 +90,14 @@ def test_voice_loop_turns_from_a_file_backed_source_are_spoken(conversation, que
     conversation.history = conversation.history[:1]
     stream = np.concatenate([silence(0.5), question, silence(2.0), question, silence(1.5)])
     sink = NullSink()
-    loop = VoiceLoop(conversation, ArraySource(stream), sink=sink,
-                     speaker_factory=lambda s: Speaker(EspeakBackend(), s), max_tokens=12, temperature=0.0)
+    loop = VoiceLoop(
+        conversation,
+        ArraySource(stream),
+        sink=sink,
+        speaker_factory=lambda s: Speaker(EspeakBackend(), s),
+        max_tokens=12,
+        temperature=0.0,
+    )
     with sink:
         turns = loop.run()
     assert len(turns) == 2  # two utterances, two turns
@@ -131,13 +145,18 @@ def audio_files(tmp_path_factory):
 
     require_espeak()
     from audio_support import require_sox
+
     require_sox()
     folder = tmp_path_factory.mktemp("audio")
     source = folder / "source.wav"
     subprocess.run(["espeak-ng", "-w", str(source), "What is the capital of France?"], check=True)
     out = {}
-    for name, args in {"16k.wav": ["-r", "16000", "-c", "1"], "44k-stereo.wav": ["-r", "44100", "-c", "2"],
-                       "q.flac": ["-r", "22050"], "q.mp3": ["-r", "44100"]}.items():
+    for name, args in {
+        "16k.wav": ["-r", "16000", "-c", "1"],
+        "44k-stereo.wav": ["-r", "44100", "-c", "2"],
+        "q.flac": ["-r", "22050"],
+        "q.mp3": ["-r", "44100"],
+    }.items():
         subprocess.run(["sox", str(source), *args, str(folder / name)], check=True)
         out[name] = folder / name
     assert shutil.which("sox")
@@ -158,8 +177,22 @@ def test_voice_from_a_file_logs_each_turn(audio_files, tmp_path, llama_cpp_avail
     import json
 
     log = tmp_path / "turns.jsonl"
-    result = edge_gemma("voice", "--file", str(audio_files["16k.wav"]), "--tts", "none", "--verbose",
-                        "--log", str(log), "-m", str(MODEL), "--mmproj", str(MMPROJ), "-c", "2048")
+    result = edge_gemma(
+        "voice",
+        "--file",
+        str(audio_files["16k.wav"]),
+        "--tts",
+        "none",
+        "--verbose",
+        "--log",
+        str(log),
+        "-m",
+        str(MODEL),
+        "--mmproj",
+        str(MMPROJ),
+        "-c",
+        "2048",
+    )
     assert result.returncode == 0, result.stderr
     assert "encode" in result.stderr and "first token" in result.stderr
     record = json.loads(log.read_text().splitlines()[0])
@@ -175,10 +208,12 @@ def test_audio_commands_refuse_bad_input(tmp_path, demo_gguf, audio_files):
     empty.write_bytes(b"")
     assert_one_line_error(edge_gemma("ask", "--audio", str(empty), *args))
     assert_one_line_error(edge_gemma("ask", "--audio", str(audio_files["16k.wav"]), "-m", "demo"), "mmproj")
-    assert_one_line_error(edge_gemma("ask", "--audio", str(audio_files["16k.wav"]), "-m", "demo",
-                                     "--mmproj", str(MMPROJ)), "Gemma 4")
+    assert_one_line_error(
+        edge_gemma("ask", "--audio", str(audio_files["16k.wav"]), "-m", "demo", "--mmproj", str(MMPROJ)), "Gemma 4"
+    )
     silent = tmp_path / "silence.wav"
     from edge.audio.files import save_wav
+
     save_wav(silent, np.zeros(16000 * 2, dtype=np.float32))
     assert_one_line_error(edge_gemma("transcribe", str(silent), *args), "no speech")
 
@@ -210,8 +245,14 @@ def test_talking_over_a_reply_stops_the_speech(conversation, question):
 
     source = TalkingWhileListening(np.concatenate([silence(1.0), question, silence(1.5)]))
     source.started = False
-    loop = VoiceLoop(conversation, source, sink=sink, speaker_factory=lambda s: Speaker(EspeakBackend(), s),
-                     max_tokens=4, temperature=0.0)
+    loop = VoiceLoop(
+        conversation,
+        source,
+        sink=sink,
+        speaker_factory=lambda s: Speaker(EspeakBackend(), s),
+        max_tokens=4,
+        temperature=0.0,
+    )
     with sink:
         turns = loop.run(max_turns=1)
     assert len(turns) == 1 and turns[0].barged_in
@@ -247,8 +288,9 @@ def test_a_quiet_period_starts_a_fresh_conversation(small_context, question):
     small_context.forget()
     stream = np.concatenate([question, silence(1.5), question, silence(8.0), question, silence(1.0)])
     notes = []
-    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=4, temperature=0.0, on_note=notes.append,
-                     forget_after_s=5.0)
+    loop = VoiceLoop(
+        small_context, ArraySource(stream), max_tokens=4, temperature=0.0, on_note=notes.append, forget_after_s=5.0
+    )
     assert len(loop.run()) == 3
     assert len(notes) == 1 and notes[0].startswith("new conversation after")
     assert [m["role"] for m in small_context.history] == ["system", "user", "assistant"]  # the third turn only
@@ -261,8 +303,7 @@ def test_a_turn_that_cannot_fit_is_reported_and_the_loop_goes_on(small_context, 
     long_turn = np.concatenate([np.concatenate([question, silence(0.15)]) for _ in range(13)])
     stream = np.concatenate([long_turn, silence(1.5), question, silence(1.0)])
     notes = []
-    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=200, temperature=0.0,
-                     on_note=notes.append)
+    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=200, temperature=0.0, on_note=notes.append)
     turns = loop.run()
     assert loop.failed_turns == 1 and len(turns) == 1  # the next utterance was still answered
     assert "that turn failed" in notes[0] and "raise --ctx or speak in shorter turns" in notes[0]

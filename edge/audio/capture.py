@@ -14,15 +14,15 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from edge.errors import AudioError
 from edge.audio.devices import AudioDevice, pick_stream_format, resolve_device, sounddevice
 from edge.audio.files import DEFAULT_MAX_SECONDS, load_audio
 from edge.audio.resample import TARGET_RATE, StreamResampler, resample, to_mono
+from edge.errors import AudioError
 
 BLOCK_SIZE = 480  # 30 ms at 16 kHz: fine enough for end-pointing, coarse enough to be cheap
 
@@ -61,7 +61,7 @@ class AudioSource(ABC):
             elif self.ended:
                 return
 
-    def __enter__(self) -> "AudioSource":
+    def __enter__(self) -> AudioSource:
         self.open()
         return self
 
@@ -75,7 +75,14 @@ class ArraySource(AudioSource):
     With `realtime=True` each block is released at the pace a microphone would deliver it.
     """
 
-    def __init__(self, samples: np.ndarray, sample_rate: int = TARGET_RATE, *, block_size: int = BLOCK_SIZE, realtime: bool = False):
+    def __init__(
+        self,
+        samples: np.ndarray,
+        sample_rate: int = TARGET_RATE,
+        *,
+        block_size: int = BLOCK_SIZE,
+        realtime: bool = False,
+    ):
         super().__init__(block_size)
         pcm = to_mono(samples)
         self._pcm = resample(pcm, sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else pcm
@@ -120,7 +127,14 @@ class ArraySource(AudioSource):
 class FileSource(ArraySource):
     """Blocks from an audio file (WAV/FLAC/MP3, any rate or channel count)."""
 
-    def __init__(self, path: str | Path, *, block_size: int = BLOCK_SIZE, realtime: bool = False, max_seconds: float = DEFAULT_MAX_SECONDS):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        block_size: int = BLOCK_SIZE,
+        realtime: bool = False,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+    ):
         super().__init__(load_audio(path, max_seconds=max_seconds), block_size=block_size, realtime=realtime)
         self.path = Path(path)
 
@@ -154,7 +168,9 @@ class MicrophoneSource(AudioSource):
         self.overflows = 0  # times PortAudio reported lost input
         self._stream_block_s = stream_block_s
         self._latency_s = latency_s
-        self._ring: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, int(buffer_seconds * TARGET_RATE / block_size)))
+        self._ring: collections.deque[np.ndarray] = collections.deque(
+            maxlen=max(1, int(buffer_seconds * TARGET_RATE / block_size))
+        )
         self._ready = threading.Condition()
         self._raw: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
         self._stream = None
@@ -180,7 +196,9 @@ class MicrophoneSource(AudioSource):
             return
         sd = sounddevice()
         self.device = resolve_device(self.device_spec, "input")
-        self.device_rate, self.channels = pick_stream_format(sd, self.device, "input", self.requested_rate or TARGET_RATE)
+        self.device_rate, self.channels = pick_stream_format(
+            sd, self.device, "input", self.requested_rate or TARGET_RATE
+        )
         self._resampler = StreamResampler(self.device_rate, TARGET_RATE)
         self._pending = np.zeros(0, dtype=np.float32)
         self._raw = queue.SimpleQueue()  # fresh: a stale end marker would stop the new worker

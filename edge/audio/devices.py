@@ -74,7 +74,9 @@ def list_output_devices() -> list[AudioDevice]:
     return [d for d in list_devices() if d.max_output_channels > 0]
 
 
-def resolve_device(spec: int | str | None, direction: Direction, devices: list[AudioDevice] | None = None) -> AudioDevice:
+def resolve_device(
+    spec: int | str | None, direction: Direction, devices: list[AudioDevice] | None = None
+) -> AudioDevice:
     """Pick a device by index, exact name, or unique case-insensitive name fragment; None = default.
 
     Every failure is an AudioError that lists the devices the user can choose from.

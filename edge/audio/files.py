@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import AudioError
 from edge.audio.resample import TARGET_RATE, resample, to_mono
+from edge.errors import AudioError
 
 DEFAULT_MAX_SECONDS = 600.0  # 10 minutes: longer input is almost surely a mistake for a voice model
 _INSTALL_HINT = "pip install 'edge-gemma[voice]' (it brings soundfile)"
@@ -46,7 +46,9 @@ def decode_audio(data: bytes, *, name: str = "audio", max_seconds: float = DEFAU
     return resample(samples, rate, TARGET_RATE)
 
 
-def decode_native(data: bytes, *, name: str = "audio", max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple[np.ndarray, int]:
+def decode_native(
+    data: bytes, *, name: str = "audio", max_seconds: float = DEFAULT_MAX_SECONDS
+) -> tuple[np.ndarray, int]:
     """Decode to float32 mono at the file's own rate: (samples, sample_rate)."""
     if max_seconds <= 0:
         raise AudioError(f"max_seconds must be positive, got {max_seconds}")
@@ -128,9 +130,7 @@ def _read_soundfile(data: bytes, name: str, max_seconds: float) -> tuple[np.ndar
     except AudioError:
         raise
     except Exception as e:  # libsndfile reports "format not recognised" and friends this way
-        raise AudioError(
-            f"{name} is not a readable audio file (WAV, FLAC or MP3 expected): {_short(e)}"
-        ) from e
+        raise AudioError(f"{name} is not a readable audio file (WAV, FLAC or MP3 expected): {_short(e)}") from e
     return to_mono(samples), rate
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.errors import AudioError
 from edge.audio.devices import AudioDevice, pick_stream_format, resolve_device, sounddevice
 from edge.audio.resample import TARGET_RATE, resample, to_mono
+from edge.errors import AudioError
 
 
 class AudioSink(ABC):
@@ -45,7 +45,7 @@ class AudioSink(ABC):
     def stop(self) -> None:
         """Cut what is playing now (later `play` calls work again)."""
 
-    def __enter__(self) -> "AudioSink":
+    def __enter__(self) -> AudioSink:
         self.open()
         return self
 
@@ -170,7 +170,9 @@ class SoundDeviceSink(AudioSink):
     def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
         """Queue and wait until the device has taken the last sample (call `drain()` to hear it out)."""
         if self._stream is None:
-            raise AudioError("SoundDeviceSink is not open; use it as a context manager (with SoundDeviceSink() as sink)")
+            raise AudioError(
+                "SoundDeviceSink is not open; use it as a context manager (with SoundDeviceSink() as sink)"
+            )
         pcm = to_mono(samples)
         if sample_rate != self.device_rate:
             pcm = resample(pcm, sample_rate, self.device_rate)

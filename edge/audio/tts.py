@@ -21,9 +21,9 @@ from typing import Literal
 
 import numpy as np
 
-from edge.errors import AudioError
 from edge.audio.files import decode_native
 from edge.audio.playback import AudioSink
+from edge.errors import AudioError
 
 TTSName = Literal["espeak", "piper", "none"]
 
@@ -72,8 +72,12 @@ class SentenceSplitter:
                 break
             word = re.search(r"(\S+)$", self._buf[: m.start()])
             stem = (word.group(1) if word else "").lower().strip("(\"'")
-            if m.group(0).startswith(".") and not m.group(0).startswith("...") and (
-                stem in _ABBREVIATIONS or (len(stem) == 1 and stem.isalpha())  # "Dr.", "J. Smith"
+            if (
+                m.group(0).startswith(".")
+                and not m.group(0).startswith("...")
+                and (
+                    stem in _ABBREVIATIONS or (len(stem) == 1 and stem.isalpha())  # "Dr.", "J. Smith"
+                )
             ):
                 continue
             return m.end()
@@ -113,16 +117,18 @@ class TTSBackend(ABC):
         with self._lock:
             self._cancelled = False
             try:
-                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                self._proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
             except OSError as e:
                 raise AudioError(f"cannot run {cmd[0]}: {e}") from e
             proc = self._proc
         try:
             out, err = proc.communicate(text.encode("utf-8"), timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             proc.kill()
             proc.communicate()
-            raise AudioError(f"{cmd[0]} took over {timeout:g} s to speak {len(text)} characters; is it stuck?")
+            raise AudioError(f"{cmd[0]} took over {timeout:g} s to speak {len(text)} characters; is it stuck?") from exc
         finally:
             with self._lock:
                 self._proc = None
@@ -179,9 +185,7 @@ class PiperBackend(TTSBackend):
         self.model = Path(model)
         path = shutil.which(executable)
         if path is None:
-            raise AudioError(
-                f"{executable} is not on PATH; install it (pip install piper-tts) or use --tts espeak"
-            )
+            raise AudioError(f"{executable} is not on PATH; install it (pip install piper-tts) or use --tts espeak")
         if not self.model.is_file():
             raise AudioError(f"piper voice file not found: {self.model}; download a voice (.onnx and .onnx.json)")
         config = Path(str(self.model) + ".json")
@@ -200,7 +204,13 @@ class PiperBackend(TTSBackend):
             return decode_native(wav.read_bytes(), name="piper output")
 
 
-def make_tts_backend(name: TTSName, *, voice: str | None = None, words_per_minute: int | None = None, piper_model: str | Path | None = None) -> TTSBackend:
+def make_tts_backend(
+    name: TTSName,
+    *,
+    voice: str | None = None,
+    words_per_minute: int | None = None,
+    piper_model: str | Path | None = None,
+) -> TTSBackend:
     """The backend a `--tts` option names; `piper` requires `piper_model` (a voice file)."""
     if name == "none":
         return NoneBackend()
@@ -233,7 +243,7 @@ class Speaker:
         self._threads: list[threading.Thread] = []
         self._error: AudioError | None = None
 
-    def __enter__(self) -> "Speaker":
+    def __enter__(self) -> Speaker:
         self._threads = [
             threading.Thread(target=self._synth_loop, name="edge-tts-synth", daemon=True),
             threading.Thread(target=self._play_loop, name="edge-tts-play", daemon=True),

@@ -12,15 +12,16 @@ A clip whose level barely moves is steady sound (a fan switching on), not speech
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
-from edge.errors import AudioError
 from edge.audio.capture import AudioSource
 from edge.audio.history import SampleHistory
 from edge.audio.resample import TARGET_RATE
+from edge.errors import AudioError
 
 MAX_CLIP_SECONDS = 30.0  # Gemma's audio encoder was trained on clips up to 30 s
 FRAME = 160  # 10 ms at 16 kHz
@@ -250,7 +251,9 @@ class Endpointer:
         assert o is not None
         self._open = None
         speech_end = end_frame * FRAME
-        end = min(speech_end + int(c.tail_s * TARGET_RATE), self._history.end, o.start + int(c.max_seconds * TARGET_RATE))
+        end = min(
+            speech_end + int(c.tail_s * TARGET_RATE), self._history.end, o.start + int(c.max_seconds * TARGET_RATE)
+        )
         raw = self._history.get(o.start, end)
         levels = [self._energy[f] for f in range(o.speech_start // FRAME, end_frame) if f in self._energy]
         self._energy = {}
@@ -273,7 +276,9 @@ class Endpointer:
         return clip
 
 
-def iter_clips(source: AudioSource, endpointer: Endpointer | None = None, *, timeout: float | None = 0.5) -> Iterator[Clip]:
+def iter_clips(
+    source: AudioSource, endpointer: Endpointer | None = None, *, timeout: float | None = 0.5
+) -> Iterator[Clip]:
     """Clips from an open source until it ends (the voice loop's listening half)."""
     ep = endpointer or Endpointer()
     for block in source.blocks(timeout):

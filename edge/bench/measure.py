@@ -16,9 +16,9 @@ import math
 import random
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 from edge.errors import EdgeError, UsageError
 
@@ -33,6 +33,7 @@ class BenchError(EdgeError):
 
 # ---- statistics ---------------------------------------------------------------------------------
 
+
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -46,6 +47,7 @@ def sample_stdev(values: Sequence[float]) -> float:
 
 
 # ---- what to run --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BenchTest:
@@ -80,6 +82,7 @@ class BenchTest:
 @dataclass(frozen=True)
 class SweepSpec:
     """Lists, as on the command line; every combination runs (llama-bench's expansion)."""
+
     n_prompt: tuple[int, ...] = (512,)  # empty = no prompt tests
     n_gen: tuple[int, ...] = (128,)  # empty = no generation tests
     n_depth: tuple[int, ...] = (0,)
@@ -94,11 +97,13 @@ class SweepSpec:
 def expand_sweep(sweep: SweepSpec) -> list[BenchTest]:
     """Every combination, in llama-bench's order: context settings outermost (fewest context
     rebuilds), then threads, then depth; for each, the prompt tests, then the generation tests."""
-    thread_pairs = ([(t, t) for t in sweep.n_threads] if sweep.n_threads_batch is None
-                    else list(itertools.product(sweep.n_threads, sweep.n_threads_batch)))
+    thread_pairs = (
+        [(t, t) for t in sweep.n_threads]
+        if sweep.n_threads_batch is None
+        else list(itertools.product(sweep.n_threads, sweep.n_threads_batch))
+    )
     tests = []
-    for nb, nub, (nt, ntb), nd in itertools.product(sweep.n_batch, sweep.n_ubatch, thread_pairs,
-                                                    sweep.n_depth):
+    for nb, nub, (nt, ntb), nd in itertools.product(sweep.n_batch, sweep.n_ubatch, thread_pairs, sweep.n_depth):
         common = dict(n_depth=nd, n_threads=nt, n_threads_batch=ntb, n_batch=nb, n_ubatch=min(nub, nb))
         tests += [BenchTest(n_prompt=p, n_gen=0, **common) for p in sweep.n_prompt]
         tests += [BenchTest(n_prompt=0, n_gen=n, **common) for n in sweep.n_gen]
@@ -106,7 +111,7 @@ def expand_sweep(sweep: SweepSpec) -> list[BenchTest]:
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
-    """"1,2,4" or "1-4" (or a mix) -> (1, 2, 4); says which option is wrong."""
+    """ "1,2,4" or "1-4" (or a mix) -> (1, 2, 4); says which option is wrong."""
     values: list[int] = []
     for part in str(text).split(","):
         match = re.fullmatch(r"\s*(-?\d+)(?:-(\d+))?\s*", part)
@@ -117,16 +122,25 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def check_sweep(sweep: SweepSpec, *, n_ctx_limit: int | None = None, logical_cores: int | None = None,
-                ) -> list[str]:
+def check_sweep(
+    sweep: SweepSpec,
+    *,
+    n_ctx_limit: int | None = None,
+    logical_cores: int | None = None,
+) -> list[str]:
     """Reject sizes llama.cpp cannot run; return warnings (e.g. more threads than cores).
 
     Without n_ctx_limit/logical_cores only the sizes are checked: that needs no model, so it can run
     before any slow work.
     """
-    for what, values in (("-p/--n-prompt", sweep.n_prompt), ("-n/--n-gen", sweep.n_gen),
-                         ("-b/--batch-size", sweep.n_batch), ("-ub/--ubatch-size", sweep.n_ubatch),
-                         ("-t/--threads", sweep.n_threads), ("--threads-batch", sweep.n_threads_batch or (1,))):
+    for what, values in (
+        ("-p/--n-prompt", sweep.n_prompt),
+        ("-n/--n-gen", sweep.n_gen),
+        ("-b/--batch-size", sweep.n_batch),
+        ("-ub/--ubatch-size", sweep.n_ubatch),
+        ("-t/--threads", sweep.n_threads),
+        ("--threads-batch", sweep.n_threads_batch or (1,)),
+    ):
         bad = [v for v in values if v < 1]
         if bad:
             raise UsageError(f"{what} must be positive, not {bad[0]}")
@@ -141,17 +155,22 @@ def check_sweep(sweep: SweepSpec, *, n_ctx_limit: int | None = None, logical_cor
         raise UsageError(f"at most {MAX_THREADS} threads (llama.cpp's limit), not {max(threads)}")
     need = max(t.n_ctx_needed for t in expand_sweep(sweep))
     if n_ctx_limit is not None and need > n_ctx_limit:
-        raise UsageError(f"the largest test needs {need} tokens of context (prompt + generation + depth) "
-                         f"but the limit here is {n_ctx_limit}; use smaller -p/-n/-d")
+        raise UsageError(
+            f"the largest test needs {need} tokens of context (prompt + generation + depth) "
+            f"but the limit here is {n_ctx_limit}; use smaller -p/-n/-d"
+        )
     warnings = []
     over = sorted(t for t in threads if logical_cores is not None and t > logical_cores)
     if over:
-        warnings.append(f"{', '.join(map(str, over))} threads is more than the {logical_cores} cores here: "
-                        "threads will share cores and the numbers will be low")
+        warnings.append(
+            f"{', '.join(map(str, over))} threads is more than the {logical_cores} cores here: "
+            "threads will share cores and the numbers will be low"
+        )
     return warnings
 
 
 # ---- results ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BenchResult:
@@ -188,6 +207,7 @@ class BenchResult:
 
 # ---- the low-level runner -----------------------------------------------------------------------
 
+
 class BenchContext:
     """A llama_context of a loaded model, driven through llama.cpp's C API with random tokens.
 
@@ -197,8 +217,7 @@ class BenchContext:
     (swa_full off); llama_cpp.Llama's context keeps the full-size one, so they get their own.
     """
 
-    def __init__(self, loaded, *, n_batch: int, n_ubatch: int, sliding_window_cache: bool = False,
-                 seed: int = 1):
+    def __init__(self, loaded, *, n_batch: int, n_ubatch: int, sliding_window_cache: bool = False, seed: int = 1):
         import llama_cpp
 
         self._c = llama_cpp
@@ -206,8 +225,10 @@ class BenchContext:
         own = loaded.context_handle
         # llama.cpp clamps n_batch to n_ctx and n_ubatch to n_batch: compare what it would use.
         want_batch = min(n_batch, llama_cpp.llama_n_ctx(own))
-        same_batches = (want_batch, min(n_ubatch, want_batch)) == (llama_cpp.llama_n_batch(own),
-                                                                   llama_cpp.llama_n_ubatch(own))
+        same_batches = (want_batch, min(n_ubatch, want_batch)) == (
+            llama_cpp.llama_n_batch(own),
+            llama_cpp.llama_n_ubatch(own),
+        )
         if same_batches and not (sliding_window_cache and loaded.context_params.swa_full):
             self.ctx, self._owned = own, False
         else:
@@ -216,8 +237,10 @@ class BenchContext:
             params.swa_full = params.swa_full and not sliding_window_cache
             self.ctx = llama_cpp.llama_init_from_model(loaded.model_handle, params)
             if not self.ctx:
-                raise BenchError(f"llama.cpp could not create a context with n_batch={n_batch}, "
-                                 f"n_ubatch={n_ubatch}; try smaller values")
+                raise BenchError(
+                    f"llama.cpp could not create a context with n_batch={n_batch}, "
+                    f"n_ubatch={n_ubatch}; try smaller values"
+                )
             self._owned = True
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
@@ -253,8 +276,9 @@ class BenchContext:
         self._c.llama_synchronize(self.ctx)
         elapsed = time.perf_counter_ns() - start
         if status != 0:
-            raise BenchError(f"llama_decode failed (status {status}); the context may be too small "
-                             "for this test or memory ran out")
+            raise BenchError(
+                f"llama_decode failed (status {status}); the context may be too small for this test or memory ran out"
+            )
         return elapsed
 
     def prompt(self, n_tokens: int, n_batch: int) -> int:
@@ -300,7 +324,7 @@ class BenchContext:
             self._c.llama_free(self.ctx)
         self.ctx = None
 
-    def __enter__(self) -> "BenchContext":
+    def __enter__(self) -> BenchContext:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -308,11 +332,18 @@ class BenchContext:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_test(bench: BenchContext, spec: BenchTest, repetitions: int, *, warmup: bool = True,
-             thermal=None, progress: Progress | None = None) -> BenchResult:
+def run_test(
+    bench: BenchContext,
+    spec: BenchTest,
+    repetitions: int,
+    *,
+    warmup: bool = True,
+    thermal=None,
+    progress: Progress | None = None,
+) -> BenchResult:
     """One test, exactly as llama-bench runs it; `thermal` (a ThermalReader) is sampled between runs."""
     test_time = now_rfc3339()
     bench.set_threads(spec.n_threads, spec.n_threads_batch)
@@ -349,8 +380,15 @@ class SweepOutcome:
     interrupted: bool = False  # Ctrl-C: `results` holds the tests that finished
 
 
-def run_sweep(loaded, tests: Iterable[BenchTest], repetitions: int, *, warmup: bool = True,
-              thermal=None, progress: Progress | None = None) -> SweepOutcome:
+def run_sweep(
+    loaded,
+    tests: Iterable[BenchTest],
+    repetitions: int,
+    *,
+    warmup: bool = True,
+    thermal=None,
+    progress: Progress | None = None,
+) -> SweepOutcome:
     """Run tests in order, reusing a context while n_batch/n_ubatch stay the same."""
     outcome = SweepOutcome()
     bench: BenchContext | None = None
@@ -360,10 +398,12 @@ def run_sweep(loaded, tests: Iterable[BenchTest], repetitions: int, *, warmup: b
             if bench is None or bench.requested != wanted:
                 if bench:
                     bench.close()
-                bench = BenchContext(loaded, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
-                                     sliding_window_cache=spec.n_depth > 0)
-            outcome.results.append(run_test(bench, spec, repetitions, warmup=warmup, thermal=thermal,
-                                            progress=progress))
+                bench = BenchContext(
+                    loaded, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch, sliding_window_cache=spec.n_depth > 0
+                )
+            outcome.results.append(
+                run_test(bench, spec, repetitions, warmup=warmup, thermal=thermal, progress=progress)
+            )
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:

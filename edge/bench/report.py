@@ -11,15 +11,16 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from edge.bench.measure import BenchResult
 from edge.bench.run import BenchRun
-from edge.setup.catalog import has_quant_token
 from edge.errors import EdgeError, UsageError
 from edge.paths import data_dir
+from edge.setup.catalog import has_quant_token
 
 FORMATS = ("md", "json", "jsonl", "csv")
 MIB = 2**20
@@ -31,6 +32,7 @@ class ResultsFileError(EdgeError):
 
 # ---- records ------------------------------------------------------------------------------------
 
+
 def to_records(run: BenchRun) -> list[dict[str, Any]]:
     return [to_record(run, result) for result in run.results]
 
@@ -39,26 +41,59 @@ def to_record(run: BenchRun, result: BenchResult) -> dict[str, Any]:
     c, t = run.conditions, result.spec
     return {
         # llama-bench's fields
-        "cpu_info": c.cpu_info, "backends": "CPU" if c.n_gpu_layers == 0 else "GPU",
-        "model_filename": c.model_filename, "model_type": c.model_type, "model_size": c.model_size,
-        "model_n_params": c.model_n_params, "n_batch": t.n_batch, "n_ubatch": t.n_ubatch,
-        "n_threads": t.n_threads, "n_threads_batch": t.n_threads_batch, "type_k": c.type_k,
-        "type_v": c.type_v, "n_gpu_layers": c.n_gpu_layers, "flash_attn": int(c.flash_attn),
-        "use_mmap": c.load_mode.startswith("mmap"), "load_mode": c.load_mode, "lazy_mode": c.lazy_mode,
-        "repack": int(c.use_extra_bufts), "n_prompt": t.n_prompt, "n_gen": t.n_gen, "n_depth": t.n_depth, "test_time": result.test_time,
-        "avg_ns": result.avg_ns, "stddev_ns": result.stddev_ns, "avg_ts": result.avg_ts,
-        "stddev_ts": result.stddev_ts, "samples_ns": list(result.samples_ns),
+        "cpu_info": c.cpu_info,
+        "backends": "CPU" if c.n_gpu_layers == 0 else "GPU",
+        "model_filename": c.model_filename,
+        "model_type": c.model_type,
+        "model_size": c.model_size,
+        "model_n_params": c.model_n_params,
+        "n_batch": t.n_batch,
+        "n_ubatch": t.n_ubatch,
+        "n_threads": t.n_threads,
+        "n_threads_batch": t.n_threads_batch,
+        "type_k": c.type_k,
+        "type_v": c.type_v,
+        "n_gpu_layers": c.n_gpu_layers,
+        "flash_attn": int(c.flash_attn),
+        "use_mmap": c.load_mode.startswith("mmap"),
+        "load_mode": c.load_mode,
+        "lazy_mode": c.lazy_mode,
+        "repack": int(c.use_extra_bufts),
+        "n_prompt": t.n_prompt,
+        "n_gen": t.n_gen,
+        "n_depth": t.n_depth,
+        "test_time": result.test_time,
+        "avg_ns": result.avg_ns,
+        "stddev_ns": result.stddev_ns,
+        "avg_ts": result.avg_ts,
+        "stddev_ts": result.stddev_ts,
+        "samples_ns": list(result.samples_ns),
         "samples_ts": list(result.samples_ts),
         # ours
-        "test": t.name, "run_id": run.run_id, "device_profile": c.device_profile,
-        "device_kind": c.device_kind, "device_board": c.device_board, "n_ctx": c.n_ctx,
-        "load_s": c.load_s, "load_cache": c.load_cache, "peak_rss": c.peak_rss, "ttft_s": c.ttft_s,
-        "temps_c": list(result.temps_c), "throttled": list(result.throttled),
-        "throttled_any": result.any_throttled, "temp_start_c": c.temp_start_c, "temp_end_c": c.temp_end_c,
-        "throttled_since_boot": list(c.throttled_since_boot), "power_mode": c.power_mode,
-        "thermal_source": c.thermal_source, "tuned": c.tuned, "cpu_kernels": c.cpu_kernels,
-        "cpu_kernels_reason": c.cpu_kernels_reason, "edge_gemma_version": c.edge_gemma_version,
-        "llama_cpp_version": c.llama_cpp_version, "system_info": c.system_info,
+        "test": t.name,
+        "run_id": run.run_id,
+        "device_profile": c.device_profile,
+        "device_kind": c.device_kind,
+        "device_board": c.device_board,
+        "n_ctx": c.n_ctx,
+        "load_s": c.load_s,
+        "load_cache": c.load_cache,
+        "peak_rss": c.peak_rss,
+        "ttft_s": c.ttft_s,
+        "temps_c": list(result.temps_c),
+        "throttled": list(result.throttled),
+        "throttled_any": result.any_throttled,
+        "temp_start_c": c.temp_start_c,
+        "temp_end_c": c.temp_end_c,
+        "throttled_since_boot": list(c.throttled_since_boot),
+        "power_mode": c.power_mode,
+        "thermal_source": c.thermal_source,
+        "tuned": c.tuned,
+        "cpu_kernels": c.cpu_kernels,
+        "cpu_kernels_reason": c.cpu_kernels_reason,
+        "edge_gemma_version": c.edge_gemma_version,
+        "llama_cpp_version": c.llama_cpp_version,
+        "system_info": c.system_info,
         "interrupted": run.interrupted,
     }
 
@@ -67,13 +102,21 @@ def sustained_record(run: BenchRun) -> dict[str, Any] | None:
     d = run.duration
     if d is None:
         return None
-    return {"test": f"tg{d.block_tokens} sustained", "run_id": run.run_id, "n_threads": d.n_threads,
-            "duration_s": d.seconds, "first_window_s": d.window_s, "first_ts": d.first_tps,
-            "sustained_ts": d.last_tps, "max_temp_c": d.max_temp_c,
-            "blocks": [[round(b.end_s, 2), round(b.tokens_per_s, 3), b.temp_c, b.throttled] for b in d.blocks]}
+    return {
+        "test": f"tg{d.block_tokens} sustained",
+        "run_id": run.run_id,
+        "n_threads": d.n_threads,
+        "duration_s": d.seconds,
+        "first_window_s": d.window_s,
+        "first_ts": d.first_tps,
+        "sustained_ts": d.last_tps,
+        "max_temp_c": d.max_temp_c,
+        "blocks": [[round(b.end_s, 2), round(b.tokens_per_s, 3), b.temp_c, b.throttled] for b in d.blocks],
+    }
 
 
 # ---- formats ------------------------------------------------------------------------------------
+
 
 def render(run: BenchRun, fmt: str) -> str:
     if fmt not in FORMATS:
@@ -111,8 +154,13 @@ def to_markdown(run: BenchRun) -> str:
     for r in run.results:
         t = r.spec
         threads = str(t.n_threads) if t.n_threads == t.n_threads_batch else f"{t.n_threads}/{t.n_threads_batch}"
-        row = [c.model_type, _size(c.model_size), _params(c.model_n_params),
-               "CPU" if c.n_gpu_layers == 0 else "GPU", threads]
+        row = [
+            c.model_type,
+            _size(c.model_size),
+            _params(c.model_n_params),
+            "CPU" if c.n_gpu_layers == 0 else "GPU",
+            threads,
+        ]
         row += [str(getattr(t, key)) for key in ("n_batch", "n_ubatch") if varies[key]]
         mark = " *" if r.any_throttled else ""
         rows.append(row + [t.name, f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}{mark}"])
@@ -124,10 +172,12 @@ def to_markdown(run: BenchRun) -> str:
     lines += ["", conditions_line(run)]
     if run.duration and run.duration.blocks:
         d = run.duration
-        lines.append(f"sustained tg{d.block_tokens} over {d.blocks[-1].end_s:.0f} s at {d.n_threads} threads: "
-                     f"first {d.window_s:.0f} s {d.first_tps:.2f} t/s, last {d.window_s:.0f} s "
-                     f"{d.last_tps:.2f} t/s ({_ratio(d.last_tps, d.first_tps)})"
-                     + (f", max {d.max_temp_c:.1f} C" if d.max_temp_c is not None else ""))
+        lines.append(
+            f"sustained tg{d.block_tokens} over {d.blocks[-1].end_s:.0f} s at {d.n_threads} threads: "
+            f"first {d.window_s:.0f} s {d.first_tps:.2f} t/s, last {d.window_s:.0f} s "
+            f"{d.last_tps:.2f} t/s ({_ratio(d.last_tps, d.first_tps)})"
+            + (f", max {d.max_temp_c:.1f} C" if d.max_temp_c is not None else "")
+        )
     lines += reference_lines(run)
     return "\n".join(lines)
 
@@ -140,27 +190,37 @@ def conditions_line(run: BenchRun) -> str:
     if c.ttft_s is not None:
         parts.append(f"first token {c.ttft_s:.2f} s (short chat prompt)")
     if c.temp_start_c is not None:
-        parts.append(f"CPU {c.temp_start_c:.1f} -> {c.temp_end_c:.1f} C" if c.temp_end_c is not None
-                     else f"CPU {c.temp_start_c:.1f} C")
+        parts.append(
+            f"CPU {c.temp_start_c:.1f} -> {c.temp_end_c:.1f} C"
+            if c.temp_end_c is not None
+            else f"CPU {c.temp_start_c:.1f} C"
+        )
     else:
         parts.append("no CPU temperature here")
     if c.power_mode:
         parts.append(f"power mode {c.power_mode}")
     if c.throttled_since_boot:
         parts.append("since boot: " + ", ".join(c.throttled_since_boot))
-    second = [c.cpu_info, f"kernels {c.cpu_kernels}", f"profile {c.device_profile}", c.tuned or "not tuned",
-              f"ctx {c.n_ctx}, {c.load_mode}" + (", lazy PLE" if c.lazy_mode == "on" else ""),
-              f"edge-gemma {c.edge_gemma_version}, llama-cpp-python {c.llama_cpp_version}"]
+    second = [
+        c.cpu_info,
+        f"kernels {c.cpu_kernels}",
+        f"profile {c.device_profile}",
+        c.tuned or "not tuned",
+        f"ctx {c.n_ctx}, {c.load_mode}" + (", lazy PLE" if c.lazy_mode == "on" else ""),
+        f"edge-gemma {c.edge_gemma_version}, llama-cpp-python {c.llama_cpp_version}",
+    ]
     return " | ".join(parts) + "\n" + " | ".join(second)
 
 
 def _md_table(header: list[str], rows: list[list[str]], left: set[str]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) if h in left else c.rjust(w)
-                                 for c, w, h in zip(cells, widths, header)) + " |"
-    rule = "| " + " | ".join("-" * w if h in left else "-" * (w - 1) + ":"
-                             for w, h in zip(widths, header)) + " |"
+        return (
+            "| " + " | ".join(c.ljust(w) if h in left else c.rjust(w) for c, w, h in zip(cells, widths, header)) + " |"
+        )
+
+    rule = "| " + " | ".join("-" * w if h in left else "-" * (w - 1) + ":" for w, h in zip(widths, header)) + " |"
     return "\n".join([line(header), rule] + [line(r) for r in rows])
 
 
@@ -177,6 +237,7 @@ def _ratio(ours: float, theirs: float) -> str:
 
 
 # ---- published reference numbers (FACTS.md) -----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -216,8 +277,7 @@ def model_identity(run: BenchRun) -> tuple[str | None, str | None]:
     name = Path(run.conditions.model_filename).name
     model = None
     for text in (name.lower(), run.conditions.model_type.lower()):  # the file name says it best
-        model = model or next((m for m in ("e2b", "e4b") if re.search(rf"(^|[\s_.-]){m}($|[\s_.-])", text)),
-                              None)
+        model = model or next((m for m in ("e2b", "e4b") if re.search(rf"(^|[\s_.-]){m}($|[\s_.-])", text)), None)
     quant = next((q for q in QUANT_NAMES if has_quant_token(name, q)), None)
     return model, quant
 
@@ -225,8 +285,7 @@ def model_identity(run: BenchRun) -> tuple[str | None, str | None]:
 def matching_references(run: BenchRun) -> list[Reference]:
     model, quant = model_identity(run)
     device = device_class(run)
-    return [r for r in REFERENCES if r.model == model and r.device == device
-            and (r.quant is None or r.quant == quant)]
+    return [r for r in REFERENCES if r.model == model and r.device == device and (r.quant is None or r.quant == quant)]
 
 
 def reference_lines(run: BenchRun) -> list[str]:
@@ -240,14 +299,20 @@ def reference_lines(run: BenchRun) -> list[str]:
     for ref in refs:
         parts = []
         if pp:
-            parts.append(f"prefill {ref.prefill:g} t/s, ours {pp.spec.name} {pp.avg_ts:.2f} "
-                         f"({_ratio(pp.avg_ts, ref.prefill)})")
+            parts.append(
+                f"prefill {ref.prefill:g} t/s, ours {pp.spec.name} {pp.avg_ts:.2f} ({_ratio(pp.avg_ts, ref.prefill)})"
+            )
         if tg:
-            parts.append(f"decode {ref.decode:g} t/s, ours {tg.spec.name} {tg.avg_ts:.2f} "
-                         f"({_ratio(tg.avg_ts, ref.decode)})")
+            parts.append(
+                f"decode {ref.decode:g} t/s, ours {tg.spec.name} {tg.avg_ts:.2f} ({_ratio(tg.avg_ts, ref.decode)})"
+            )
         if parts:
-            lines.append(f"published, {ref.runtime} on {ref.where}" + (f" ({ref.quant})" if ref.quant else "")
-                         + ": " + "; ".join(parts))
+            lines.append(
+                f"published, {ref.runtime} on {ref.where}"
+                + (f" ({ref.quant})" if ref.quant else "")
+                + ": "
+                + "; ".join(parts)
+            )
     return lines
 
 
@@ -282,8 +347,7 @@ def load_saved(path: Path | None = None) -> dict[str, list[dict[str, Any]]]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsFileError(f"results file {path} is unreadable ({exc}); move it aside to start "
-                               "a new one") from exc
+        raise ResultsFileError(f"results file {path} is unreadable ({exc}); move it aside to start a new one") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -294,8 +358,9 @@ def load_saved(path: Path | None = None) -> dict[str, list[dict[str, Any]]]:
                 raise KeyError(", ".join(missing))
             runs.setdefault(str(record["run_id"]), []).append(record)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ResultsFileError(f"results file {path} line {number} is not a saved result ({exc}); "
-                                   "fix or delete that line") from exc
+            raise ResultsFileError(
+                f"results file {path} line {number} is not a saved result ({exc}); fix or delete that line"
+            ) from exc
     return runs
 
 
@@ -316,9 +381,18 @@ def find_run(runs: dict[str, list[dict[str, Any]]], spec: str) -> tuple[str, lis
 
 
 def list_runs(runs: dict[str, list[dict[str, Any]]]) -> str:
-    rows = [[run_id, Path(recs[0]["model_filename"]).name, recs[0].get("device_profile", ""),
-             ", ".join(f"{r['test']} {r['avg_ts']:.2f}" for r in recs)] for run_id, recs in runs.items()]
-    return _md_table(["run", "model", "profile", "results (t/s)"], rows, left={"run", "model", "profile", "results (t/s)"})
+    rows = [
+        [
+            run_id,
+            Path(recs[0]["model_filename"]).name,
+            recs[0].get("device_profile", ""),
+            ", ".join(f"{r['test']} {r['avg_ts']:.2f}" for r in recs),
+        ]
+        for run_id, recs in runs.items()
+    ]
+    return _md_table(
+        ["run", "model", "profile", "results (t/s)"], rows, left={"run", "model", "profile", "results (t/s)"}
+    )
 
 
 def compare_runs(a: tuple[str, list[dict]], b: tuple[str, list[dict]]) -> tuple[str, list[str]]:
@@ -327,14 +401,23 @@ def compare_runs(a: tuple[str, list[dict]], b: tuple[str, list[dict]]) -> tuple[
     warnings = []
     model_a, model_b = recs_a[0]["model_filename"], recs_b[0]["model_filename"]
     if Path(model_a).name != Path(model_b).name:
-        warnings.append(f"the runs are of different models ({Path(model_a).name} vs {Path(model_b).name}): "
-                        "ratios compare models, not settings")
+        warnings.append(
+            f"the runs are of different models ({Path(model_a).name} vs {Path(model_b).name}): "
+            "ratios compare models, not settings"
+        )
     for key in ("cpu_info", "device_profile", "llama_cpp_version"):
         if recs_a[0].get(key) != recs_b[0].get(key):
             warnings.append(f"{key} differs: {recs_a[0].get(key)} vs {recs_b[0].get(key)}")
+
     def key(r):
-        return (r["test"], r["n_threads"], r.get("n_threads_batch", r["n_threads"]), r.get("n_batch"),
-                r.get("n_ubatch"))
+        return (
+            r["test"],
+            r["n_threads"],
+            r.get("n_threads_batch", r["n_threads"]),
+            r.get("n_batch"),
+            r.get("n_ubatch"),
+        )
+
     by_b = {key(r): r for r in recs_b}
     rows = []
     for r in recs_a:
@@ -342,8 +425,15 @@ def compare_runs(a: tuple[str, list[dict]], b: tuple[str, list[dict]]) -> tuple[
         if other is None:
             continue
         threads = f"{r['n_threads']}" if key(r)[1] == key(r)[2] else f"{key(r)[1]}/{key(r)[2]}"
-        rows.append([r["test"], threads, f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}",
-                     f"{other['avg_ts']:.2f} ± {other['stddev_ts']:.2f}", _ratio(other["avg_ts"], r["avg_ts"])])
+        rows.append(
+            [
+                r["test"],
+                threads,
+                f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}",
+                f"{other['avg_ts']:.2f} ± {other['stddev_ts']:.2f}",
+                _ratio(other["avg_ts"], r["avg_ts"]),
+            ]
+        )
     if not rows:
         warnings.append("the runs have no test in common (same test, threads, batch sizes)")
     table = _md_table(["test", "threads", f"A {id_a} t/s", f"B {id_b} t/s", "B/A"], rows, left={"test"})

@@ -10,12 +10,23 @@ from __future__ import annotations
 import ctypes
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
-from edge.bench.measure import (BenchContext, BenchResult, BenchTest, Progress, SweepSpec, check_sweep, expand_sweep, mean,
-                    now_rfc3339, restore_model_state, run_sweep)
+from edge.bench.measure import (
+    BenchContext,
+    BenchResult,
+    BenchTest,
+    Progress,
+    SweepSpec,
+    check_sweep,
+    expand_sweep,
+    mean,
+    now_rfc3339,
+    restore_model_state,
+    run_sweep,
+)
 from edge.launch import RunPlan
 from edge.settings import RunSettings, usable_cores
 
@@ -33,6 +44,7 @@ class DurationBlock:
 @dataclass(frozen=True)
 class DurationResult:
     """Decode run continuously (blocks of tgN from an empty cache) to show sustained speed."""
+
     n_threads: int
     block_tokens: int
     seconds: float
@@ -44,8 +56,10 @@ class DurationResult:
 
     @property
     def first_tps(self) -> float:
-        return mean([b.tokens_per_s for b in self.blocks if b.end_s <= self.window_s]
-                    or [b.tokens_per_s for b in self.blocks[:1]])
+        return mean(
+            [b.tokens_per_s for b in self.blocks if b.end_s <= self.window_s]
+            or [b.tokens_per_s for b in self.blocks[:1]]
+        )
 
     @property
     def last_tps(self) -> float:
@@ -58,8 +72,9 @@ class DurationResult:
         return max(temps) if temps else None
 
 
-def run_duration(loaded, seconds: float, *, n_threads: int, block_tokens: int = 32, thermal=None,
-                 progress: Progress | None = None) -> DurationResult:
+def run_duration(
+    loaded, seconds: float, *, n_threads: int, block_tokens: int = 32, thermal=None, progress: Progress | None = None
+) -> DurationResult:
     """Decode continuously for `seconds` in tg blocks, recording speed and temperature per block."""
     blocks: list[DurationBlock] = []
     settings = loaded.settings
@@ -72,14 +87,16 @@ def run_duration(loaded, seconds: float, *, n_threads: int, block_tokens: int = 
                 bench.clear()
                 elapsed = bench.generate(block_tokens)
                 sample = thermal.sample() if thermal else None
-                block = DurationBlock(time.monotonic() - start, 1e9 * block_tokens / elapsed,
-                                      sample.cpu_temp_c if sample else None,
-                                      bool(sample and sample.throttled))
+                block = DurationBlock(
+                    time.monotonic() - start,
+                    1e9 * block_tokens / elapsed,
+                    sample.cpu_temp_c if sample else None,
+                    bool(sample and sample.throttled),
+                )
                 blocks.append(block)
                 if progress:
                     temp = f", {block.temp_c:.1f} C" if block.temp_c is not None else ""
-                    progress(f"sustained decode: {block.end_s:.0f}/{seconds:.0f} s, "
-                             f"{block.tokens_per_s:.2f} t/s{temp}")
+                    progress(f"sustained decode: {block.end_s:.0f}/{seconds:.0f} s, {block.tokens_per_s:.2f} t/s{temp}")
         except KeyboardInterrupt:
             pass  # keep the blocks so far: a sustained run is often stopped by hand
         finally:
@@ -94,6 +111,7 @@ TTFT_MESSAGES = [{"role": "user", "content": "In two sentences, what can a Raspb
 @dataclass(frozen=True)
 class RunConditions:
     """What a run measured besides tokens/s, and what it ran on: enough to compare two runs."""
+
     model_filename: str
     model_type: str  # llama.cpp's description, e.g. "gemma3 270M Q4_K - Medium"
     model_size: int
@@ -144,9 +162,18 @@ class BenchPlan:
     warnings: tuple[str, ...]
 
 
-def plan_bench(lists: dict[str, tuple[int, ...] | None], *, only: str | None, repetitions: int, warmup: bool,
-               n_ctx: int | None, model: str | None, device_name: str, root: Path = Path("/"),
-               no_tune: bool = False) -> BenchPlan:
+def plan_bench(
+    lists: dict[str, tuple[int, ...] | None],
+    *,
+    only: str | None,
+    repetitions: int,
+    warmup: bool,
+    n_ctx: int | None,
+    model: str | None,
+    device_name: str,
+    root: Path = Path("/"),
+    no_tune: bool = False,
+) -> BenchPlan:
     """Check the sweep's sizes, then resolve the model once at the context the tests need.
 
     `lists`: the command line's value lists by llama-bench letter (p, n, d, t, tb, b, ub); None = default.
@@ -154,30 +181,44 @@ def plan_bench(lists: dict[str, tuple[int, ...] | None], *, only: str | None, re
     from edge.launch import prepare_run
 
     def sweep_with(s: RunSettings) -> SweepSpec:
-        return SweepSpec(n_prompt=() if only == "tg" else lists["p"], n_gen=() if only == "pp" else lists["n"],
-                         n_depth=lists["d"], n_threads=lists["t"] or (s.n_threads,),
-                         n_threads_batch=lists["tb"] or (None if lists["t"] else (s.n_threads_batch,)),
-                         n_batch=lists["b"] or (s.n_batch,), n_ubatch=lists["ub"] or (s.n_ubatch,),
-                         repetitions=repetitions, warmup=warmup)
+        return SweepSpec(
+            n_prompt=() if only == "tg" else lists["p"],
+            n_gen=() if only == "pp" else lists["n"],
+            n_depth=lists["d"],
+            n_threads=lists["t"] or (s.n_threads,),
+            n_threads_batch=lists["tb"] or (None if lists["t"] else (s.n_threads_batch,)),
+            n_batch=lists["b"] or (s.n_batch,),
+            n_ubatch=lists["ub"] or (s.n_ubatch,),
+            repetitions=repetitions,
+            warmup=warmup,
+        )
 
     check_sweep(sweep_with(RunSettings()))  # sizes first: before the model is even looked at
     need = max(t.n_ctx_needed for t in expand_sweep(sweep_with(RunSettings())))
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx or max(need, MIN_BENCH_CTX)}, root=root,
-                       no_tune=no_tune)
+    plan = prepare_run(model, device_name, {"n_ctx": n_ctx or max(need, MIN_BENCH_CTX)}, root=root, no_tune=no_tune)
     n_ctx_train = int(plan.model_info.arch_value("context_length", 0) or 0)
     limit = min(v for v in (n_ctx, n_ctx_train) if v) if (n_ctx or n_ctx_train) else 1 << 30
     sweep = sweep_with(plan.resolved.settings)
     warnings = check_sweep(sweep, n_ctx_limit=limit, logical_cores=usable_cores(plan.device)[1])
     # The model loads with the sweep's first batch sizes; later ones get their own contexts.
-    settings = replace(plan.resolved.settings, n_batch=sweep.n_batch[0],
-                       n_ubatch=min(sweep.n_ubatch[0], sweep.n_batch[0]))
+    settings = replace(
+        plan.resolved.settings, n_batch=sweep.n_batch[0], n_ubatch=min(sweep.n_ubatch[0], sweep.n_batch[0])
+    )
     plan = replace(plan, resolved=replace(plan.resolved, settings=settings))
     return BenchPlan(plan, tuple(expand_sweep(sweep)), tuple(warnings))
 
 
-def bench_model(plan: RunPlan, tests: Sequence[BenchTest], repetitions: int, *, thermal=None,
-                warmup: bool = True, cold: bool = False, duration_s: float = 0.0,
-                progress: Progress | None = None) -> BenchRun:
+def bench_model(
+    plan: RunPlan,
+    tests: Sequence[BenchTest],
+    repetitions: int,
+    *,
+    thermal=None,
+    warmup: bool = True,
+    cold: bool = False,
+    duration_s: float = 0.0,
+    progress: Progress | None = None,
+) -> BenchRun:
     """Load the model (timed), run the tests, optionally a sustained run, then a chat TTFT."""
     from edge import __version__
     from edge.launch import load_model
@@ -197,28 +238,45 @@ def bench_model(plan: RunPlan, tests: Sequence[BenchTest], repetitions: int, *, 
         duration = None
         if duration_s > 0 and not outcome.interrupted:
             n_threads = tests[0].n_threads if tests else settings.n_threads
-            duration = run_duration(loaded, duration_s, n_threads=n_threads, thermal=thermal,
-                                    progress=progress)
+            duration = run_duration(loaded, duration_s, n_threads=n_threads, thermal=thermal, progress=progress)
         ttft = None if outcome.interrupted else measure_ttft(loaded)
         last = thermal.sample() if thermal else None
         description, model_size, n_params = loaded.describe()
         s = loaded.settings
         conditions = RunConditions(
-            model_filename=str(model_path), model_type=description, model_size=model_size,
-            model_n_params=n_params, n_ctx=loaded.n_ctx, load_mode=s.load_mode, lazy_mode=s.lazy_mode,
-            flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, n_gpu_layers=s.n_gpu_layers,
-            device_profile=profile_name, device_kind=device.kind, device_board=device.board,
+            model_filename=str(model_path),
+            model_type=description,
+            model_size=model_size,
+            model_n_params=n_params,
+            n_ctx=loaded.n_ctx,
+            load_mode=s.load_mode,
+            lazy_mode=s.lazy_mode,
+            flash_attn=s.flash_attn,
+            type_k=s.type_k,
+            type_v=s.type_v,
+            n_gpu_layers=s.n_gpu_layers,
+            device_profile=profile_name,
+            device_kind=device.kind,
+            device_board=device.board,
             cpu_info=ggml_cpu_description() or device.cpu_model,
-            load_s=loaded.load_seconds, load_cache=load_cache, peak_rss=peak_rss_bytes(), ttft_s=ttft,
-            temp_start_c=first.cpu_temp_c if first else None, temp_end_c=last.cpu_temp_c if last else None,
+            load_s=loaded.load_seconds,
+            load_cache=load_cache,
+            peak_rss=peak_rss_bytes(),
+            ttft_s=ttft,
+            temp_start_c=first.cpu_temp_c if first else None,
+            temp_end_c=last.cpu_temp_c if last else None,
             power_mode=last.power_mode if last else None,
             throttled_since_boot=last.since_boot if last else (),
-            thermal_source=last.source if last else "not read", tuned=tuned,
-            use_extra_bufts=loaded.backend.use_extra_bufts, cpu_kernels=loaded.backend.kernels,
+            thermal_source=last.source if last else "not read",
+            tuned=tuned,
+            use_extra_bufts=loaded.backend.use_extra_bufts,
+            cpu_kernels=loaded.backend.kernels,
             cpu_kernels_reason=loaded.backend.reason,
-            edge_gemma_version=__version__, llama_cpp_version=_lib().__version__,
+            edge_gemma_version=__version__,
+            llama_cpp_version=_lib().__version__,
             system_info=_lib().llama_print_system_info().decode(errors="replace").strip(),
-            started_at=started_at)
+            started_at=started_at,
+        )
     finally:
         loaded.close()
     run_id = started_at.replace("-", "").replace(":", "").rstrip("Z") + f"-{random.randrange(16**4):04x}"
@@ -253,9 +311,11 @@ def ggml_cpu_description() -> str | None:
         lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
         lib.ggml_backend_dev_description.restype = ctypes.c_char_p
         lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-        names = [lib.ggml_backend_dev_description(dev).decode(errors="replace")
-                 for dev in map(lib.ggml_backend_dev_get, range(lib.ggml_backend_dev_count()))
-                 if lib.ggml_backend_dev_type(dev) in (0, 3)]  # CPU, ACCEL
+        names = [
+            lib.ggml_backend_dev_description(dev).decode(errors="replace")
+            for dev in map(lib.ggml_backend_dev_get, range(lib.ggml_backend_dev_count()))
+            if lib.ggml_backend_dev_type(dev) in (0, 3)
+        ]  # CPU, ACCEL
     except (OSError, AttributeError):
         return None
     return ", ".join(names) or None
@@ -291,8 +351,7 @@ def page_cache_fraction(path) -> float | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                              ctypes.c_int, ctypes.c_long]
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         with open(path, "rb") as fh:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from edge.bench.measure import BenchContext, Progress, mean, now_rfc3339, restore_model_state, sample_stdev
 from edge.tuned import TunedSettings
@@ -27,9 +27,11 @@ PAYS = 0.03  # a non-default ubatch must be 3% faster to be kept
 
 # ---- the sweep ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Race:
     """Samples (tokens/s) per candidate for one setting."""
+
     setting: str
     samples: dict[int, list[float]] = field(default_factory=dict)
 
@@ -63,8 +65,14 @@ def thread_candidates(fast_cores: int) -> list[int]:
     return sorted({1, 2, 4, *range(6, fast_cores + 1, 2), fast_cores - 1, fast_cores})
 
 
-def tune_model(loaded, *, fast_cores: int, budget_s: float = 60.0, progress: Progress | None = None,
-               clock: Callable[[], float] = time.monotonic) -> TuneResult:
+def tune_model(
+    loaded,
+    *,
+    fast_cores: int,
+    budget_s: float = 60.0,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> TuneResult:
     """Race decode threads, batch threads, then ubatch on `loaded`, within about `budget_s`."""
     start = clock()
     threads = thread_candidates(fast_cores)
@@ -77,14 +85,11 @@ def tune_model(loaded, *, fast_cores: int, budget_s: float = 60.0, progress: Pro
             n_gen, n_prompt = _calibrate(bench, threads[-1], min(s.n_ubatch, 256, bench.n_ctx - 1))
             result.races += [decode, prefill]
             # Decode dominates how a chat feels: half the budget; prompt threads get 30%.
-            _race(decode, threads, start + budget_s * 0.5, clock, progress,
-                  lambda t: _tg(bench, t, n_gen))
-            _race(prefill, threads, start + budget_s * 0.8, clock, progress,
-                  lambda t: _pp(bench, t, n_prompt))
+            _race(decode, threads, start + budget_s * 0.5, clock, progress, lambda t: _tg(bench, t, n_gen))
+            _race(prefill, threads, start + budget_s * 0.8, clock, progress, lambda t: _pp(bench, t, n_prompt))
         if len(ubatches) > 1:
             result.races.append(ubatch)
-            _tune_ubatch(loaded, ubatch, ubatches, prefill.best(), start + budget_s, clock, progress,
-                         result.notes)
+            _tune_ubatch(loaded, ubatch, ubatches, prefill.best(), start + budget_s, clock, progress, result.notes)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -92,9 +97,14 @@ def tune_model(loaded, *, fast_cores: int, budget_s: float = 60.0, progress: Pro
     result.seconds = clock() - start
     if decode.best() is not None and prefill.best() is not None:
         result.tuned = TunedSettings(
-            n_threads=decode.best(), n_threads_batch=prefill.best(), n_ubatch=_paying_ubatch(ubatch, s.n_ubatch),
-            decode_tps=round(decode.mean(decode.best()), 3), prefill_tps=round(prefill.mean(prefill.best()), 3),
-            tuned_at=now_rfc3339(), budget_s=budget_s)
+            n_threads=decode.best(),
+            n_threads_batch=prefill.best(),
+            n_ubatch=_paying_ubatch(ubatch, s.n_ubatch),
+            decode_tps=round(decode.mean(decode.best()), 3),
+            prefill_tps=round(prefill.mean(prefill.best()), 3),
+            tuned_at=now_rfc3339(),
+            budget_s=budget_s,
+        )
     return result
 
 
@@ -128,8 +138,14 @@ def _pp(bench: BenchContext, n_threads: int, n_prompt: int) -> float:
     return 1e9 * n_prompt / bench.prompt(n_prompt, bench.n_batch)
 
 
-def _race(race: Race, candidates: list[int], deadline: float, clock, progress: Progress | None,
-          measure: Callable[[int], float]) -> None:
+def _race(
+    race: Race,
+    candidates: list[int],
+    deadline: float,
+    clock,
+    progress: Progress | None,
+    measure: Callable[[int], float],
+) -> None:
     """Round-robin over the candidates still within reach of the best, until the deadline."""
     alive = list(candidates)
     rounds = 0
@@ -137,8 +153,9 @@ def _race(race: Race, candidates: list[int], deadline: float, clock, progress: P
         for candidate in alive:
             race.samples.setdefault(candidate, []).append(measure(candidate))
             if progress:
-                progress(f"{race.setting}={candidate}: {race.mean(candidate):.2f} t/s "
-                         f"({len(race.samples[candidate])} runs)")
+                progress(
+                    f"{race.setting}={candidate}: {race.mean(candidate):.2f} t/s ({len(race.samples[candidate])} runs)"
+                )
         rounds += 1
         leader = max(alive, key=race.mean)
         if rounds >= 2:
@@ -154,8 +171,16 @@ def _clearly_slower(race: Race, candidate: int, leader: int) -> bool:
     return gap > race.mean(leader) * (1 - KEEP_RACING) and gap > 3 * noise
 
 
-def _tune_ubatch(loaded, race: Race, ubatches: list[int], n_threads_batch: int | None, deadline: float,
-                 clock, progress: Progress | None, notes: list[str]) -> None:
+def _tune_ubatch(
+    loaded,
+    race: Race,
+    ubatches: list[int],
+    n_threads_batch: int | None,
+    deadline: float,
+    clock,
+    progress: Progress | None,
+    notes: list[str],
+) -> None:
     """ubatch only matters for prompts longer than it: measure pp at the largest candidate."""
     n_prompt = max(ubatches)
     s = loaded.settings
@@ -171,8 +196,9 @@ def _tune_ubatch(loaded, race: Race, ubatches: list[int], n_threads_batch: int |
         _pp(contexts[ubatches[0]], threads, n_prompt)  # warmup, and how long one run takes
         one_run = clock() - first
         if clock() + one_run * len(ubatches) * 3 > deadline:
-            notes.append(f"ubatch not tuned: a pp{n_prompt} run takes {one_run:.1f} s, "
-                         "too long for the budget (raise --budget)")
+            notes.append(
+                f"ubatch not tuned: a pp{n_prompt} run takes {one_run:.1f} s, too long for the budget (raise --budget)"
+            )
             return
         for u in ubatches[1:]:
             _pp(contexts[u], threads, n_prompt)  # each context's first run touches its buffers

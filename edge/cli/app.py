@@ -14,11 +14,10 @@ from pathlib import Path
 import click
 
 from edge import __version__
-from edge.errors import EdgeError
 from edge.cli import options
 from edge.cli.options import EXIT_INTERRUPTED, model_options
 from edge.cli.output import format_device, format_profiles_table, format_stats
-
+from edge.errors import EdgeError
 
 
 class EdgeGroup(click.Group):
@@ -50,9 +49,12 @@ class EdgeGroup(click.Group):
             if debug:
                 raise
             command = ctx.invoked_subcommand or ctx.info_name
-            click.echo(f"error: `edge-gemma {command}` failed unexpectedly ({type(exc).__name__}: "
-                       f"{str(exc)[:300]}). This is a bug: please report it with the output of "
-                       "EDGE_DEBUG=1 edge-gemma ...", err=True)
+            click.echo(
+                f"error: `edge-gemma {command}` failed unexpectedly ({type(exc).__name__}: "
+                f"{str(exc)[:300]}). This is a bug: please report it with the output of "
+                "EDGE_DEBUG=1 edge-gemma ...",
+                err=True,
+            )
             sys.exit(1)
 
 
@@ -104,17 +106,21 @@ def detect(device_name, as_json, root):
       edge-gemma detect --json
       edge-gemma detect --device pi5
     """
-    from edge.device.info import detect as detect_device, to_dict
-    from edge.profiles import choose_profile, load_profiles, profile_to_dict
-
+    from edge.device.info import detect as detect_device
+    from edge.device.info import to_dict
     from edge.model.backend import backend_choice
+    from edge.profiles import choose_profile, load_profiles, profile_to_dict
 
     info = detect_device(root)
     choice = choose_profile(device_name, load_profiles(), info)
     backend = backend_choice()
     if as_json:
-        payload = {"device": to_dict(info), "profile": profile_to_dict(choice.profile),
-                   "reasons": list(choice.reasons), "cpu_kernels": backend.to_dict()}
+        payload = {
+            "device": to_dict(info),
+            "profile": profile_to_dict(choice.profile),
+            "reasons": list(choice.reasons),
+            "cpu_kernels": backend.to_dict(),
+        }
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(format_device(info, choice, backend))
@@ -126,8 +132,20 @@ def detect(device_name, as_json, root):
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
 @click.option("--seed", type=int, help="Sampling seed, for repeatable output.")
 @click.argument("prompt")
-def run(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, llama_log, root, max_tokens, temperature,
-        seed, prompt):
+def run(
+    model,
+    device_name,
+    n_ctx,
+    n_threads,
+    n_threads_batch,
+    no_tune,
+    llama_log,
+    root,
+    max_tokens,
+    temperature,
+    seed,
+    prompt,
+):
     """Complete PROMPT, streaming the text, then print tokens/s.
 
     \b
@@ -160,8 +178,21 @@ def run(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, llama_lo
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue a conversation saved with /save.")
 @click.option("-v", "--verbose", is_flag=True, help="Say when old turns leave the context.")
-def chat(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, llama_log, root, system, max_tokens,
-         temperature, resume, verbose):
+def chat(
+    model,
+    device_name,
+    n_ctx,
+    n_threads,
+    n_threads_batch,
+    no_tune,
+    llama_log,
+    root,
+    system,
+    max_tokens,
+    temperature,
+    resume,
+    verbose,
+):
     """Chat in the terminal; tokens/s after each reply. Ctrl-C stops a reply, Ctrl-D quits.
 
     The conversation never outgrows the context: when it would, the oldest turns go (the system
@@ -183,9 +214,12 @@ def chat(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, llama_l
         notice = loaded.chat_prompt(session.history + [{"role": "user", "content": "hi"}]).notice
         if notice:
             click.echo(f"note: {notice}", err=True)
-        click.echo(f"{plan.model_path.name} on {plan.choice.profile.name}"
-                   + (f", {session.turns} turns resumed" if history else "")
-                   + ". Ctrl-C stops a reply; /clear, /save FILE; Ctrl-D or /exit quits.", err=True)
+        click.echo(
+            f"{plan.model_path.name} on {plan.choice.profile.name}"
+            + (f", {session.turns} turns resumed" if history else "")
+            + ". Ctrl-C stops a reply; /clear, /save FILE; Ctrl-D or /exit quits.",
+            err=True,
+        )
         while True:
             try:
                 line = input(">>> ")

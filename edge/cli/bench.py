@@ -49,15 +49,40 @@ def _end_progress() -> None:
 @click.option("--save", is_flag=True, help="Append the results to the saved results file.")
 @click.option("--list", "list_saved", is_flag=True, help="List saved runs and exit.")
 @click.option("--compare", nargs=2, metavar="A B", help="Compare two saved runs (ids, or latest, latest~1).")
-@click.option("--duration", type=click.FloatRange(min=0), default=0, help="Also decode for S seconds "
-              "without pause: sustained vs first-minute speed.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Also decode for S seconds without pause: sustained vs first-minute speed.",
+)
 @click.option("--cold", is_flag=True, help="Drop the model file from the page cache first (cold load).")
 @click.option("--no-warmup", is_flag=True, help="Skip the warmup run (not llama-bench's default).")
 @options.no_tune
 @options.root
-def bench(model, device_name, n_prompt, n_gen, depth, threads, threads_batch, batch_size, ubatch_size,
-          repetitions, n_ctx, only, fmt, as_json, save, list_saved, compare, duration, cold, no_warmup,
-          no_tune, root):
+def bench(
+    model,
+    device_name,
+    n_prompt,
+    n_gen,
+    depth,
+    threads,
+    threads_batch,
+    batch_size,
+    ubatch_size,
+    repetitions,
+    n_ctx,
+    only,
+    fmt,
+    as_json,
+    save,
+    list_saved,
+    compare,
+    duration,
+    cold,
+    no_warmup,
+    no_tune,
+    root,
+):
     """Measure prompt (pp) and generation (tg) tokens/s the llama-bench way.
 
     Random-token prompt and single-token decode tests, one warmup, -r repetitions with an empty
@@ -91,20 +116,47 @@ def bench(model, device_name, n_prompt, n_gen, depth, threads, threads_batch, ba
     from edge.device.thermal import ThermalReader
 
     fmt = "json" if as_json else fmt
-    lists = {name: parse_int_list(value, flag) if value is not None else None for name, value, flag in (
-        ("p", n_prompt, "-p/--n-prompt"), ("n", n_gen, "-n/--n-gen"), ("d", depth, "--depth"),
-        ("t", threads, "-t/--threads"), ("tb", threads_batch, "-tb/--threads-batch"),
-        ("b", batch_size, "-b/--batch-size"), ("ub", ubatch_size, "-ub/--ubatch-size"))}
-    planned = plan_bench(lists, only=only, repetitions=repetitions, warmup=not no_warmup, n_ctx=n_ctx,
-                         model=model, device_name=device_name, root=root, no_tune=no_tune)
+    lists = {
+        name: parse_int_list(value, flag) if value is not None else None
+        for name, value, flag in (
+            ("p", n_prompt, "-p/--n-prompt"),
+            ("n", n_gen, "-n/--n-gen"),
+            ("d", depth, "--depth"),
+            ("t", threads, "-t/--threads"),
+            ("tb", threads_batch, "-tb/--threads-batch"),
+            ("b", batch_size, "-b/--batch-size"),
+            ("ub", ubatch_size, "-ub/--ubatch-size"),
+        )
+    }
+    planned = plan_bench(
+        lists,
+        only=only,
+        repetitions=repetitions,
+        warmup=not no_warmup,
+        n_ctx=n_ctx,
+        model=model,
+        device_name=device_name,
+        root=root,
+        no_tune=no_tune,
+    )
     plan = planned.run
     for line in [f"note: {note}" for note in plan.notes] + [f"warning: {w}" for w in planned.warnings]:
         click.echo(line, err=True)
-    click.echo(f"{len(planned.tests)} test(s) x {repetitions} run(s) on {plan.model_path.name} "
-               f"({plan.choice.profile.name}{', ' + plan.tuned_note if plan.tuned_note else ''})", err=True)
-    run = bench_model(plan, planned.tests, repetitions,
-                      thermal=ThermalReader(root, board_kind=plan.device.kind), warmup=not no_warmup,
-                      cold=cold, duration_s=duration, progress=_progress)
+    click.echo(
+        f"{len(planned.tests)} test(s) x {repetitions} run(s) on {plan.model_path.name} "
+        f"({plan.choice.profile.name}{', ' + plan.tuned_note if plan.tuned_note else ''})",
+        err=True,
+    )
+    run = bench_model(
+        plan,
+        planned.tests,
+        repetitions,
+        thermal=ThermalReader(root, board_kind=plan.device.kind),
+        warmup=not no_warmup,
+        cold=cold,
+        duration_s=duration,
+        progress=_progress,
+    )
     _end_progress()
     click.echo(report.render(run, fmt))
     if save and run.results:
@@ -117,8 +169,13 @@ def bench(model, device_name, n_prompt, n_gen, depth, threads, threads_batch, ba
 @click.command()
 @options.model()
 @options.device
-@click.option("--budget", type=click.FloatRange(min=5, max=3600), default=60, show_default=True,
-              help="Seconds to spend measuring (about).")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=5, max=3600),
+    default=60,
+    show_default=True,
+    help="Seconds to spend measuring (about).",
+)
 @click.option("--show", is_flag=True, help="Show the stored settings for this device and exit.")
 @click.option("--reset", is_flag=True, help="Forget stored settings for this device (and --model, if given).")
 @options.as_json
@@ -137,8 +194,8 @@ def tune(model, device_name, budget, show, reset, as_json, root):
       edge-gemma tune --show
       edge-gemma tune --reset
     """
-    from edge.bench import tune as tuning
     from edge import tuned as stored_tuning
+    from edge.bench import tune as tuning
     from edge.device.info import detect
 
     if show or reset:
@@ -156,9 +213,11 @@ def tune(model, device_name, budget, show, reset, as_json, root):
             click.echo(f"nothing tuned for this device yet ({stored_tuning.tuned_path()}); run `edge-gemma tune`")
         for key, entry in mine.items():
             ub = f", ubatch {entry['n_ubatch']}" if entry.get("n_ubatch") else ""
-            click.echo(f"{key.split('|')[0]}: threads {entry['n_threads']}/{entry['n_threads_batch']}{ub} "
-                       f"(decode {entry['decode_tps']:.2f} t/s, prompt {entry['prefill_tps']:.2f} t/s, "
-                       f"{entry['tuned_at']})")
+            click.echo(
+                f"{key.split('|')[0]}: threads {entry['n_threads']}/{entry['n_threads_batch']}{ub} "
+                f"(decode {entry['decode_tps']:.2f} t/s, prompt {entry['prefill_tps']:.2f} t/s, "
+                f"{entry['tuned_at']})"
+            )
         return
 
     from edge.launch import load_model, prepare_run
@@ -167,23 +226,41 @@ def tune(model, device_name, budget, show, reset, as_json, root):
     # 1024 tokens: room for pp512 at every ubatch candidate, little memory.
     plan = prepare_run(model, device_name, {"n_ctx": TUNE_CTX}, root=root, no_tune=True)
     fast, _ = usable_cores(plan.device)
-    click.echo(f"tuning {plan.model_path.name} on {plan.choice.profile.name}: threads 1..{fast}, "
-               f"about {budget:.0f} s", err=True)
+    click.echo(
+        f"tuning {plan.model_path.name} on {plan.choice.profile.name}: threads 1..{fast}, about {budget:.0f} s",
+        err=True,
+    )
     with load_model(plan) as loaded:
         result = tuning.tune_model(loaded, fast_cores=fast, budget_s=budget, progress=_progress)
     _end_progress()
     stored = None
     if result.tuned and not result.interrupted:
-        result.tuned = replace(result.tuned, device_key=stored_tuning.device_key(plan.device),
-                               model_key=stored_tuning.model_key(plan.model_path))
+        result.tuned = replace(
+            result.tuned,
+            device_key=stored_tuning.device_key(plan.device),
+            model_key=stored_tuning.model_key(plan.model_path),
+        )
         stored = stored_tuning.store(result.tuned)
     if as_json:
-        click.echo(json.dumps({
-            "tuned": asdict(result.tuned) if result.tuned else None, "stored": str(stored) if stored else None,
-            "seconds": round(result.seconds, 2), "interrupted": result.interrupted, "notes": result.notes,
-            "races": {race.setting: {str(c): {"mean_ts": race.mean(c), "stddev_ts": race.stdev(c),
-                                              "runs": len(v)} for c, v in race.samples.items()}
-                      for race in result.races}}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "tuned": asdict(result.tuned) if result.tuned else None,
+                    "stored": str(stored) if stored else None,
+                    "seconds": round(result.seconds, 2),
+                    "interrupted": result.interrupted,
+                    "notes": result.notes,
+                    "races": {
+                        race.setting: {
+                            str(c): {"mean_ts": race.mean(c), "stddev_ts": race.stdev(c), "runs": len(v)}
+                            for c, v in race.samples.items()
+                        }
+                        for race in result.races
+                    },
+                },
+                indent=2,
+            )
+        )
     else:
         click.echo(_tune_table(result))
     for note in result.notes:
@@ -193,17 +270,23 @@ def tune(model, device_name, budget, show, reset, as_json, root):
         sys.exit(EXIT_INTERRUPTED)
     if stored:
         t = result.tuned
-        click.echo(f"stored threads {t.n_threads}/{t.n_threads_batch}"
-                   + (f", ubatch {t.n_ubatch}" if t.n_ubatch else "") + f" in {stored}; `edge-gemma run` "
-                   "and `bench` use them from now on (--no-tune on bench ignores them)", err=True)
+        click.echo(
+            f"stored threads {t.n_threads}/{t.n_threads_batch}"
+            + (f", ubatch {t.n_ubatch}" if t.n_ubatch else "")
+            + f" in {stored}; `edge-gemma run` "
+            "and `bench` use them from now on (--no-tune on bench ignores them)",
+            err=True,
+        )
 
 
 def _tune_table(result) -> str:
     lines = []
     for race in result.races:
         best = race.best()
-        cells = [f"{c}: {race.mean(c):.2f} ± {race.stdev(c):.2f} t/s ({len(v)})" + (" <- best" if c == best else "")
-                 for c, v in sorted(race.samples.items())]
+        cells = [
+            f"{c}: {race.mean(c):.2f} ± {race.stdev(c):.2f} t/s ({len(v)})" + (" <- best" if c == best else "")
+            for c, v in sorted(race.samples.items())
+        ]
         lines.append(f"{race.setting}:\n  " + "\n  ".join(cells))
     lines.append(f"measured for {result.seconds:.0f} s")
     return "\n".join(lines)

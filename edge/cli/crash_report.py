@@ -15,8 +15,8 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edge.paths import cache_dir
 
@@ -84,9 +84,11 @@ def crash_message(command: str, number: int, log_path: Path | None) -> str:
     where = innermost_frame(log_path.read_text(errors="replace")) if log_path and log_path.exists() else None
     place = f" in {where}" if where else ""
     dump = f"; the Python stack is in {log_path}" if log_path else ""
-    return (f"error: `edge-gemma {command}` crashed in native code ({name}{place}). This is a llama.cpp "
-            f"fault, not bad input: try again with EDGE_GEMMA_EXTRA_BUFTS=off (plain CPU kernels){dump}; "
-            "EDGE_DEBUG=1 shows the full dump")
+    return (
+        f"error: `edge-gemma {command}` crashed in native code ({name}{place}). This is a llama.cpp "
+        f"fault, not bad input: try again with EDGE_GEMMA_EXTRA_BUFTS=off (plain CPU kernels){dump}; "
+        "EDGE_DEBUG=1 shows the full dump"
+    )
 
 
 def innermost_frame(dump: str) -> str | None:

@@ -14,10 +14,21 @@ EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 # llama.cpp pads contexts to 256 cells; Gemma 4 E2B/E4B are trained to 128K.
 CTX_RANGE = click.IntRange(min=256, max=131072)
 
-root = click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default="/",
-                    hidden=True, help="Read device facts below this directory (tests).")
-device = click.option("-d", "--device", "device_name", default="auto", show_default=True,
-                      help="Device profile: auto, a family (pi5, orin-nano, ...) or a profile name.")
+root = click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default="/",
+    hidden=True,
+    help="Read device facts below this directory (tests).",
+)
+device = click.option(
+    "-d",
+    "--device",
+    "device_name",
+    default="auto",
+    show_default=True,
+    help="Device profile: auto, a family (pi5, orin-nano, ...) or a profile name.",
+)
 as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 llama_log = click.option("--llama-log", is_flag=True, help="Show llama.cpp's own log on stderr.")
 
@@ -26,24 +37,30 @@ def ctx(help_text: str = "Context size (tokens)."):
     return click.option("-c", "--ctx", "n_ctx", type=CTX_RANGE, help=help_text)
 
 
-def model(help_text: str = "'demo' (embedded Gemma 3 270M), or a .gguf path. "
-                           "Default: the model `setup` installed, else demo."):
+def model(
+    help_text: str = "'demo' (embedded Gemma 3 270M), or a .gguf path. "
+    "Default: the model `setup` installed, else demo.",
+):
     return click.option("-m", "--model", help=help_text)
 
 
-threads = click.option("-t", "--threads", "n_threads", type=click.IntRange(min=0),
-                       help="Decode threads (0 = physical performance cores).")
-threads_batch = click.option("--threads-batch", "n_threads_batch", type=click.IntRange(min=0),
-                             help="Prompt-processing threads.")
+threads = click.option(
+    "-t", "--threads", "n_threads", type=click.IntRange(min=0), help="Decode threads (0 = physical performance cores)."
+)
+threads_batch = click.option(
+    "--threads-batch", "n_threads_batch", type=click.IntRange(min=0), help="Prompt-processing threads."
+)
 no_tune = click.option("--no-tune", is_flag=True, help="Ignore the threads `edge-gemma tune` stored.")
 
 
 def apply(*options):
     """Stack click options on a command in the order given."""
+
     def decorate(func):
         for option in reversed(options):
             func = option(func)
         return func
+
     return decorate
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 GIB = 2**30
 
@@ -19,8 +19,10 @@ def format_stats(stats, loaded=None, tuned_note: str | None = None) -> str:
     if loaded is not None:
         s = loaded.settings
         parts.append(f"load {loaded.load_seconds:.2f} s")
-        parts.append(f"threads {s.n_threads}/{s.n_threads_batch}, ctx {loaded.n_ctx}, {s.load_mode}"
-                     + (", lazy PLE" if s.lazy_mode == "on" else ""))
+        parts.append(
+            f"threads {s.n_threads}/{s.n_threads_batch}, ctx {loaded.n_ctx}, {s.load_mode}"
+            + (", lazy PLE" if s.lazy_mode == "on" else "")
+        )
         if loaded.backend.avoided:
             parts.append(f"kernels {loaded.backend.kernels}")
         if tuned_note:
@@ -47,8 +49,7 @@ def format_device(info, choice, backend=None) -> str:
         f"cpu:       {info.cpu_model}, {info.physical_cores} physical / {info.logical_cores} logical cores",
     ]
     if info.efficiency_cores:
-        lines.append(f"cores:     performance {list(info.performance_cores)}, "
-                     f"efficiency {list(info.efficiency_cores)}")
+        lines.append(f"cores:     performance {list(info.performance_cores)}, efficiency {list(info.efficiency_cores)}")
     lines.append(f"features:  {', '.join(info.cpu_features) or 'none detected'}")
     if info.jetson_module:
         lines.append(f"jetson:    {info.jetson_module}, L4T {info.l4t_release or 'unknown'}")
@@ -56,10 +57,13 @@ def format_device(info, choice, backend=None) -> str:
     if backend is not None:
         lines.append(f"kernels:   {backend.kernels}: {backend.reason}")
     p = choice.profile
-    lines += ["", f"profile:   {p.name}: {p.description}",
-              f"settings:  {p.model.upper()} {p.quants[0]}, ctx {p.n_ctx}, threads "
-              f"{'auto' if p.n_threads == 0 else p.n_threads}/{'auto' if p.n_threads_batch == 0 else p.n_threads_batch}, "
-              f"{p.load_mode}, lazy PLE {p.lazy_mode}, GPU layers {p.n_gpu_layers}"]
+    lines += [
+        "",
+        f"profile:   {p.name}: {p.description}",
+        f"settings:  {p.model.upper()} {p.quants[0]}, ctx {p.n_ctx}, threads "
+        f"{'auto' if p.n_threads == 0 else p.n_threads}/{'auto' if p.n_threads_batch == 0 else p.n_threads_batch}, "
+        f"{p.load_mode}, lazy PLE {p.lazy_mode}, GPU layers {p.n_gpu_layers}",
+    ]
     lines += ["", "why:"] + [f"  - {line}" for line in tuple(info.evidence) + tuple(choice.reasons)]
     return "\n".join(lines)
 

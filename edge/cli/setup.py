@@ -54,8 +54,9 @@ def plan(device_name, model_id, quant, n_ctx, no_mmproj, root, as_json):
 @click.option("--link", is_flag=True, help="With --gguf: link instead of copying.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before downloading.")
 @click.option("--no-smoke-test", is_flag=True, help="Skip loading the model after setup.")
-def setup(device_name, model_id, quant, n_ctx, no_mmproj, root, dry_run, offline, gguf, mmproj, link, yes,
-          no_smoke_test):
+def setup(
+    device_name, model_id, quant, n_ctx, no_mmproj, root, dry_run, offline, gguf, mmproj, link, yes, no_smoke_test
+):
     """Pick, download and verify the right Gemma 4 files for a device; leave it ready to run.
 
     Running it again is cheap: files already in place are not downloaded again.
@@ -77,8 +78,9 @@ def setup(device_name, model_id, quant, n_ctx, no_mmproj, root, dry_run, offline
     elif offline:
         config = steps.offline_config()
     else:
-        proposal = steps.propose(device_name, model=model_id, quant=quant, n_ctx=n_ctx,
-                                 with_mmproj=not no_mmproj, root=root)
+        proposal = steps.propose(
+            device_name, model=model_id, quant=quant, n_ctx=n_ctx, with_mmproj=not no_mmproj, root=root
+        )
         target = proposal.target
         for note in proposal.notes:
             click.echo(f"note: {note}", err=True)
@@ -90,19 +92,27 @@ def setup(device_name, model_id, quant, n_ctx, no_mmproj, root, dry_run, offline
             raise click.Abort()
         config = steps.install_proposal(proposal, progress=True)
     changed = steps.save_if_changed(config)
-    click.echo(f"\n{'Saved' if changed else 'Unchanged'}: {config.profile}, {config.model.filename}"
-               + (f" + {config.mmproj.filename}" if config.mmproj else ""))
+    click.echo(
+        f"\n{'Saved' if changed else 'Unchanged'}: {config.profile}, {config.model.filename}"
+        + (f" + {config.mmproj.filename}" if config.mmproj else "")
+    )
     if target is not None and not target.on_board:
-        click.echo(f"Files planned for {target.device.board}; copy the model directory to the board "
-                   "or run setup there.")
+        click.echo(
+            f"Files planned for {target.device.board}; copy the model directory to the board or run setup there."
+        )
     elif not no_smoke_test and changed:
         click.echo("Smoke test: loading the model and generating a few tokens...", err=True)
         smoke = steps.smoke_test(root)
         click.echo(f"Smoke test passed {smoke.stats_line}")
-        click.echo("Short bench: " + ", ".join(f"{r.spec.name} {r.avg_ts:.1f} ± {r.stddev_ts:.1f} tok/s"
-                                               for r in smoke.bench) + "  (full numbers: edge-gemma bench)")
-    click.echo("Next: edge-gemma run \"Hello\"  |  edge-gemma chat  |  edge-gemma bench"
-               + ("  |  edge-gemma voice" if config.mmproj else ""))
+        click.echo(
+            "Short bench: "
+            + ", ".join(f"{r.spec.name} {r.avg_ts:.1f} ± {r.stddev_ts:.1f} tok/s" for r in smoke.bench)
+            + "  (full numbers: edge-gemma bench)"
+        )
+    click.echo(
+        'Next: edge-gemma run "Hello"  |  edge-gemma chat  |  edge-gemma bench'
+        + ("  |  edge-gemma voice" if config.mmproj else "")
+    )
 
 
 @click.group(invoke_without_command=True)
@@ -127,8 +137,10 @@ def models(ctx, as_json):
     if not entries:
         click.echo("No models installed. Run `edge-gemma setup` (or use --model demo).")
     for entry in entries:
-        click.echo(f"{entry.name:<48} {gb(entry.size):>10}  {entry.kind:<8} {entry.where}"
-                   + ("  (in use)" if entry.in_use else ""))
+        click.echo(
+            f"{entry.name:<48} {gb(entry.size):>10}  {entry.kind:<8} {entry.where}"
+            + ("  (in use)" if entry.in_use else "")
+        )
 
 
 @models.command("rm")

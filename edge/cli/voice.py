@@ -12,40 +12,48 @@ import click
 from edge.cli import options
 from edge.errors import AudioError
 
-
 _audio_model_options = options.apply(
     options.model("Gemma 4 E2B/E4B .gguf (default: the one `setup` installed)."),
     click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's)."),
-    options.device, options.ctx(), options.threads, options.llama_log,
+    options.device,
+    options.ctx(),
+    options.threads,
+    options.llama_log,
 )
 
 
 @contextlib.contextmanager
 def _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt=None):
-    from edge.model.mtmd import MtmdAudio
     from edge.launch import load_model, prepare_run
+    from edge.model.mtmd import MtmdAudio
     from edge.voice.conversation import DEFAULT_SYSTEM_PROMPT, AudioConversation
 
     plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads})
     projector = mmproj or plan.mmproj_path
     if projector is None:
-        raise AudioError("no audio projector (mmproj) for this model: run `edge-gemma setup` (it downloads "
-                         "one) or pass --mmproj PATH")
+        raise AudioError(
+            "no audio projector (mmproj) for this model: run `edge-gemma setup` (it downloads "
+            "one) or pass --mmproj PATH"
+        )
     with load_model(plan, verbose=llama_log) as loaded:
         if loaded.info.architecture != "gemma4":
-            raise AudioError(f"{loaded.path.name} is not Gemma 4 E2B/E4B, which are the models that hear "
-                             "audio: run `edge-gemma setup` or pass --model PATH")
+            raise AudioError(
+                f"{loaded.path.name} is not Gemma 4 E2B/E4B, which are the models that hear "
+                "audio: run `edge-gemma setup` or pass --model PATH"
+            )
         with MtmdAudio(loaded.llama, projector, use_gpu=plan.choice.profile.mmproj_gpu) as audio:
-            yield AudioConversation(loaded, audio, system_prompt=system_prompt if system_prompt is not None
-                                    else DEFAULT_SYSTEM_PROMPT)
+            yield AudioConversation(
+                loaded, audio, system_prompt=system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT
+            )
 
 
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @_audio_model_options
 @click.option("--language", default="English", show_default=True, help="Language spoken in the file.")
-@click.option("--max-seconds", type=click.FloatRange(min=1), default=600, show_default=True,
-              help="Refuse longer files.")
+@click.option(
+    "--max-seconds", type=click.FloatRange(min=1), default=600, show_default=True, help="Refuse longer files."
+)
 def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, language, max_seconds):
     """Write down what is said in an audio file (WAV, FLAC or MP3; any rate or channels).
 
@@ -70,8 +78,14 @@ def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, la
 
 
 @click.command()
-@click.option("-a", "--audio", "audio_file", required=True, type=click.Path(path_type=Path),
-              help="WAV, FLAC or MP3 file, up to 30 s.")
+@click.option(
+    "-a",
+    "--audio",
+    "audio_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="WAV, FLAC or MP3 file, up to 30 s.",
+)
 @click.argument("question", required=False, default="")
 @_audio_model_options
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
@@ -105,22 +119,63 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
 @click.option("--tts", type=click.Choice(["espeak", "none", "piper"]), default="espeak", show_default=True)
 @click.option("--piper-voice", type=click.Path(path_type=Path), help="A piper .onnx voice (with --tts piper).")
 @click.option("--push-to-talk", is_flag=True, help="Press Enter to start and to stop talking.")
-@click.option("--max-seconds", type=click.FloatRange(min=1, max=30), default=30, show_default=True,
-              help="Longest clip (the model hears at most 30 s).")
-@click.option("--pre-roll", type=click.FloatRange(min=0, max=2), default=0.3, show_default=True,
-              help="Seconds kept before speech starts.")
-@click.option("--silence", type=click.FloatRange(min=0.05, max=5), default=0.7, show_default=True,
-              help="Seconds of silence that end a turn.")
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=1, max=30),
+    default=30,
+    show_default=True,
+    help="Longest clip (the model hears at most 30 s).",
+)
+@click.option(
+    "--pre-roll",
+    type=click.FloatRange(min=0, max=2),
+    default=0.3,
+    show_default=True,
+    help="Seconds kept before speech starts.",
+)
+@click.option(
+    "--silence",
+    type=click.FloatRange(min=0.05, max=5),
+    default=0.7,
+    show_default=True,
+    help="Seconds of silence that end a turn.",
+)
 @click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
 @click.option("--verbose", is_flag=True, help="Print each turn's numbers.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="Append each turn's numbers (JSONL).")
 @click.option("--max-turns", type=click.IntRange(min=1), help="Stop after this many replies.")
-@click.option("--forget-after", type=click.FloatRange(min=0), default=300, show_default=True,
-              help="Start a fresh conversation after this many seconds of quiet (0: never).")
-def voice(model, mmproj, device_name, n_ctx, n_threads, llama_log, list_devices, input_device, output_device, input_file,
-          tts, piper_voice, push_to_talk, max_seconds, pre_roll, silence, no_barge_in, system_prompt, verbose,
-          log_path, max_turns, forget_after):
+@click.option(
+    "--forget-after",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Start a fresh conversation after this many seconds of quiet (0: never).",
+)
+def voice(
+    model,
+    mmproj,
+    device_name,
+    n_ctx,
+    n_threads,
+    llama_log,
+    list_devices,
+    input_device,
+    output_device,
+    input_file,
+    tts,
+    piper_voice,
+    push_to_talk,
+    max_seconds,
+    pre_roll,
+    silence,
+    no_barge_in,
+    system_prompt,
+    verbose,
+    log_path,
+    max_turns,
+    forget_after,
+):
     """Talk to Gemma offline: it hears your voice natively and speaks its replies.
 
     Hands-free by default: a turn starts when you speak and ends after a pause. Ctrl-C quits.
@@ -150,14 +205,24 @@ def voice(model, mmproj, device_name, n_ctx, n_threads, llama_log, list_devices,
     backend = make_tts_backend(tts, piper_model=piper_voice)  # checks espeak-ng/piper before the model loads
     source = FileSource(input_file) if input_file else MicrophoneSource(input_device)
     sink = SoundDeviceSink(output_device) if tts != "none" else None
-    with _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt) as conversation, \
-            source, (sink or contextlib.nullcontext()):
-        loop = VoiceLoop(conversation, source, endpointer=Endpointer(config), sink=sink,
-                         speaker_factory=(lambda s: Speaker(backend, s)) if sink else None,
-                         barge_in=not no_barge_in, on_text=lambda piece: click.echo(piece, nl=False),
-                         on_turn=lambda stats: _show_turn(stats, verbose),
-                         on_note=lambda message: click.echo(f"\nnote: {message}", err=True),
-                         log_path=log_path, forget_after_s=forget_after or None)
+    with (
+        _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt) as conversation,
+        source,
+        sink or contextlib.nullcontext(),
+    ):
+        loop = VoiceLoop(
+            conversation,
+            source,
+            endpointer=Endpointer(config),
+            sink=sink,
+            speaker_factory=(lambda s: Speaker(backend, s)) if sink else None,
+            barge_in=not no_barge_in,
+            on_text=lambda piece: click.echo(piece, nl=False),
+            on_turn=lambda stats: _show_turn(stats, verbose),
+            on_note=lambda message: click.echo(f"\nnote: {message}", err=True),
+            log_path=log_path,
+            forget_after_s=forget_after or None,
+        )
         ptt = PushToTalk(pre_roll_s=pre_roll, max_seconds=max_seconds) if push_to_talk else None
         toggles: queue.SimpleQueue = queue.SimpleQueue()
         if ptt is not None:
@@ -172,12 +237,15 @@ def _show_turn(stats, verbose: bool) -> None:
         click.echo(f"  (heard: {stats.heard})", err=True)
     if verbose:
         sound = f"{stats.first_sound_s:.2f} s" if stats.first_sound_s is not None else "-"
-        click.echo(f"  [speech {stats.speech_s:.1f} s | end-point {stats.endpoint_delay_s * 1000:.0f} ms | "
-                   f"encode {stats.audio_encode_ms:.0f} ms, {stats.audio_tokens} audio tok | "
-                   f"prefill {stats.prompt_tps:.1f} tok/s | first token {stats.ttft_s:.2f} s | "
-                   f"decode {stats.decode_tps:.1f} tok/s | first sound {sound}"
-                   + (f" | context: dropped {stats.dropped_turns} old turns" if stats.dropped_turns else "")
-                   + "]", err=True)
+        click.echo(
+            f"  [speech {stats.speech_s:.1f} s | end-point {stats.endpoint_delay_s * 1000:.0f} ms | "
+            f"encode {stats.audio_encode_ms:.0f} ms, {stats.audio_tokens} audio tok | "
+            f"prefill {stats.prompt_tps:.1f} tok/s | first token {stats.ttft_s:.2f} s | "
+            f"decode {stats.decode_tps:.1f} tok/s | first sound {sound}"
+            + (f" | context: dropped {stats.dropped_turns} old turns" if stats.dropped_turns else "")
+            + "]",
+            err=True,
+        )
 
 
 def _enter_toggles(toggles: queue.SimpleQueue) -> None:

@@ -85,9 +85,7 @@ def identify_pi(compatible: list[str], model: str | None, cpuinfo: CpuInfo) -> B
         kind = PI_COMPATIBLE[matched]
         evidence.append(f"device-tree compatible lists {matched}")
     elif compatible:
-        evidence.append(
-            f"device-tree compatible {compatible[0]}: a Raspberry Pi this tool has no profile for"
-        )
+        evidence.append(f"device-tree compatible {compatible[0]}: a Raspberry Pi this tool has no profile for")
     else:
         evidence.append(f"no device tree (container?); cpuinfo Model says {cpuinfo_model}")
 
@@ -163,22 +161,16 @@ def identify_jetson(root: Path, compatible: list[str], model: str | None) -> Boa
         board = model or family_name
         evidence.append(f"module family {family} recognised, exact part unknown: RAM from MemTotal only")
     if any(token.endswith("-super") for token in compatible):
-        evidence.append(
-            "compatible ends in -super: the JetPack 6.2 'super' (MAXN SUPER) device tree is in use"
-        )
+        evidence.append("compatible ends in -super: the JetPack 6.2 'super' (MAXN SUPER) device tree is in use")
     if soc:
         soc_name, soc_module = TEGRA_SOCS.get(soc, (soc, None))
         module = module or soc_module
         evidence.append(f"{soc_source}: {soc} ({soc_name})")
     if release_text is not None:
         evidence.append(
-            f"/etc/nv_tegra_release: L4T {l4t}"
-            if l4t
-            else "/etc/nv_tegra_release present, version unreadable"
+            f"/etc/nv_tegra_release: L4T {l4t}" if l4t else "/etc/nv_tegra_release present, version unreadable"
         )
-    board = (
-        board or model or (f"NVIDIA Jetson {TEGRA_SOCS[soc][0]}" if soc in TEGRA_SOCS else "NVIDIA Jetson")
-    )
+    board = board or model or (f"NVIDIA Jetson {TEGRA_SOCS[soc][0]}" if soc in TEGRA_SOCS else "NVIDIA Jetson")
     return Board("jetson", board, ram_gb, module, l4t, tuple(evidence))
 
 

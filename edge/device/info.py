@@ -55,11 +55,24 @@ def nominal_device(kind: str, ram_gb: int) -> DeviceInfo:
     Its memory is the nominal RAM and nothing else is known, so plans use the board's RAM and
     settings resolve threads from the profile alone.
     """
-    return DeviceInfo(kind=kind, board=f"a {ram_gb} GB {kind}", board_ram_gb=ram_gb, total_memory_bytes=0,
-                      available_memory_bytes=0, physical_cores=0, logical_cores=0, performance_cores=(),
-                      efficiency_cores=(), cpu_model="unknown", cpu_features=(), arch="unknown",
-                      jetson_module=None, l4t_release=None, gpu_offload=False,
-                      evidence=(f"planning for a {ram_gb} GB {kind}, not this machine",))
+    return DeviceInfo(
+        kind=kind,
+        board=f"a {ram_gb} GB {kind}",
+        board_ram_gb=ram_gb,
+        total_memory_bytes=0,
+        available_memory_bytes=0,
+        physical_cores=0,
+        logical_cores=0,
+        performance_cores=(),
+        efficiency_cores=(),
+        cpu_model="unknown",
+        cpu_features=(),
+        arch="unknown",
+        jetson_module=None,
+        l4t_release=None,
+        gpu_offload=False,
+        evidence=(f"planning for a {ram_gb} GB {kind}, not this machine",),
+    )
 
 
 def detect(

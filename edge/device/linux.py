@@ -220,9 +220,7 @@ def read_cores(root: Path, cpuinfo: CpuInfo) -> Cores:
     cpu_dir = root / CPU_DIR
     logical, evidence = _logical_ids(cpu_dir, cpuinfo)
     physical, how = _physical_cores(cpu_dir, logical, cpuinfo)
-    evidence.append(
-        f"{_count(len(logical), 'logical CPU')}, {_count(len(physical), 'physical core')} ({how})"
-    )
+    evidence.append(f"{_count(len(logical), 'logical CPU')}, {_count(len(physical), 'physical core')} ({how})")
     fast, slow, ranking = _rank_cores(cpu_dir, [core[0] for core in physical])
     evidence.append(ranking)
     return Cores(tuple(logical), tuple(physical), fast, slow, tuple(evidence))

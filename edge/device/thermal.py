@@ -18,16 +18,15 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from edge.device.linux import read_int, read_text
 
 # `vcgencmd get_throttled` bits: (bit, what it means). The same 4 conditions repeat at 16-19 as
 # "has happened since boot", which the firmware never clears.
-THROTTLE_BITS = ((0x1, "under-voltage"), (0x2, "frequency capped"), (0x4, "throttled"),
-                 (0x8, "soft temperature limit"))
+THROTTLE_BITS = ((0x1, "under-voltage"), (0x2, "frequency capped"), (0x4, "throttled"), (0x8, "soft temperature limit"))
 SINCE_BOOT_SHIFT = 16
 PI_SOFT_LIMIT_C = 80.0  # Pi 4/5 firmware starts capping the ARM clock here (hard limit 85 C)
 # Zone names that are the CPU, best first (Pi: cpu-thermal; Jetson: cpu-thermal, CPU-therm; x86).
@@ -131,8 +130,14 @@ def read_power_mode(root: Path) -> str | None:
 class ThermalReader:
     """Reads one ThermalSample at a time; cheap enough to call between benchmark repetitions."""
 
-    def __init__(self, root: Path = Path("/"), *, board_kind: str | None = None,
-                 vcgencmd: Sequence[str] | None | str = "auto", timeout: float = 2.0):
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        *,
+        board_kind: str | None = None,
+        vcgencmd: Sequence[str] | None | str = "auto",
+        timeout: float = 2.0,
+    ):
         self.root = Path(root)
         self.board_kind = board_kind
         if vcgencmd == "auto":
@@ -173,14 +178,20 @@ class ThermalReader:
             conditions.append(f"at {limit:.0f} C soft limit")
         power_mode = read_power_mode(self.root)
         return ThermalSample(
-            at=time.monotonic(), cpu_temp_c=cpu_temp,
-            zones=tuple((name, temp) for name, temp, _ in zones), throttled_bits=bits,
-            conditions=tuple(conditions), since_boot=since, power_mode=power_mode,
-            source=", ".join(sources) or "no temperature source (no thermal zones, hwmon or vcgencmd)")
+            at=time.monotonic(),
+            cpu_temp_c=cpu_temp,
+            zones=tuple((name, temp) for name, temp, _ in zones),
+            throttled_bits=bits,
+            conditions=tuple(conditions),
+            since_boot=since,
+            power_mode=power_mode,
+            source=", ".join(sources) or "no temperature source (no thermal zones, hwmon or vcgencmd)",
+        )
 
     def _from_zones(self, zones) -> tuple[float | None, list[str]]:
-        conditions = [f"{name} at passive trip {trip:.0f} C" for name, temp, trip in zones
-                      if trip is not None and temp >= trip]
+        conditions = [
+            f"{name} at passive trip {trip:.0f} C" for name, temp, trip in zones if trip is not None and temp >= trip
+        ]
         by_name = {name.lower(): temp for name, temp, _ in zones}
         for wanted in CPU_ZONE_NAMES:
             if wanted.lower() in by_name:
@@ -190,8 +201,9 @@ class ThermalReader:
 
     def _vcgencmd(self, command: str) -> str | None:
         try:
-            result = subprocess.run([*self.vcgencmd, command], capture_output=True, text=True,
-                                    timeout=self.timeout, check=False)
+            result = subprocess.run(
+                [*self.vcgencmd, command], capture_output=True, text=True, timeout=self.timeout, check=False
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return result.stdout if result.returncode == 0 else None

@@ -78,12 +78,19 @@ class BackendChoice:
         return text + (f" ({', '.join(self.avoided)} avoided)" if self.avoided else "")
 
     def to_dict(self) -> dict:
-        return {"offered": list(self.offered), "avoided": list(self.avoided), "kernels": self.kernels,
-                "reason": self.reason, "use_extra_bufts": self.use_extra_bufts,
-                "repack_by_override": self.repack_by_override, "probes": [asdict(p) for p in self.probes]}
+        return {
+            "offered": list(self.offered),
+            "avoided": list(self.avoided),
+            "kernels": self.kernels,
+            "reason": self.reason,
+            "use_extra_bufts": self.use_extra_bufts,
+            "repack_by_override": self.repack_by_override,
+            "probes": [asdict(p) for p in self.probes],
+        }
 
 
 # -- what this build offers -------------------------------------------------------------------------
+
 
 @lru_cache(maxsize=1)
 def offered_buffer_types() -> tuple[str, ...]:
@@ -118,8 +125,9 @@ def _extra_bufts() -> tuple[tuple[str, int], ...]:
     device = ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
     if not device:
         return ()
-    address = ggml.ggml_backend_reg_get_proc_address(ggml.ggml_backend_dev_backend_reg(device),
-                                                      b"ggml_backend_dev_get_extra_bufts")
+    address = ggml.ggml_backend_reg_get_proc_address(
+        ggml.ggml_backend_dev_backend_reg(device), b"ggml_backend_dev_get_extra_bufts"
+    )
     if not address:
         return ()
     get_extra = ctypes.CFUNCTYPE(ctypes.POINTER(voidp), voidp)(address)
@@ -139,6 +147,7 @@ def _cdll(lib_dir: Path, name: str) -> ctypes.CDLL | None:
 
 
 # -- the decision -----------------------------------------------------------------------------------
+
 
 def backend_choice() -> BackendChoice:
     """The extra buffer types model loads may use here. Cheap unless a probe is due (about a second)."""
@@ -170,14 +179,20 @@ def _probed_choice(offered: tuple[str, ...], suspect: tuple[str, ...]) -> Backen
         return cached
     first = run_probe("all")
     if first.ok:
-        choice = BackendChoice(offered, (), f"{', '.join(suspect)} kernels passed a probe on this CPU",
-                               (first,), fresh=True)
+        choice = BackendChoice(
+            offered, (), f"{', '.join(suspect)} kernels passed a probe on this CPU", (first,), fresh=True
+        )
     elif first.crashed:
         choice = _after_crash(offered, suspect, first)
     else:
         # Inconclusive (timeout, no probe file, a Python error): stay safe now, probe again next run.
-        return BackendChoice(offered, offered, f"the CPU kernel probe was inconclusive ({first.detail}); "
-                             "extra CPU kernels off for this run", (first,), fresh=True)
+        return BackendChoice(
+            offered,
+            offered,
+            f"the CPU kernel probe was inconclusive ({first.detail}); extra CPU kernels off for this run",
+            (first,),
+            fresh=True,
+        )
     _write_verdict(key, choice)
     return choice
 
@@ -187,11 +202,22 @@ def _after_crash(offered: tuple[str, ...], suspect: tuple[str, ...], first: Prob
     safe = run_probe("safe", avoided=suspect)
     if safe.ok:
         kept = [b for b in offered if b not in suspect] or ["plain CPU"]
-        return BackendChoice(offered, suspect, f"{', '.join(suspect)} kernels crashed in a probe on this CPU "
-                             f"({first.detail}); using {', '.join(kept)} kernels", (first, safe), fresh=True)
-    return BackendChoice(offered, offered, f"{', '.join(suspect)} kernels crashed in a probe on this CPU "
-                         f"({first.detail}) and so did the rest ({safe.detail}); using plain CPU kernels",
-                         (first, safe), fresh=True)
+        return BackendChoice(
+            offered,
+            suspect,
+            f"{', '.join(suspect)} kernels crashed in a probe on this CPU "
+            f"({first.detail}); using {', '.join(kept)} kernels",
+            (first, safe),
+            fresh=True,
+        )
+    return BackendChoice(
+        offered,
+        offered,
+        f"{', '.join(suspect)} kernels crashed in a probe on this CPU "
+        f"({first.detail}) and so did the rest ({safe.detail}); using plain CPU kernels",
+        (first, safe),
+        fresh=True,
+    )
 
 
 def run_probe(mode: str, avoided: tuple[str, ...] = ()) -> ProbeResult:
@@ -200,11 +226,16 @@ def run_probe(mode: str, avoided: tuple[str, ...] = ()) -> ProbeResult:
     env = dict(os.environ, **{PROBE_AVOID_ENV: ",".join(avoided) if mode == "safe" else ""})
     started = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", "edge.model.backend_probe"], env=env, capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "edge.model.backend_probe"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        return ProbeResult(mode, False, False, f"timed out after {PROBE_TIMEOUT_S} s",
-                           time.perf_counter() - started)
+        return ProbeResult(mode, False, False, f"timed out after {PROBE_TIMEOUT_S} s", time.perf_counter() - started)
     seconds = time.perf_counter() - started
     if done.returncode == 0:
         return ProbeResult(mode, True, False, "exit 0", seconds)
@@ -223,13 +254,18 @@ def _signal_name(number: int) -> str:
 
 # -- the cached verdict -----------------------------------------------------------------------------
 
+
 def verdict_key(offered: tuple[str, ...]) -> dict:
     """What a verdict depends on: the CPU, the llama.cpp build and what it offers. A change re-probes."""
     import llama_cpp
 
-    return {"cpu": _cpu_name(), "llama_cpp": llama_cpp.__version__,
-            "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
-            "offered": list(offered), "fragile": list(fragile_buffer_types())}
+    return {
+        "cpu": _cpu_name(),
+        "llama_cpp": llama_cpp.__version__,
+        "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        "offered": list(offered),
+        "fragile": list(fragile_buffer_types()),
+    }
 
 
 def _cpu_name() -> str:

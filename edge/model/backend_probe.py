@@ -31,8 +31,9 @@ def main() -> int:
     offered = offered_buffer_types()
     avoided = tuple(b for b in os.environ.get(PROBE_AVOID_ENV, "").split(",") if b in offered)
     choice = BackendChoice(offered, avoided, "probe")
-    settings = RunSettings(n_ctx=256, n_batch=64, n_ubatch=64, n_threads=2, n_threads_batch=2,
-                           flash_attn=False, load_mode="mmap")
+    settings = RunSettings(
+        n_ctx=256, n_batch=64, n_ubatch=64, n_threads=2, n_threads_batch=2, flash_attn=False, load_mode="mmap"
+    )
     with LoadedModel(PROBE_MODEL, settings, backend=choice) as loaded:
         if os.environ.get(FAULT_ENV) in offered and os.environ[FAULT_ENV] not in avoided:
             ctypes.string_at(0)  # a real segmentation fault, where the fragile kernel would run

@@ -30,8 +30,9 @@ GEMMA3_STOP = ["<end_of_turn>"]
 GEMMA4_STOP = ["<turn|>"]
 
 
-def build_chat_prompt(info: GGUFInfo, messages: list[Message], *, bos_text: str = "<bos>",
-                      eos_text: str = "<eos>") -> ChatPrompt:
+def build_chat_prompt(
+    info: GGUFInfo, messages: list[Message], *, bos_text: str = "<bos>", eos_text: str = "<eos>"
+) -> ChatPrompt:
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("a chat prompt needs messages ending with a user message")
     if info.chat_template:
@@ -39,11 +40,18 @@ def build_chat_prompt(info: GGUFInfo, messages: list[Message], *, bos_text: str 
     if info.architecture == "gemma4":
         return ChatPrompt(_gemma4_turns(messages), GEMMA4_STOP, "gemma4-turns")
     if info.is_gemma:
-        return ChatPrompt(_gemma_turns(messages), GEMMA3_STOP, "gemma-turns",
-                          notice="this model has no chat template; using Gemma's turn format")
-    return ChatPrompt(messages[-1]["content"], [], "raw",
-                      notice="this model has no chat template and is not a Gemma model: "
-                             "continuing your text as a plain completion")
+        return ChatPrompt(
+            _gemma_turns(messages),
+            GEMMA3_STOP,
+            "gemma-turns",
+            notice="this model has no chat template; using Gemma's turn format",
+        )
+    return ChatPrompt(
+        messages[-1]["content"],
+        [],
+        "raw",
+        notice="this model has no chat template and is not a Gemma model: continuing your text as a plain completion",
+    )
 
 
 def _from_template(info: GGUFInfo, messages: list[Message], bos_text: str, eos_text: str) -> ChatPrompt:
@@ -54,7 +62,7 @@ def _from_template(info: GGUFInfo, messages: list[Message], bos_text: str, eos_t
     rendered = formatter(messages=list(messages), enable_thinking=False).prompt
     # The template writes <bos> itself and llama.cpp adds one when tokenizing: keep only one.
     if bos_text and rendered.startswith(bos_text):
-        rendered = rendered[len(bos_text):]
+        rendered = rendered[len(bos_text) :]
     stop = [eos_text] + (GEMMA4_STOP if "<|turn>" in rendered else GEMMA3_STOP if info.is_gemma else [])
     return ChatPrompt(rendered, stop, "gguf-template")
 

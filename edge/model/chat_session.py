@@ -21,8 +21,9 @@ SAVE_FORMAT = "edge-gemma-chat/1"
 class ChatSession:
     def __init__(self, loaded: LoadedModel, *, system: str | None = None, history: list[Message] | None = None):
         self.loaded = loaded
-        self.history: list[Message] = list(history) if history is not None else (
-            [{"role": "system", "content": system}] if system else [])
+        self.history: list[Message] = (
+            list(history) if history is not None else ([{"role": "system", "content": system}] if system else [])
+        )
         self.last_fit: Fitted | None = None
         self._asked: Message | None = None
 
@@ -32,9 +33,15 @@ class ChatSession:
         # Room for the reply, but never more than half the context: llama.cpp stops a reply that
         # reaches the end of the context, which is better than refusing a long conversation.
         reserve = min(max_tokens, self.loaded.n_ctx // 2)
-        fitted = fit_history(self.history, asked, n_ctx=self.loaded.n_ctx, reserve=reserve,
-                             count_tokens=self.loaded.count_chat_tokens, what="this message",
-                             fix="raise --ctx, lower --max-tokens or send a shorter message")
+        fitted = fit_history(
+            self.history,
+            asked,
+            n_ctx=self.loaded.n_ctx,
+            reserve=reserve,
+            count_tokens=self.loaded.count_chat_tokens,
+            what="this message",
+            fix="raise --ctx, lower --max-tokens or send a shorter message",
+        )
         self.history, self.last_fit, self._asked = fitted.history, fitted, asked
         return self.loaded.chat(self.history + [asked], max_tokens=max_tokens, temperature=temperature)
 
@@ -62,7 +69,8 @@ def load_history(path: Path) -> list[Message]:
         raise EdgeError(f"cannot read a saved chat from {path}: check the path (save one with /save FILE)")
     messages = data.get("messages") if isinstance(data, dict) and data.get("format") == SAVE_FORMAT else None
     if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-            and isinstance(m.get("content"), str) for m in messages):
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+        for m in messages
+    ):
         raise EdgeError(f"{path} is not a chat saved by edge-gemma (/save FILE writes one)")
     return [{"role": m["role"], "content": m["content"]} for m in messages]

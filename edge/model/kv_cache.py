@@ -21,8 +21,15 @@ from edge.errors import ModelFileError
 
 # cache type -> (elements per block, bytes per block): ggml's type traits.
 CACHE_TYPE_BLOCKS: dict[str, tuple[int, int]] = {
-    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q5_1": (32, 24),
-    "q5_0": (32, 22), "q4_1": (32, 20), "q4_0": (32, 18), "iq4_nl": (32, 18),
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q8_0": (32, 34),
+    "q5_1": (32, 24),
+    "q5_0": (32, 22),
+    "q4_1": (32, 20),
+    "q4_0": (32, 18),
+    "iq4_nl": (32, 18),
 }
 CELL_PAD = 256  # GGML_PAD(n_ctx, 256) in llama-context.cpp, and the SWA cache's padding
 
@@ -148,15 +155,31 @@ def shape_from_gguf(info) -> AttentionShape:
         kv_layers = min(n_layer, n_all - int(get("attention.shared_kv_layers", 0) or 0))
     elif arch == "gemma3n":
         kv_layers = min(n_layer, _GEMMA3N_KV_LAYERS)
-    return AttentionShape(arch, n_layer, kv_layers, is_swa, n_head_kv, head_k, head_v,
-                          head_k_swa, head_v_swa, n_swa)
+    return AttentionShape(arch, n_layer, kv_layers, is_swa, n_head_kv, head_k, head_v, head_k_swa, head_v_swa, n_swa)
 
 
-def gemma4_shape(n_layer: int, shared_kv_layers: int, period: int, n_head_kv: int,
-                 head_swa: int = 256, head_global: int = 512, n_swa: int = 512) -> AttentionShape:
+def gemma4_shape(
+    n_layer: int,
+    shared_kv_layers: int,
+    period: int,
+    n_head_kv: int,
+    head_swa: int = 256,
+    head_global: int = 512,
+    n_swa: int = 512,
+) -> AttentionShape:
     """A Gemma 4 shape from the model card's numbers (used before the file is downloaded)."""
-    return AttentionShape("gemma4", n_layer, n_layer - shared_kv_layers, swa_layout(n_layer, period),
-                          (n_head_kv,) * n_layer, head_global, head_global, head_swa, head_swa, n_swa)
+    return AttentionShape(
+        "gemma4",
+        n_layer,
+        n_layer - shared_kv_layers,
+        swa_layout(n_layer, period),
+        (n_head_kv,) * n_layer,
+        head_global,
+        head_global,
+        head_swa,
+        head_swa,
+        n_swa,
+    )
 
 
 # FACTS.md: E2B 35 layers (20 share KV), (4 sliding + 1 global) x 7, 1 KV head;
@@ -167,9 +190,19 @@ KNOWN_SHAPES: dict[str, AttentionShape] = {
 }
 
 
-def kv_cache_bytes(shape: AttentionShape, n_ctx: int, *, type_k: str = "f16", type_v: str = "f16",
-                   n_ubatch: int = 512, n_batch: int | None = None, flash_attn: bool = True,
-                   swa_full: bool = False, n_seq: int = 1, kv_unified: bool = False) -> KVCacheEstimate:
+def kv_cache_bytes(
+    shape: AttentionShape,
+    n_ctx: int,
+    *,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    n_ubatch: int = 512,
+    n_batch: int | None = None,
+    flash_attn: bool = True,
+    swa_full: bool = False,
+    n_seq: int = 1,
+    kv_unified: bool = False,
+) -> KVCacheEstimate:
     """The KV cache llama.cpp allocates for this shape and these context parameters."""
     if n_ctx < 1 or n_seq < 1 or n_ubatch < 1:
         raise ValueError("n_ctx, n_seq and n_ubatch must be positive")
@@ -182,8 +215,9 @@ def kv_cache_bytes(shape: AttentionShape, n_ctx: int, *, type_k: str = "f16", ty
     else:
         cells_global, n_stream = pad(ctx_padded // n_seq), n_seq
         ctx_padded = cells_global * n_seq
-    cells_swa = cells_global if swa_full else pad(
-        min(cells_global, shape.n_swa * (n_seq if kv_unified else 1) + n_ubatch))
+    cells_swa = (
+        cells_global if swa_full else pad(min(cells_global, shape.n_swa * (n_seq if kv_unified else 1) + n_ubatch))
+    )
 
     # Without flash attention V is transposed and padded to the widest V of all layers.
     pad_v = None
@@ -202,10 +236,13 @@ def kv_cache_bytes(shape: AttentionShape, n_ctx: int, *, type_k: str = "f16", ty
         part[2] += row_bytes(type_v, width_v) * cells
     g, s = totals[False], totals[True]
     return KVCacheEstimate(
-        n_ctx=ctx_padded, type_k=type_k, type_v=type_v,
+        n_ctx=ctx_padded,
+        type_k=type_k,
+        type_v=type_v,
         global_layers=KVPart(g[0], cells_global, g[1], g[2]),
         sliding_layers=KVPart(s[0], cells_swa if s[0] else 0, s[1], s[2]),
-        shared_layers=shape.n_layer - shape.kv_layers)
+        shared_layers=shape.n_layer - shape.kv_layers,
+    )
 
 
 def kv_cache_for_gguf(info, n_ctx: int, **kwargs) -> KVCacheEstimate:
@@ -250,21 +287,35 @@ def dims_from_gguf(info) -> ModelDims:
     n_vocab = int(get("vocab_size", 0) or (tok.shape[1] if tok is not None and len(tok.shape) > 1 else 0))
     heads = get("attention.head_count", 1)
     ff = get("feed_forward_length", 0)
-    return ModelDims(n_vocab, n_embd, max(heads) if isinstance(heads, list) else int(heads),
-                     max(ff) if isinstance(ff, list) else int(ff or 0),
-                     int(get("embedding_length_per_layer_input", 0) or 0))
+    return ModelDims(
+        n_vocab,
+        n_embd,
+        max(heads) if isinstance(heads, list) else int(heads),
+        max(ff) if isinstance(ff, list) else int(ff or 0),
+        int(get("embedding_length_per_layer_input", 0) or 0),
+    )
 
 
-def compute_buffer_bytes(shape: AttentionShape, dims: ModelDims, n_ctx: int, *, n_ubatch: int = 512,
-                         n_batch: int | None = None, flash_attn: bool = True) -> int:
+def compute_buffer_bytes(
+    shape: AttentionShape,
+    dims: ModelDims,
+    n_ctx: int,
+    *,
+    n_ubatch: int = 512,
+    n_batch: int | None = None,
+    flash_attn: bool = True,
+) -> int:
     """Estimated compute buffer (all backends together) plus the one-token logits output buffer."""
     n_batch = min(n_ctx, n_batch if n_batch is not None else max(n_ubatch, 2048))
     ub = min(n_ubatch, n_batch)
     n_kv = pad(n_ctx)  # the global layers attend over the whole (padded) cache
     head_max = max(shape.head_k, shape.head_k_swa)
     logits_peak = 4 * ub * (dims.n_vocab + 2 * dims.n_embd)
-    activations = 4 * ub * (2 * dims.n_ff_max + dims.n_head * head_max + 2 * dims.n_embd
-                            + 2 * dims.n_embd_per_layer * shape.n_layer)
+    activations = (
+        4
+        * ub
+        * (2 * dims.n_ff_max + dims.n_head * head_max + 2 * dims.n_embd + 2 * dims.n_embd_per_layer * shape.n_layer)
+    )
     if flash_attn:
         attention = 2 * n_kv * ub  # the f16 mask; flash attention keeps no score matrix
     else:

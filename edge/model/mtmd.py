@@ -48,8 +48,7 @@ def _mtmd() -> Any:
     try:
         from llama_cpp import mtmd_cpp
     except (ImportError, OSError) as e:  # OSError: libmtmd missing from the build
-        raise AudioError(f"llama-cpp-python has no usable libmtmd ({e}); "
-                         "reinstall llama-cpp-python==0.3.36") from e
+        raise AudioError(f"llama-cpp-python has no usable libmtmd ({e}); reinstall llama-cpp-python==0.3.36") from e
     return mtmd_cpp
 
 
@@ -61,15 +60,18 @@ def check_pcm(pcm: Any, sample_rate: int = 16_000) -> np.ndarray:
     if not isinstance(pcm, np.ndarray):
         raise AudioError(f"audio must be a numpy float32 array, got {type(pcm).__name__}")
     if pcm.dtype != np.float32:
-        raise AudioError(f"audio must be float32 PCM in [-1, 1], got dtype {pcm.dtype}: convert it first "
-                         "(int16: pcm.astype(np.float32) / 32768)")
+        raise AudioError(
+            f"audio must be float32 PCM in [-1, 1], got dtype {pcm.dtype}: convert it first "
+            "(int16: pcm.astype(np.float32) / 32768)"
+        )
     if pcm.ndim != 1:
-        raise AudioError(f"audio must be mono, a 1-D array; got shape {pcm.shape} "
-                         "(mix down or take one channel)")
+        raise AudioError(f"audio must be mono, a 1-D array; got shape {pcm.shape} (mix down or take one channel)")
     min_samples = MIN_SAMPLES_AT_16K * sample_rate // 16_000
     if pcm.size < min_samples:
-        raise AudioError(f"audio is too short: {pcm.size} samples, need at least {min_samples} "
-                         f"({1000 * min_samples // sample_rate} ms at {sample_rate} Hz)")
+        raise AudioError(
+            f"audio is too short: {pcm.size} samples, need at least {min_samples} "
+            f"({1000 * min_samples // sample_rate} ms at {sample_rate} Hz)"
+        )
     if not np.isfinite(pcm).all():
         raise AudioError("audio contains NaN or infinite samples: check the capture or decoder")
     out = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
@@ -84,8 +86,15 @@ def check_pcm(pcm: Any, sample_rate: int = 16_000) -> np.ndarray:
 class MtmdAudio:
     """An mmproj with an audio encoder, opened for one loaded Llama. Close it (or use `with`)."""
 
-    def __init__(self, llama: Any, mmproj_path: str | Path, *, n_threads: int | None = None,
-                 use_gpu: bool | None = None, warmup: bool = True) -> None:
+    def __init__(
+        self,
+        llama: Any,
+        mmproj_path: str | Path,
+        *,
+        n_threads: int | None = None,
+        use_gpu: bool | None = None,
+        warmup: bool = True,
+    ) -> None:
         path = Path(mmproj_path)
         if not path.is_file():
             raise ModelFileError(f"mmproj file not found: {path}; run `edge-gemma setup` to download it")
@@ -107,12 +116,16 @@ class MtmdAudio:
             self._ctx = m.mtmd_init_from_file(str(path).encode(), llama.model, params)
         if not self._ctx:
             self._ctx = None
-            raise ModelFileError(f"libmtmd could not load {path.name} for this model: it is not an mmproj, "
-                                 "is truncated, or belongs to another model size; run `edge-gemma setup`")
+            raise ModelFileError(
+                f"libmtmd could not load {path.name} for this model: it is not an mmproj, "
+                "is truncated, or belongs to another model size; run `edge-gemma setup`"
+            )
         if not m.mtmd_support_audio(self._ctx):
             self.close()
-            raise AudioError(f"{path.name} has no audio encoder; run `edge-gemma setup` to get the "
-                             "Gemma 4 E2B/E4B mmproj that carries one (projector gemma4a)")
+            raise AudioError(
+                f"{path.name} has no audio encoder; run `edge-gemma setup` to get the "
+                "Gemma 4 E2B/E4B mmproj that carries one (projector gemma4a)"
+            )
         self.marker: str = m.mtmd_default_marker().decode()
         self.audio_sample_rate: int = int(m.mtmd_get_audio_sample_rate(self._ctx))
         # Free before the Llama frees its model, whichever is closed first (ExitStack runs LIFO).
@@ -135,8 +148,9 @@ class MtmdAudio:
     def supports_vision(self) -> bool:
         return bool(self._ctx is not None and self._m.mtmd_support_vision(self._ctx))
 
-    def eval_prompt_with_audio(self, llama: Any, prompt: str, pcm: np.ndarray, *,
-                               append: bool = False) -> AudioEvalResult:
+    def eval_prompt_with_audio(
+        self, llama: Any, prompt: str, pcm: np.ndarray, *, append: bool = False
+    ) -> AudioEvalResult:
         """Evaluate `prompt` (one `self.marker` where the audio goes) with `pcm` into `llama`.
 
         By default the context starts afresh; `append=True` continues after `llama.n_tokens`
@@ -147,8 +161,10 @@ class MtmdAudio:
         if llama is not self._llama:
             raise AudioError("this MtmdAudio was opened for a different Llama; open one per model")
         if prompt.count(self.marker) != 1:
-            raise AudioError(f"the prompt must contain the media marker {self.marker!r} exactly once, "
-                             f"found {prompt.count(self.marker)}")
+            raise AudioError(
+                f"the prompt must contain the media marker {self.marker!r} exactly once, "
+                f"found {prompt.count(self.marker)}"
+            )
         samples = check_pcm(pcm, self.audio_sample_rate)
 
         m = self._m
@@ -173,8 +189,10 @@ class MtmdAudio:
                 raise AudioError(f"libmtmd could not tokenize the prompt with audio (code {rc})")
             need = start + m.mtmd_helper_get_n_pos(chunks)
             if need > llama.n_ctx():
-                raise AudioError(f"prompt plus audio need {need} context positions but n_ctx is "
-                                 f"{llama.n_ctx()}: raise n_ctx or send shorter audio")
+                raise AudioError(
+                    f"prompt plus audio need {need} context positions but n_ctx is "
+                    f"{llama.n_ctx()}: raise n_ctx or send shorter audio"
+                )
             return self._eval_chunks(llama, chunks, start)
         finally:
             m.mtmd_input_chunks_free(chunks)
@@ -210,17 +228,30 @@ class MtmdAudio:
             n_past = llama.n_tokens
             new_n_past = ctypes.c_int32(n_past)
             rc = m.mtmd_helper_decode_image_chunk(
-                self._ctx, llama.ctx, chunk, m.mtmd_get_output_embd(self._ctx), n_past, 0,
-                llama.n_batch, ctypes.byref(new_n_past), m.mtmd_helper_post_decode_callback(), None)
+                self._ctx,
+                llama.ctx,
+                chunk,
+                m.mtmd_get_output_embd(self._ctx),
+                n_past,
+                0,
+                llama.n_batch,
+                ctypes.byref(new_n_past),
+                m.mtmd_helper_post_decode_callback(),
+                None,
+            )
             if rc != 0:
-                raise AudioError(f"decoding the audio embeddings failed (code {rc}); "
-                                 "try a larger n_ctx or n_batch")
-            llama.input_ids[n_past:new_n_past.value] = MEDIA_TOKEN_PLACEHOLDER
+                raise AudioError(f"decoding the audio embeddings failed (code {rc}); try a larger n_ctx or n_batch")
+            llama.input_ids[n_past : new_n_past.value] = MEDIA_TOKEN_PLACEHOLDER
             llama.n_tokens = new_n_past.value
             n_audio += m.mtmd_input_chunk_get_n_tokens(chunk)
             n_audio_chunks += 1
-        return AudioEvalResult(n_audio_tokens=n_audio, n_chunks=n_audio_chunks, n_text_tokens=n_text,
-                               encode_ms=round(encode_s * 1000.0, 3), n_past=llama.n_tokens)
+        return AudioEvalResult(
+            n_audio_tokens=n_audio,
+            n_chunks=n_audio_chunks,
+            n_text_tokens=n_text,
+            encode_ms=round(encode_s * 1000.0, 3),
+            n_past=llama.n_tokens,
+        )
 
 
 _LOGS_ROUTED = False
@@ -238,4 +269,3 @@ def _route_mtmd_logs(m: Any) -> None:
     m.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
     m.mtmd_helper_log_set(llama_log_callback, ctypes.c_void_p(0))
     _LOGS_ROUTED = True
-

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from edge.model.chat_format import ChatPrompt, Message, build_chat_prompt
 from edge.errors import ContextFullError, GenerationError, ModelFileError
-from edge.model.gguf import GGUFInfo, check_loadable_model
 from edge.model.backend import BackendChoice, backend_choice
 from edge.model.buffer_overrides import TensorOverrides, overrides_for
+from edge.model.chat_format import ChatPrompt, Message, build_chat_prompt
+from edge.model.gguf import GGUFInfo, check_loadable_model
 from edge.settings import RunSettings
 
 # llama.cpp enum values (llama.h / ggml.h of the pinned llama-cpp-python).
 _LOAD_MODES = {"none": 0, "mmap": 1, "mlock": 2, "mmap+mlock": 3, "direct-io": 4}
 _LAZY_MODES = {"off": 0, "auto": 1, "on": 2}
-GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-              "iq4_nl": 20, "bf16": 30}
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class GenerationStats:
 class Generation:
     """Iterate for text pieces; `.stats` is set once the iteration ends (or is interrupted)."""
 
-    def __init__(self, model: "LoadedModel", pieces: Iterator[str]):
+    def __init__(self, model: LoadedModel, pieces: Iterator[str]):
         self._model, self._pieces = model, pieces
         self.stats: GenerationStats | None = None
         self.text = ""
@@ -68,8 +67,7 @@ class Generation:
             raise
         finally:
             end = time.perf_counter()
-            self.stats = self._model.read_counters(
-                ttft=(first or end) - start, total=end - start, stopped=stopped)
+            self.stats = self._model.read_counters(ttft=(first or end) - start, total=end - start, stopped=stopped)
 
     def run(self) -> str:
         """Consume the whole generation silently and return the text."""
@@ -108,8 +106,15 @@ def _llama_load_params(settings: RunSettings, backend: BackendChoice, overrides:
 class LoadedModel:
     """One GGUF loaded into llama.cpp with one set of settings."""
 
-    def __init__(self, path: str | Path, settings: RunSettings, *, verbose: bool = False,
-                 info: GGUFInfo | None = None, backend: BackendChoice | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        settings: RunSettings,
+        *,
+        verbose: bool = False,
+        info: GGUFInfo | None = None,
+        backend: BackendChoice | None = None,
+    ):
         """`info`: the file's already-checked header (launch.prepare_run has one), else it is read here.
         `backend`: which extra CPU kernels to use; by default the machine's verdict (model/backend.py).
         """
@@ -132,17 +137,28 @@ class LoadedModel:
         try:
             with _llama_load_params(s, self.backend, overrides):
                 return llama_cpp.Llama(
-                    model_path=str(self.path), n_ctx=self.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch,
-                    n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
-                    n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn,
-                    type_k=GGML_TYPES[s.type_k], type_v=GGML_TYPES[s.type_v],
-                    use_mmap=s.load_mode.startswith("mmap"), use_mlock="mlock" in s.load_mode,
+                    model_path=str(self.path),
+                    n_ctx=self.n_ctx,
+                    n_batch=s.n_batch,
+                    n_ubatch=s.n_ubatch,
+                    n_threads=s.n_threads,
+                    n_threads_batch=s.n_threads_batch,
+                    n_gpu_layers=s.n_gpu_layers,
+                    flash_attn=s.flash_attn,
+                    type_k=GGML_TYPES[s.type_k],
+                    type_v=GGML_TYPES[s.type_v],
+                    use_mmap=s.load_mode.startswith("mmap"),
+                    use_mlock="mlock" in s.load_mode,
                     # Sliding-window layers keep only the window (+ a ubatch), as llama-server does:
                     # a full-size SWA cache would cost Gemma 4 E4B ~2 GiB at 128K instead of ~0.1.
-                    swa_full=False, verbose=verbose)
+                    swa_full=False,
+                    verbose=verbose,
+                )
         except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"llama.cpp could not load {self.path} ({exc}): the file may be damaged or "
-                                 "need a newer llama.cpp; download it again (edge-gemma setup)") from exc
+            raise ModelFileError(
+                f"llama.cpp could not load {self.path} ({exc}): the file may be damaged or "
+                "need a newer llama.cpp; download it again (edge-gemma setup)"
+            ) from exc
 
     # -- performance counters -------------------------------------------------------------------
 
@@ -156,19 +172,33 @@ class LoadedModel:
 
         perf = llama_cpp.llama_perf_context(self.context_handle)
         return GenerationStats(
-            prompt_tokens=perf.n_p_eval, prompt_seconds=perf.t_p_eval_ms / 1000,
-            generated_tokens=perf.n_eval, generation_seconds=perf.t_eval_ms / 1000,
-            time_to_first_token=ttft, total_seconds=total, stopped_by_user=stopped)
+            prompt_tokens=perf.n_p_eval,
+            prompt_seconds=perf.t_p_eval_ms / 1000,
+            generated_tokens=perf.n_eval,
+            generation_seconds=perf.t_eval_ms / 1000,
+            time_to_first_token=ttft,
+            total_seconds=total,
+            stopped_by_user=stopped,
+        )
 
     # -- generation -----------------------------------------------------------------------------
 
-    def complete(self, prompt: str, *, max_tokens: int = 128, temperature: float = 0.7,
-                 stop: list[str] | None = None, seed: int | None = None) -> Generation:
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> Generation:
         """Raw text completion of `prompt`. A prompt the context cannot hold is refused before any work."""
         used = self.count_tokens(prompt)
         if used + 1 > self.n_ctx:
-            raise ContextFullError(f"the prompt is {used} tokens but the context holds {self.n_ctx}: "
-                                   f"raise --ctx (to at least {used + max_tokens}) or shorten the prompt")
+            raise ContextFullError(
+                f"the prompt is {used} tokens but the context holds {self.n_ctx}: "
+                f"raise --ctx (to at least {used + max_tokens}) or shorten the prompt"
+            )
         return Generation(self, self._stream(prompt, max_tokens, temperature, stop or [], seed))
 
     def count_tokens(self, text: str) -> int:
@@ -180,35 +210,44 @@ class LoadedModel:
         return self.count_tokens(self.chat_prompt(messages).text)
 
     def chat_prompt(self, messages: list[Message]) -> ChatPrompt:
-        return build_chat_prompt(self.info, messages, bos_text=self._token_text(self.llama.token_bos()),
-                                 eos_text=self._token_text(self.llama.token_eos()))
+        return build_chat_prompt(
+            self.info,
+            messages,
+            bos_text=self._token_text(self.llama.token_bos()),
+            eos_text=self._token_text(self.llama.token_eos()),
+        )
 
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
         return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    def chat(self, messages: list[Message], *, max_tokens: int = 512, temperature: float = 0.7,
-             seed: int | None = None) -> Generation:
+    def chat(
+        self, messages: list[Message], *, max_tokens: int = 512, temperature: float = 0.7, seed: int | None = None
+    ) -> Generation:
         """A reply to `messages`, formatted with the model's chat format (see chat_format.py)."""
         prompt = self.chat_prompt(messages)
         return Generation(self, self._stream(prompt.text, max_tokens, temperature, prompt.stop, seed))
 
-    def _stream(self, prompt: str, max_tokens: int, temperature: float, stop: list[str],
-                seed: int | None) -> Iterator[str]:
+    def _stream(
+        self, prompt: str, max_tokens: int, temperature: float, stop: list[str], seed: int | None
+    ) -> Iterator[str]:
         if seed is not None:
             self.llama.set_seed(seed)
         try:
             chunks = self.llama.create_completion(
-                prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, stream=True)
+                prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, stream=True
+            )
             for chunk in chunks:
                 text = chunk["choices"][0]["text"]
                 if text:
                     yield text
         except (ValueError, RuntimeError) as exc:
             # llama-cpp-python raises these for a full context and a failed llama_decode.
-            raise GenerationError(f"llama.cpp failed while generating ({exc}); if the context is full, "
-                                  "raise --ctx or start a new conversation") from exc
+            raise GenerationError(
+                f"llama.cpp failed while generating ({exc}); if the context is full, "
+                "raise --ctx or start a new conversation"
+            ) from exc
 
     # -- handles for code that drives llama.cpp's C API itself (bench, mtmd) -------------------------
 
@@ -235,8 +274,11 @@ class LoadedModel:
 
         buf = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(self.model_handle, buf, len(buf))
-        return (buf.value.decode(errors="replace"), llama_cpp.llama_model_size(self.model_handle),
-                llama_cpp.llama_model_n_params(self.model_handle))
+        return (
+            buf.value.decode(errors="replace"),
+            llama_cpp.llama_model_size(self.model_handle),
+            llama_cpp.llama_model_n_params(self.model_handle),
+        )
 
     def restore(self) -> None:
         """Back to a fresh state after C-API use: own thread counts, an empty KV cache, no cached prompt."""
@@ -254,7 +296,7 @@ class LoadedModel:
     def close(self) -> None:
         self.llama.close()
 
-    def __enter__(self) -> "LoadedModel":
+    def __enter__(self) -> LoadedModel:
         return self
 
     def __exit__(self, *exc) -> None:

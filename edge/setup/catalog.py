@@ -8,9 +8,10 @@ in (anything with `.name` and `.size`); before that, setup plans with the sizes 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from edge.profiles import MODELS  # one list of the Gemma 4 edge models
 
@@ -66,42 +67,81 @@ class ModelCard:
 # then bartowski (wide quant range).
 CARDS: dict[str, ModelCard] = {
     # text_params: the unsloth BF16 file is 9,311,303,552 bytes at 2 bytes per weight.
-    "e2b": ModelCard("e2b", "Gemma 4 E2B-it", ("ggml-org/gemma-4-E2B-it-GGUF", "unsloth/gemma-4-E2B-it-GGUF",
-                     "bartowski/google_gemma-4-E2B-it-GGUF"), 4_655_000_000, 35, 1536, 256, 262144, 8, 12288),
+    "e2b": ModelCard(
+        "e2b",
+        "Gemma 4 E2B-it",
+        ("ggml-org/gemma-4-E2B-it-GGUF", "unsloth/gemma-4-E2B-it-GGUF", "bartowski/google_gemma-4-E2B-it-GGUF"),
+        4_655_000_000,
+        35,
+        1536,
+        256,
+        262144,
+        8,
+        12288,
+    ),
     # text_params: Q4_0 is 30.5% of BF16 on E2B; E4B's Q4_0 is 4,590,807,392 bytes -> ~15.0 GB BF16.
-    "e4b": ModelCard("e4b", "Gemma 4 E4B-it", ("ggml-org/gemma-4-E4B-it-GGUF", "unsloth/gemma-4-E4B-it-GGUF",
-                     "bartowski/google_gemma-4-E4B-it-GGUF"), 7_520_000_000, 42, 2560, 256, 262144, 8, 10240),
+    "e4b": ModelCard(
+        "e4b",
+        "Gemma 4 E4B-it",
+        ("ggml-org/gemma-4-E4B-it-GGUF", "unsloth/gemma-4-E4B-it-GGUF", "bartowski/google_gemma-4-E4B-it-GGUF"),
+        7_520_000_000,
+        42,
+        2560,
+        256,
+        262144,
+        8,
+        10240,
+    ),
 }
 
 _F = CatalogFile
 # Files seen on the hub (FACTS.md); size None where the listing had no size for us.
 KNOWN_FILES: dict[str, tuple[CatalogFile, ...]] = {
     "ggml-org/gemma-4-E2B-it-GGUF": (
-        _F("gemma-4-E2B-it-Q4_0.gguf", 2_841_481_184), _F("gemma-4-E2B-it-Q8_0.gguf", None),
-        _F("gemma-4-E2B-it-BF16.gguf", None), _F("mmproj-gemma-4-E2B-it-Q8_0.gguf", 557_367_776)),
+        _F("gemma-4-E2B-it-Q4_0.gguf", 2_841_481_184),
+        _F("gemma-4-E2B-it-Q8_0.gguf", None),
+        _F("gemma-4-E2B-it-BF16.gguf", None),
+        _F("mmproj-gemma-4-E2B-it-Q8_0.gguf", 557_367_776),
+    ),
     "unsloth/gemma-4-E2B-it-GGUF": (
-        _F("gemma-4-E2B-it-Q4_K_M.gguf", None), _F("gemma-4-E2B-it-UD-Q4_K_XL.gguf", 3_184_494_720),
-        _F("gemma-4-E2B-it-UD-IQ2_M.gguf", 2_290_858_112), _F("gemma-4-E2B-it-Q8_0.gguf", 5_048_350_848),
-        _F("gemma-4-E2B-it-BF16.gguf", 9_311_303_552), _F("mmproj-F16.gguf", 985_654_080)),
+        _F("gemma-4-E2B-it-Q4_K_M.gguf", None),
+        _F("gemma-4-E2B-it-UD-Q4_K_XL.gguf", 3_184_494_720),
+        _F("gemma-4-E2B-it-UD-IQ2_M.gguf", 2_290_858_112),
+        _F("gemma-4-E2B-it-Q8_0.gguf", 5_048_350_848),
+        _F("gemma-4-E2B-it-BF16.gguf", 9_311_303_552),
+        _F("mmproj-F16.gguf", 985_654_080),
+    ),
     "bartowski/google_gemma-4-E2B-it-GGUF": (
         _F("google_gemma-4-E2B-it-Q4_K_M.gguf", 3_462_678_272),
-        _F("mmproj-google_gemma-4-E2B-it-f16.gguf", 985_653_760)),
+        _F("mmproj-google_gemma-4-E2B-it-f16.gguf", 985_653_760),
+    ),
     "ggml-org/gemma-4-E4B-it-GGUF": (
-        _F("gemma-4-E4B-it-Q4_K_M.gguf", 5_335_289_824), _F("gemma-4-E4B-it-Q4_0.gguf", 4_590_807_392),
-        _F("mmproj-gemma-4-E4B-it-Q8_0.gguf", 559_874_528)),
-    "unsloth/gemma-4-E4B-it-GGUF": (
-        _F("gemma-4-E4B-it-Q4_K_M.gguf", None), _F("mmproj-BF16.gguf", None)),
-    "bartowski/google_gemma-4-E4B-it-GGUF": (
-        _F("google_gemma-4-E4B-it-Q4_K_M.gguf", 5_405_168_384),),
+        _F("gemma-4-E4B-it-Q4_K_M.gguf", 5_335_289_824),
+        _F("gemma-4-E4B-it-Q4_0.gguf", 4_590_807_392),
+        _F("mmproj-gemma-4-E4B-it-Q8_0.gguf", 559_874_528),
+    ),
+    "unsloth/gemma-4-E4B-it-GGUF": (_F("gemma-4-E4B-it-Q4_K_M.gguf", None), _F("mmproj-BF16.gguf", None)),
+    "bartowski/google_gemma-4-E4B-it-GGUF": (_F("google_gemma-4-E4B-it-Q4_K_M.gguf", 5_405_168_384),),
 }
 
 # Bits per weight of a whole file (embeddings and norms included), for quants with no recorded size.
 # Calibrated on the E2B files above: Q4_0 4.88, Q8_0 8.68, UD-Q4_K_XL 5.47, UD-IQ2_M 3.94,
 # Q4_K_M 5.6-5.95; the rest are llama.cpp's nominal figures plus the same ~0.4 bit of overhead.
 FILE_BITS_PER_WEIGHT: dict[str, float] = {
-    "Q2_K": 3.4, "Q3_K_M": 4.3, "Q4_0": 4.9, "Q4_K_S": 5.0, "Q4_K_M": 5.95, "Q5_K_M": 6.1,
-    "Q6_K": 7.0, "Q8_0": 8.7, "BF16": 16.0, "F16": 16.0, "IQ4_XS": 4.7, "UD-IQ2_M": 3.95,
-    "UD-Q4_K_XL": 5.5, "UD-Q8_K_XL": 9.5,
+    "Q2_K": 3.4,
+    "Q3_K_M": 4.3,
+    "Q4_0": 4.9,
+    "Q4_K_S": 5.0,
+    "Q4_K_M": 5.95,
+    "Q5_K_M": 6.1,
+    "Q6_K": 7.0,
+    "Q8_0": 8.7,
+    "BF16": 16.0,
+    "F16": 16.0,
+    "IQ4_XS": 4.7,
+    "UD-IQ2_M": 3.95,
+    "UD-Q4_K_XL": 5.5,
+    "UD-Q8_K_XL": 9.5,
 }
 # The projector at F16/BF16 is 1.768x its Q8_0 size (E2B: 985,654,080 / 557,367,776).
 MMPROJ_F16_OVER_Q8 = 985_654_080 / 557_367_776
@@ -126,7 +166,7 @@ def has_quant_token(name: str, quant: str) -> bool:
     stem = _stem(name)
     pattern = r"(?:^|[-_.])" + re.escape(quant) + r"(?=$|[-.])"
     for match in re.finditer(pattern, stem, flags=re.IGNORECASE):
-        before = stem[:match.start() + 1].upper()
+        before = stem[: match.start() + 1].upper()
         if not quant.upper().startswith("UD-") and before.endswith("UD-"):
             continue
         return True
@@ -162,8 +202,9 @@ def find_mmproj_file(files: Iterable[ListedFile], precision: str) -> ListedFile 
     return min(found, key=lambda f: (len(f.name), f.name)) if found else None
 
 
-def mmproj_candidates(listings: Mapping[str, Sequence[ListedFile]], model: str,
-                      precisions: Sequence[str]) -> list[tuple[str, str, ListedFile]]:
+def mmproj_candidates(
+    listings: Mapping[str, Sequence[ListedFile]], model: str, precisions: Sequence[str]
+) -> list[tuple[str, str, ListedFile]]:
     """(precision, repo, file) in preference order: precision first (F16/BF16 keep audio quality),
     then the model's repo order."""
     out = []
@@ -199,8 +240,11 @@ def estimate_model_size(model: str, quant: str) -> int:
 
 def fallback_model_size(model: str, quant: str) -> SizeGuess:
     """A recorded size for this quant (the largest across publishers: sizes differ), else an estimate."""
-    sizes = [(f.size, f"{repo}/{f.name}") for repo, files in known_listings(model).items()
-             if (f := find_model_file(files, quant, model)) is not None and f.size]
+    sizes = [
+        (f.size, f"{repo}/{f.name}")
+        for repo, files in known_listings(model).items()
+        if (f := find_model_file(files, quant, model)) is not None and f.size
+    ]
     if sizes:
         size, source = max(sizes)
         return SizeGuess(size, f"as recorded for {source}", False)
@@ -211,15 +255,19 @@ def fallback_model_size(model: str, quant: str) -> SizeGuess:
 def fallback_mmproj_size(model: str, precision: str) -> SizeGuess:
     """A recorded projector size at this precision, else one scaled from the Q8_0 size."""
     listings = known_listings(model)
-    sizes = [(f.size, f"{repo}/{f.name}") for repo, files in listings.items()
-             if (f := find_mmproj_file(files, precision)) is not None and f.size]
+    sizes = [
+        (f.size, f"{repo}/{f.name}")
+        for repo, files in listings.items()
+        if (f := find_mmproj_file(files, precision)) is not None and f.size
+    ]
     if sizes:
         size, source = max(sizes)
         return SizeGuess(size, f"as recorded for {source}", False)
     q8 = [f.size for files in listings.values() if (f := find_mmproj_file(files, "Q8_0")) and f.size]
     base = max(q8) if q8 else 560_000_000
-    factor = {"Q8_0": 1.0, "F16": MMPROJ_F16_OVER_Q8, "BF16": MMPROJ_F16_OVER_Q8,
-              "F32": 2 * MMPROJ_F16_OVER_Q8}.get(precision.upper(), MMPROJ_F16_OVER_Q8)
+    factor = {"Q8_0": 1.0, "F16": MMPROJ_F16_OVER_Q8, "BF16": MMPROJ_F16_OVER_Q8, "F32": 2 * MMPROJ_F16_OVER_Q8}.get(
+        precision.upper(), MMPROJ_F16_OVER_Q8
+    )
     return SizeGuess(int(base * factor), f"scaled from the Q8_0 projector ({factor:.2f}x)", True)
 
 
@@ -228,8 +276,9 @@ def estimate_ple_bytes(model_file_size: int) -> int:
     return int(model_file_size * PLE_FILE_FRACTION)
 
 
-def resolve_model_file(model: str, quant: str,
-                       listings: Mapping[str, Sequence[ListedFile]] | None = None) -> ResolvedFile | None:
+def resolve_model_file(
+    model: str, quant: str, listings: Mapping[str, Sequence[ListedFile]] | None = None
+) -> ResolvedFile | None:
     """The first repo (in catalog order) holding `quant`, from real listings when given.
 
     With listings, None means no listed repo has the quant. Without, the recorded files are used and
@@ -240,8 +289,9 @@ def resolve_model_file(model: str, quant: str,
     return _first_resolved(model, quant, hits, listings is not None, fallback_model_size)
 
 
-def resolve_mmproj_file(model: str, precision: str,
-                        listings: Mapping[str, Sequence[ListedFile]] | None = None) -> ResolvedFile | None:
+def resolve_mmproj_file(
+    model: str, precision: str, listings: Mapping[str, Sequence[ListedFile]] | None = None
+) -> ResolvedFile | None:
     """The projector at `precision`, like resolve_model_file."""
     source = listings if listings is not None else known_listings(model)
     hits = ((repo, hit) for _, repo, hit in mmproj_candidates(source, model, [precision]))

@@ -59,10 +59,14 @@ def load_device_config(path: Path | None = None) -> DeviceConfig | None:
     try:
         raw = json.loads(path.read_text())
         mmproj = raw.get("mmproj")
-        return DeviceConfig(profile=raw["profile"], model_id=raw["model_id"], quant=raw["quant"],
-                            model=InstalledFile(**raw["model"]),
-                            mmproj=InstalledFile(**mmproj) if mmproj else None,
-                            settings=dict(raw.get("settings", {})))
+        return DeviceConfig(
+            profile=raw["profile"],
+            model_id=raw["model_id"],
+            quant=raw["quant"],
+            model=InstalledFile(**raw["model"]),
+            mmproj=InstalledFile(**mmproj) if mmproj else None,
+            settings=dict(raw.get("settings", {})),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgeError(f"{path} is damaged ({exc}); run `edge-gemma setup` again or delete it") from exc
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edge.errors import EdgeError, UsageError
+from edge.paths import models_dir
 from edge.setup import catalog
 from edge.setup.config import load_device_config
 from edge.setup.download import hub_cache_dir
-from edge.errors import EdgeError, UsageError
-from edge.paths import models_dir
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,13 @@ def list_installed() -> list[InstalledModel]:
     entries = []
     for kind in ("demo", "imported"):
         for path in sorted((models_dir() / kind).glob("*.gguf")):
-            entries.append(InstalledModel(path.name, path.stat().st_size, kind, str(path.parent), path,
-                                          str(path) in in_use))
+            entries.append(
+                InstalledModel(path.name, path.stat().st_size, kind, str(path.parent), path, str(path) in in_use)
+            )
     for repo, repo_dir in _hub_repo_dirs():
         for path in sorted(repo_dir.glob("snapshots/*/*.gguf")):
             if path.exists():  # a dangling link is not an installed file
-                entries.append(InstalledModel(path.name, path.stat().st_size, "hub", repo, path,
-                                              str(path) in in_use))
+                entries.append(InstalledModel(path.name, path.stat().st_size, "hub", repo, path, str(path) in in_use))
     return entries
 
 
@@ -58,8 +58,10 @@ def remove_installed(name: str, *, force: bool = False) -> int:
         names = ", ".join(sorted({e.name for e in list_installed()})) or "none"
         raise UsageError(f"no installed model named {name}; installed: {names}")
     if any(entry.in_use for entry in matches) and not force:
-        raise EdgeError(f"{name} is the model the device config uses; pass --force to remove it anyway "
-                        "(then run `edge-gemma setup` again)")
+        raise EdgeError(
+            f"{name} is the model the device config uses; pass --force to remove it anyway "
+            "(then run `edge-gemma setup` again)"
+        )
     freed = 0
     for entry in matches:
         if entry.kind == "hub" and entry.path.is_symlink():

@@ -11,16 +11,25 @@ everything.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from edge.setup import catalog
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
-from edge.model.kv_cache import (KNOWN_SHAPES, AttentionShape, KVCacheEstimate, ModelDims, compute_buffer_bytes,
-                       dims_from_gguf, kv_cache_bytes, shape_from_gguf)
+from edge.model.kv_cache import (
+    KNOWN_SHAPES,
+    AttentionShape,
+    KVCacheEstimate,
+    ModelDims,
+    compute_buffer_bytes,
+    dims_from_gguf,
+    kv_cache_bytes,
+    shape_from_gguf,
+)
 from edge.profiles import Profile
 from edge.settings import RunSettings
+from edge.setup import catalog
 
 MIB = 1 << 20
 GB = 10**9
@@ -115,14 +124,26 @@ def _lazy_effective(lazy_mode: str, ple_bytes: int) -> bool:
     return ple_bytes > 0 and (lazy_mode == "on" or (lazy_mode == "auto" and ple_bytes > LAZY_AUTO_MIN))
 
 
-def _memory_lines(*, weights: int, ple: int, lazy: bool, kv: KVCacheEstimate, compute: int,
-                  mmproj: int, mmproj_note: str, os_headroom: int) -> list[MemoryLine]:
+def _memory_lines(
+    *,
+    weights: int,
+    ple: int,
+    lazy: bool,
+    kv: KVCacheEstimate,
+    compute: int,
+    mmproj: int,
+    mmproj_note: str,
+    os_headroom: int,
+) -> list[MemoryLine]:
     """The arithmetic both choose_plan and check_fits use."""
     lines = []
     if lazy:
         lines.append(MemoryLine("model weights", weights - ple, f"file {gb(weights)} less the per-layer embeddings"))
-        lines.append(MemoryLine("per-layer embeddings", 0,
-                                f"{gb(ple)} read from the file on demand (lazy_mode=on), not resident"))
+        lines.append(
+            MemoryLine(
+                "per-layer embeddings", 0, f"{gb(ple)} read from the file on demand (lazy_mode=on), not resident"
+            )
+        )
     else:
         note = f"includes the {gb(ple)} per-layer-embedding table" if ple else "whole file resident"
         lines.append(MemoryLine("model weights", weights, note))
@@ -133,12 +154,16 @@ def _memory_lines(*, weights: int, ple: int, lazy: bool, kv: KVCacheEstimate, co
     if kv.shared_layers:
         kv_note += f"; {kv.shared_layers} layers share"
     lines.append(MemoryLine("KV cache", kv.total_bytes, kv_note))
-    lines.append(MemoryLine("compute buffers (approx.)", compute,
-                            "estimate: n_ubatch x vocab logits or attention scores, whichever peaks"))
+    lines.append(
+        MemoryLine(
+            "compute buffers (approx.)",
+            compute,
+            "estimate: n_ubatch x vocab logits or attention scores, whichever peaks",
+        )
+    )
     if mmproj:
         lines.append(MemoryLine("projector (mmproj)", mmproj, mmproj_note))
-        lines.append(MemoryLine("projector compute (approx.)", MMPROJ_COMPUTE_ALLOWANCE,
-                                "allowance, not measured"))
+        lines.append(MemoryLine("projector compute (approx.)", MMPROJ_COMPUTE_ALLOWANCE, "allowance, not measured"))
     lines.append(MemoryLine("OS and other programs", os_headroom, "profile os_headroom_mb"))
     return lines
 
@@ -169,11 +194,19 @@ def _ctx_ladder(start: int, floor: int) -> list[int]:
     return out
 
 
-def choose_plan(profile: Profile, device: DeviceInfo, *, model: str | None = None, quant: str | None = None,
-                n_ctx: int | None = None, with_mmproj: bool = True,
-                listings: Mapping[str, Sequence[catalog.ListedFile]] | None = None,
-                settings: RunSettings | None = None, swa_full: bool = False,
-                ctx_floor: int = CTX_FLOOR) -> Plan:
+def choose_plan(
+    profile: Profile,
+    device: DeviceInfo,
+    *,
+    model: str | None = None,
+    quant: str | None = None,
+    n_ctx: int | None = None,
+    with_mmproj: bool = True,
+    listings: Mapping[str, Sequence[catalog.ListedFile]] | None = None,
+    settings: RunSettings | None = None,
+    swa_full: bool = False,
+    ctx_floor: int = CTX_FLOOR,
+) -> Plan:
     """The best fitting model/quant/context/projector for this profile and device.
 
     Order of sacrifice, cheapest first within the profile's quant preference: turn lazy PLE on
@@ -188,16 +221,20 @@ def choose_plan(profile: Profile, device: DeviceInfo, *, model: str | None = Non
     budget, budget_why = device_budget(device, profile)
     shape, dims = KNOWN_SHAPES[model], _dims_from_card(card)
     os_headroom = profile.os_headroom_mb * MIB
-    forced = [f"--{k} {v}" for k, v in (("model", model if model != profile.model else None),
-                                        ("quant", quant), ("ctx", n_ctx)) if v]
+    forced = [
+        f"--{k} {v}"
+        for k, v in (("model", model if model != profile.model else None), ("quant", quant), ("ctx", n_ctx))
+        if v
+    ]
     reasons = [f"profile {profile.name}: {card.title}, quants {' > '.join(profile.quants)}; budget {budget_why}"]
 
     quants = [quant] if quant else list(profile.quants)
     files = {q: catalog.resolve_model_file(model, q, listings) for q in quants}
     missing = [q for q, f in files.items() if f is None]
     if quant and missing:
-        raise UsageError(f"no listed repo has {model} {quant}; pick another --quant "
-                         f"(profile quants: {', '.join(profile.quants)})")
+        raise UsageError(
+            f"no listed repo has {model} {quant}; pick another --quant (profile quants: {', '.join(profile.quants)})"
+        )
     for q in missing:
         reasons.append(f"{q}: no listed repo has it, skipped")
     mm_options: list[catalog.ResolvedFile | None] = [None]
@@ -214,14 +251,31 @@ def choose_plan(profile: Profile, device: DeviceInfo, *, model: str | None = Non
         mf = files[q]
         ple = catalog.estimate_ple_bytes(mf.size)
         is_lazy = (lazy and ple > 0) or _lazy_effective(base.lazy_mode, ple)
-        kv = kv_cache_bytes(shape, ctx, type_k=base.type_k, type_v=base.type_v, n_ubatch=base.n_ubatch,
-                            n_batch=base.n_batch, flash_attn=base.flash_attn, swa_full=swa_full)
-        compute = compute_buffer_bytes(shape, dims, ctx, n_ubatch=base.n_ubatch, n_batch=base.n_batch,
-                                       flash_attn=base.flash_attn)
+        kv = kv_cache_bytes(
+            shape,
+            ctx,
+            type_k=base.type_k,
+            type_v=base.type_v,
+            n_ubatch=base.n_ubatch,
+            n_batch=base.n_batch,
+            flash_attn=base.flash_attn,
+            swa_full=swa_full,
+        )
+        compute = compute_buffer_bytes(
+            shape, dims, ctx, n_ubatch=base.n_ubatch, n_batch=base.n_batch, flash_attn=base.flash_attn
+        )
         where = "GPU (shared memory)" if profile.mmproj_gpu and base.n_gpu_layers != 0 else "CPU"
         mm_note = f"{mm.precision}, on the {where}" if mm else ""
-        lines = _memory_lines(weights=mf.size, ple=ple, lazy=is_lazy, kv=kv, compute=compute,
-                              mmproj=mm.size if mm else 0, mmproj_note=mm_note, os_headroom=os_headroom)
+        lines = _memory_lines(
+            weights=mf.size,
+            ple=ple,
+            lazy=is_lazy,
+            kv=kv,
+            compute=compute,
+            mmproj=mm.size if mm else 0,
+            mmproj_note=mm_note,
+            os_headroom=os_headroom,
+        )
         return _Candidate(q, is_lazy, mm, ctx, mf, tuple(lines))
 
     usable = [q for q in quants if files[q] is not None]
@@ -231,28 +285,50 @@ def choose_plan(profile: Profile, device: DeviceInfo, *, model: str | None = Non
     chosen = next((c for c in tries if c.total <= budget), None)
     if chosen is None:
         raise _no_fit(model, usable, evaluate, lazy_options[-1], smallest_mm, ladder, budget, forced, with_mmproj)
-    for q in usable[:usable.index(chosen.quant)]:
+    for q in usable[: usable.index(chosen.quant)]:
         smallest = evaluate(q, True, smallest_mm, ladder[-1])
-        reasons.append(f"{q} does not fit: even with lazy PLE, the smallest projector and n_ctx "
-                       f"{ladder[-1]} it needs {gb(smallest.total)} of {gb(budget)}")
+        reasons.append(
+            f"{q} does not fit: even with lazy PLE, the smallest projector and n_ctx "
+            f"{ladder[-1]} it needs {gb(smallest.total)} of {gb(budget)}"
+        )
 
     reasons += _why(chosen, evaluate, base, profile, mm_options, ladder, budget)
     out_settings = replace(base, n_ctx=chosen.n_ctx, lazy_mode="on" if chosen.lazy else base.lazy_mode)
-    planned = [PlannedFile("model", chosen.model_file.repo, chosen.model_file.name, chosen.model_file.size,
-                           chosen.model_file.size_source, chosen.quant)]
+    planned = [
+        PlannedFile(
+            "model",
+            chosen.model_file.repo,
+            chosen.model_file.name,
+            chosen.model_file.size,
+            chosen.model_file.size_source,
+            chosen.quant,
+        )
+    ]
     if chosen.mmproj:
         m = chosen.mmproj
         planned.append(PlannedFile("mmproj", m.repo, m.name, m.size, m.size_source, m.precision))
     if any(p.size_source not in ("hub listing", "recorded") for p in planned):
         reasons.append("some sizes are estimates: the plan is redone with the hub's real sizes before downloading")
-    plan = Plan(model, chosen.quant, chosen.mmproj.precision if chosen.mmproj else None, chosen.lazy,
-                tuple(planned), chosen.lines, chosen.total, budget, out_settings, (), profile.name)
+    plan = Plan(
+        model,
+        chosen.quant,
+        chosen.mmproj.precision if chosen.mmproj else None,
+        chosen.lazy,
+        tuple(planned),
+        chosen.lines,
+        chosen.total,
+        budget,
+        out_settings,
+        (),
+        profile.name,
+    )
     reasons.append(f"{gb(plan.headroom_bytes)} left over after everything, OS headroom included")
     return replace(plan, reasons=tuple(reasons))
 
 
-def _why(chosen: _Candidate, evaluate, base: RunSettings, profile: Profile, mm_options, ladder,
-         budget: int) -> list[str]:
+def _why(
+    chosen: _Candidate, evaluate, base: RunSettings, profile: Profile, mm_options, ladder, budget: int
+) -> list[str]:
     """One human line per decision the planner made."""
     out = [f"{chosen.quant}: {gb(chosen.model_file.size)} ({chosen.model_file.repo})"]
     if chosen.lazy and base.lazy_mode != "on":
@@ -260,47 +336,62 @@ def _why(chosen: _Candidate, evaluate, base: RunSettings, profile: Profile, mm_o
         if eager.lazy:
             out.append("lazy PLE on: llama.cpp's auto mode reads a per-layer table above 4 GiB lazily")
         else:
-            out.append(f"lazy PLE turned on: without it this plan needs {gb(eager.total)}, "
-                       f"{gb(eager.total - budget)} over; decode is 8-11% slower")
+            out.append(
+                f"lazy PLE turned on: without it this plan needs {gb(eager.total)}, "
+                f"{gb(eager.total - budget)} over; decode is 8-11% slower"
+            )
     elif chosen.lazy:
         ple = next(line for line in chosen.lines if line.label == "per-layer embeddings")
         out.append(f"lazy PLE on (profile): {ple.note}")
     first_mm = mm_options[0]
     if chosen.mmproj is not None and first_mm is not None and chosen.mmproj.precision != first_mm.precision:
         best = evaluate(chosen.quant, chosen.lazy, first_mm, chosen.n_ctx)
-        out.append(f"projector {chosen.mmproj.precision} instead of {first_mm.precision}: {first_mm.precision} "
-                   f"needs {gb(best.total - budget)} more than fits (audio is better at F16/BF16)")
+        out.append(
+            f"projector {chosen.mmproj.precision} instead of {first_mm.precision}: {first_mm.precision} "
+            f"needs {gb(best.total - budget)} more than fits (audio is better at F16/BF16)"
+        )
     elif chosen.mmproj is not None:
         out.append(f"projector {chosen.mmproj.precision}: {gb(chosen.mmproj.size)} ({chosen.mmproj.repo})")
     if chosen.n_ctx != ladder[0]:
         full = evaluate(chosen.quant, chosen.lazy, chosen.mmproj, ladder[0])
-        out.append(f"n_ctx {chosen.n_ctx} instead of {ladder[0]}: {ladder[0]} needs {gb(full.total - budget)} "
-                   "more than fits")
+        out.append(
+            f"n_ctx {chosen.n_ctx} instead of {ladder[0]}: {ladder[0]} needs {gb(full.total - budget)} more than fits"
+        )
     return out
 
 
 def _no_fit(model, usable, evaluate, lazy, smallest_mm, ladder, budget, forced, with_mmproj):
     if not usable:
-        return MemoryFitError(f"no file for {model} in any quant the profile allows; list the repos again "
-                              "or pass --quant")
-    smallest = min((evaluate(q, lazy, smallest_mm, ladder[-1]) for q in usable),
-                   key=lambda c: c.total)
+        return MemoryFitError(
+            f"no file for {model} in any quant the profile allows; list the repos again or pass --quant"
+        )
+    smallest = min((evaluate(q, lazy, smallest_mm, ladder[-1]) for q in usable), key=lambda c: c.total)
     what = f"{model} {smallest.quant} at n_ctx {smallest.n_ctx}" + (" with lazy PLE" if smallest.lazy else "")
     if smallest.mmproj:
         what += f" and the {smallest.mmproj.precision} projector"
     short = smallest.total - budget
     headroom = next(line.bytes for line in smallest.lines if line.label == "OS and other programs")
-    msg = (f"{what} needs {gb(smallest.total)} (OS headroom {gb(headroom)} included) but this device "
-           f"has {gb(budget)}: {gb(short)} short"
-           f" ({'forced by ' + ', '.join(forced) if forced else 'the smallest choice the profile allows'})")
+    msg = (
+        f"{what} needs {gb(smallest.total)} (OS headroom {gb(headroom)} included) but this device "
+        f"has {gb(budget)}: {gb(short)} short"
+        f" ({'forced by ' + ', '.join(forced) if forced else 'the smallest choice the profile allows'})"
+    )
     if with_mmproj and smallest.mmproj:
         text_only = smallest.total - smallest.mmproj.size - MMPROJ_COMPUTE_ALLOWANCE
         msg += f"; text only (no projector) would need {gb(text_only)}"
     return MemoryFitError(msg + "; pick a smaller --quant/--model/--ctx or a profile with less OS headroom")
 
 
-def check_fits(gguf_info, settings: RunSettings, device: DeviceInfo, mmproj_bytes: int = 0, *, os_headroom_mb: int = 0,
-               mmproj_on_gpu: bool = False, swa_full: bool = False) -> FitReport:
+def check_fits(
+    gguf_info,
+    settings: RunSettings,
+    device: DeviceInfo,
+    mmproj_bytes: int = 0,
+    *,
+    os_headroom_mb: int = 0,
+    mmproj_on_gpu: bool = False,
+    swa_full: bool = False,
+) -> FitReport:
     """choose_plan's arithmetic for a model file already on disk (edge.model.gguf.GGUFInfo)."""
     shape: AttentionShape = shape_from_gguf(gguf_info)
     dims = dims_from_gguf(gguf_info)
@@ -308,38 +399,62 @@ def check_fits(gguf_info, settings: RunSettings, device: DeviceInfo, mmproj_byte
     ple = ple_tensor.n_bytes if ple_tensor is not None else 0
     n_ctx_train = int(gguf_info.arch_value("context_length", 0) or 0)
     n_ctx = min(settings.n_ctx, n_ctx_train) if n_ctx_train else settings.n_ctx
-    kv = kv_cache_bytes(shape, n_ctx, type_k=settings.type_k, type_v=settings.type_v,
-                        n_ubatch=settings.n_ubatch, n_batch=settings.n_batch, flash_attn=settings.flash_attn,
-                        swa_full=swa_full)
-    compute = compute_buffer_bytes(shape, dims, n_ctx, n_ubatch=settings.n_ubatch, n_batch=settings.n_batch,
-                                   flash_attn=settings.flash_attn)
+    kv = kv_cache_bytes(
+        shape,
+        n_ctx,
+        type_k=settings.type_k,
+        type_v=settings.type_v,
+        n_ubatch=settings.n_ubatch,
+        n_batch=settings.n_batch,
+        flash_attn=settings.flash_attn,
+        swa_full=swa_full,
+    )
+    compute = compute_buffer_bytes(
+        shape, dims, n_ctx, n_ubatch=settings.n_ubatch, n_batch=settings.n_batch, flash_attn=settings.flash_attn
+    )
     lazy = _lazy_effective(settings.lazy_mode, ple)
-    lines = _memory_lines(weights=gguf_info.file_size, ple=ple, lazy=lazy, kv=kv, compute=compute,
-                          mmproj=mmproj_bytes, mmproj_note="on the GPU (shared memory)" if mmproj_on_gpu
-                          else "on the CPU", os_headroom=os_headroom_mb * MIB)
+    lines = _memory_lines(
+        weights=gguf_info.file_size,
+        ple=ple,
+        lazy=lazy,
+        kv=kv,
+        compute=compute,
+        mmproj=mmproj_bytes,
+        mmproj_note="on the GPU (shared memory)" if mmproj_on_gpu else "on the CPU",
+        os_headroom=os_headroom_mb * MIB,
+    )
     budget, why = device_budget(device)
     total = sum(line.bytes for line in lines)
     available = device.available_memory_bytes
     needed_now = total - os_headroom_mb * MIB
     notes = [f"budget: {why}"]
     if total > budget:
-        notes.append(f"needs {gb(total)} of {gb(budget)}: {gb(total - budget)} over; lower n_ctx, "
-                     "turn lazy_mode on or use a smaller quant")
+        notes.append(
+            f"needs {gb(total)} of {gb(budget)}: {gb(total - budget)} over; lower n_ctx, "
+            "turn lazy_mode on or use a smaller quant"
+        )
     if available and needed_now > available:
-        notes.append(f"loading needs {gb(needed_now)} but only {gb(available)} is free right now "
-                     f"({gb(needed_now - available)} short); close other programs")
+        notes.append(
+            f"loading needs {gb(needed_now)} but only {gb(available)} is free right now "
+            f"({gb(needed_now - available)} short); close other programs"
+        )
     return FitReport(tuple(lines), total, budget, available, needed_now, tuple(notes))
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """A JSON-ready dict (bytes as integers) for `--json`."""
     return {
-        "profile": plan.profile, "model": plan.model, "quant": plan.quant,
-        "mmproj_precision": plan.mmproj_precision, "lazy_ple": plan.lazy_ple,
+        "profile": plan.profile,
+        "model": plan.model,
+        "quant": plan.quant,
+        "mmproj_precision": plan.mmproj_precision,
+        "lazy_ple": plan.lazy_ple,
         "files": [asdict(f) for f in plan.files],
         "memory": [asdict(line) for line in plan.lines],
-        "total_bytes": plan.total_bytes, "budget_bytes": plan.budget_bytes,
-        "headroom_bytes": plan.headroom_bytes, "settings": plan.settings.to_dict(),
+        "total_bytes": plan.total_bytes,
+        "budget_bytes": plan.budget_bytes,
+        "headroom_bytes": plan.headroom_bytes,
+        "settings": plan.settings.to_dict(),
         "reasons": list(plan.reasons),
     }
 
@@ -349,15 +464,22 @@ def format_plan_table(plan: Plan) -> str:
     out = [f"Plan for {plan.profile}: {plan.model} {plan.quant}, n_ctx {plan.settings.n_ctx}", "", "Files"]
     for f in plan.files:
         where = f"{f.repo}/{f.name}" if f.name else f"{f.repo} ({f.precision}, name found when listed)"
-        out.append(f"  {f.role:<7} {where}  {gb(f.size)}" + ("" if f.size_source in ("hub listing", "recorded")
-                                                            else f"  [{f.size_source}]"))
+        out.append(
+            f"  {f.role:<7} {where}  {gb(f.size)}"
+            + ("" if f.size_source in ("hub listing", "recorded") else f"  [{f.size_source}]")
+        )
     out += ["", "Memory"]
     width = max(len(line.label) for line in plan.lines)
     for line in plan.lines:
         out.append(f"  {line.label:<{width}}  {mib(line.bytes):>11}  {line.note}")
     rule = "  " + "-" * (width + 13)
-    out += [rule, f"  {'total':<{width}}  {mib(plan.total_bytes):>11}",
-            f"  {'budget':<{width}}  {mib(plan.budget_bytes):>11}",
-            f"  {'left over':<{width}}  {mib(plan.headroom_bytes):>11}", "", "Why"]
+    out += [
+        rule,
+        f"  {'total':<{width}}  {mib(plan.total_bytes):>11}",
+        f"  {'budget':<{width}}  {mib(plan.budget_bytes):>11}",
+        f"  {'left over':<{width}}  {mib(plan.headroom_bytes):>11}",
+        "",
+        "Why",
+    ]
     out += [f"  - {reason}" for reason in plan.reasons]
     return "\n".join(out)

@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge.setup import catalog
 from edge.device.info import DeviceInfo, detect, nominal_device
-from edge.setup.config import DeviceConfig, InstalledFile, load_device_config, save_device_config
-from edge.setup.download import RemoteListing, fetch_file, import_local, list_remote_files
 from edge.errors import DownloadError, MemoryFitError, ModelFileError
 from edge.model.gguf import GGUFInfo, check_loadable_model, inspect_gguf
 from edge.paths import models_dir
-from edge.setup.plan import Plan, check_fits, choose_plan, gb
 from edge.profiles import Profile, ProfileChoice, choose_profile, family_for_device, load_profiles
 from edge.settings import RunSettings, resolve_settings
+from edge.setup import catalog
+from edge.setup.config import DeviceConfig, InstalledFile, load_device_config, save_device_config
+from edge.setup.download import RemoteListing, fetch_file, import_local, list_remote_files
+from edge.setup.plan import Plan, check_fits, choose_plan, gb
 
 # Settings the plan decides and the device config records; the rest come from the profile.
 PLANNED_SETTINGS = ("n_ctx", "lazy_mode")
@@ -55,8 +55,15 @@ class SetupProposal:
     notes: tuple[str, ...]  # why this profile, and repos that could not be listed
 
 
-def propose(device_name: str, *, model: str | None = None, quant: str | None = None, n_ctx: int | None = None,
-            with_mmproj: bool = True, root: Path = Path("/")) -> SetupProposal:
+def propose(
+    device_name: str,
+    *,
+    model: str | None = None,
+    quant: str | None = None,
+    n_ctx: int | None = None,
+    with_mmproj: bool = True,
+    root: Path = Path("/"),
+) -> SetupProposal:
     target = resolve_target(device_name, root)
     listings, notes = gather_listings(model or target.choice.profile.model)
     plan = make_plan(target, listings, model=model, quant=quant, n_ctx=n_ctx, with_mmproj=with_mmproj)
@@ -70,23 +77,33 @@ def install_proposal(proposal: SetupProposal, *, progress: bool = True) -> Devic
     return build_config(proposal.target.choice.profile, installed, plan.settings, plan.model, plan.quant)
 
 
-def install_local(device_name: str, gguf: Path, mmproj: Path | None, *, link: bool = False,
-                  n_ctx: int | None = None, root: Path = Path("/")) -> tuple[SetupTarget, DeviceConfig]:
+def install_local(
+    device_name: str,
+    gguf: Path,
+    mmproj: Path | None,
+    *,
+    link: bool = False,
+    n_ctx: int | None = None,
+    root: Path = Path("/"),
+) -> tuple[SetupTarget, DeviceConfig]:
     """Air-gapped setup: import local files, check they fit the board, the config that records them."""
     target = resolve_target(device_name, root)
     installed = import_files(gguf, mmproj, link=link)
     settings = plan_for_local(target, installed, n_ctx)
     info = inspect_gguf(installed["model"].path)
-    return target, build_config(target.choice.profile, installed, settings, model_id_of(info),
-                                quant_of(installed["model"].filename))
+    return target, build_config(
+        target.choice.profile, installed, settings, model_id_of(info), quant_of(installed["model"].filename)
+    )
 
 
 def offline_config() -> DeviceConfig:
     """The saved config, when every file it names is still on disk."""
     config = load_device_config()
     if config is None:
-        raise DownloadError("offline and nothing set up yet: run `edge-gemma setup` once online, "
-                            "or import local files with --gguf PATH [--mmproj PATH]")
+        raise DownloadError(
+            "offline and nothing set up yet: run `edge-gemma setup` once online, "
+            "or import local files with --gguf PATH [--mmproj PATH]"
+        )
     for item in filter(None, (config.model, config.mmproj)):
         if not Path(item.path).is_file():
             raise DownloadError(f"{item.path} is missing; run `edge-gemma setup` online to fetch it again")
@@ -102,17 +119,19 @@ class SmokeTest:
 def smoke_test(root: Path = Path("/")) -> SmokeTest:
     """Load the configured model the way `run` does, generate a few tokens, then a short bench."""
     from edge.bench.measure import BenchTest, run_sweep
-    from edge.launch import load_model, prepare_run
     from edge.cli.output import format_stats
+    from edge.launch import load_model, prepare_run
 
     plan = prepare_run(None, "auto", root=root)  # the config just saved: its profile, model and plan
     s = plan.resolved.settings
     with load_model(plan) as loaded:
-        generation = loaded.chat([{"role": "user", "content": "Say hello in five words."}], max_tokens=16,
-                                 temperature=0.0)
+        generation = loaded.chat(
+            [{"role": "user", "content": "Say hello in five words."}], max_tokens=16, temperature=0.0
+        )
         generation.run()
-        tests = [BenchTest(n, g, 0, s.n_threads, s.n_threads_batch, s.n_batch, s.n_ubatch)
-                 for n, g in ((128, 0), (0, 32))]
+        tests = [
+            BenchTest(n, g, 0, s.n_threads, s.n_threads_batch, s.n_batch, s.n_ubatch) for n, g in ((128, 0), (0, 32))
+        ]
         outcome = run_sweep(loaded, tests, repetitions=2)
         return SmokeTest(format_stats(generation.stats, loaded, plan.tuned_note), tuple(outcome.results))
 
@@ -131,24 +150,52 @@ def gather_listings(model: str) -> tuple[dict[str, RemoteListing], list[str]]:
     return listings, notes
 
 
-def make_plan(target: SetupTarget, listings: dict[str, RemoteListing], *, model: str | None = None,
-              quant: str | None = None, n_ctx: int | None = None, with_mmproj: bool = True) -> Plan:
+def make_plan(
+    target: SetupTarget,
+    listings: dict[str, RemoteListing],
+    *,
+    model: str | None = None,
+    quant: str | None = None,
+    n_ctx: int | None = None,
+    with_mmproj: bool = True,
+) -> Plan:
     files = {repo: listing.files for repo, listing in listings.items()}
-    return choose_plan(target.choice.profile, target.device, model=model, quant=quant, n_ctx=n_ctx,
-                       with_mmproj=with_mmproj, listings=files)
+    return choose_plan(
+        target.choice.profile,
+        target.device,
+        model=model,
+        quant=quant,
+        n_ctx=n_ctx,
+        with_mmproj=with_mmproj,
+        listings=files,
+    )
 
 
-def download_plan(plan: Plan, listings: dict[str, RemoteListing], *, offline: bool = False,
-                  progress: bool = True) -> dict[str, InstalledFile]:
+def download_plan(
+    plan: Plan, listings: dict[str, RemoteListing], *, offline: bool = False, progress: bool = True
+) -> dict[str, InstalledFile]:
     """Fetch (or find cached) every planned file at the listed commit, verified against its LFS sha256."""
     installed = {}
     for planned in plan.files:
         listing = listings[planned.repo]
         remote = listing.get(planned.name)
-        path = fetch_file(planned.repo, planned.name, revision=listing.commit, expected_sha256=remote.sha256,
-                          expected_size=remote.size, progress=progress, offline=offline)
-        installed[planned.role] = InstalledFile(planned.repo, planned.name, listing.commit, remote.sha256,
-                                                int(remote.size or path.stat().st_size), str(path))
+        path = fetch_file(
+            planned.repo,
+            planned.name,
+            revision=listing.commit,
+            expected_sha256=remote.sha256,
+            expected_size=remote.size,
+            progress=progress,
+            offline=offline,
+        )
+        installed[planned.role] = InstalledFile(
+            planned.repo,
+            planned.name,
+            listing.commit,
+            remote.sha256,
+            int(remote.size or path.stat().st_size),
+            str(path),
+        )
     verify_files(Path(installed["model"].path), Path(installed["mmproj"].path) if "mmproj" in installed else None)
     return installed
 
@@ -157,17 +204,21 @@ def verify_files(model_path: Path, mmproj_path: Path | None) -> tuple[GGUFInfo, 
     """The model must be a loadable Gemma 4 GGUF; the projector a clip GGUF with an audio encoder."""
     info = check_loadable_model(model_path)
     if info.architecture != "gemma4":
-        raise ModelFileError(f"{model_path} is a {info.architecture or 'unknown'} model, not Gemma 4; "
-                             "setup installs Gemma 4 E2B/E4B (use `edge-gemma run --model PATH` for others)")
+        raise ModelFileError(
+            f"{model_path} is a {info.architecture or 'unknown'} model, not Gemma 4; "
+            "setup installs Gemma 4 E2B/E4B (use `edge-gemma run --model PATH` for others)"
+        )
     projector = None
     if mmproj_path is not None:
         projector = inspect_gguf(mmproj_path)
         if not projector.is_projector:
-            raise ModelFileError(f"{mmproj_path} is not a projector (mmproj) GGUF; pass the mmproj-*.gguf "
-                                 "file that comes with the model")
+            raise ModelFileError(
+                f"{mmproj_path} is not a projector (mmproj) GGUF; pass the mmproj-*.gguf file that comes with the model"
+            )
         if not projector.metadata.get("clip.has_audio_encoder"):
-            raise ModelFileError(f"{mmproj_path} has no audio encoder; voice needs the Gemma 4 E2B/E4B "
-                                 "mmproj (F16 or BF16 preferred)")
+            raise ModelFileError(
+                f"{mmproj_path} has no audio encoder; voice needs the Gemma 4 E2B/E4B mmproj (F16 or BF16 preferred)"
+            )
     return info, projector
 
 
@@ -193,8 +244,14 @@ def model_id_of(info: GGUFInfo) -> str:
 
 
 def quant_of(filename: str) -> str:
-    return next((q for q in sorted(catalog.FILE_BITS_PER_WEIGHT, key=len, reverse=True)
-                 if catalog.has_quant_token(filename, q)), "unknown")
+    return next(
+        (
+            q
+            for q in sorted(catalog.FILE_BITS_PER_WEIGHT, key=len, reverse=True)
+            if catalog.has_quant_token(filename, q)
+        ),
+        "unknown",
+    )
 
 
 def plan_for_local(target: SetupTarget, installed: dict[str, InstalledFile], n_ctx: int | None = None) -> RunSettings:
@@ -210,17 +267,26 @@ def plan_for_local(target: SetupTarget, installed: dict[str, InstalledFile], n_c
         if lazy_report.fits_device:
             return lazy
     if not report.fits_device:
-        raise MemoryFitError(f"{installed['model'].filename} needs {gb(report.total_bytes)} but "
-                             f"{profile.name} has {gb(report.budget_bytes)} ({gb(report.total_bytes - report.budget_bytes)} "
-                             "over); use a smaller quant or --ctx")
+        raise MemoryFitError(
+            f"{installed['model'].filename} needs {gb(report.total_bytes)} but "
+            f"{profile.name} has {gb(report.budget_bytes)} ({gb(report.total_bytes - report.budget_bytes)} "
+            "over); use a smaller quant or --ctx"
+        )
     return settings
 
 
-def build_config(profile: Profile, installed: dict[str, InstalledFile], settings: RunSettings,
-                 model_id: str, quant: str) -> DeviceConfig:
+def build_config(
+    profile: Profile, installed: dict[str, InstalledFile], settings: RunSettings, model_id: str, quant: str
+) -> DeviceConfig:
     chosen = {key: getattr(settings, key) for key in PLANNED_SETTINGS}
-    return DeviceConfig(profile=profile.name, model_id=model_id, quant=quant, model=installed["model"],
-                        mmproj=installed.get("mmproj"), settings=chosen)
+    return DeviceConfig(
+        profile=profile.name,
+        model_id=model_id,
+        quant=quant,
+        model=installed["model"],
+        mmproj=installed.get("mmproj"),
+        settings=chosen,
+    )
 
 
 def save_if_changed(config: DeviceConfig) -> bool:

@@ -17,24 +17,28 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-from edge.model.mtmd import AudioEvalResult, MtmdAudio
-from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
 from edge.errors import AudioError, GenerationError
+from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
 from edge.model.context_budget import Fitted, audio_tokens_for, fit_history
+from edge.model.mtmd import AudioEvalResult, MtmdAudio
 from edge.model.runner import Generation, LoadedModel
 
-DEFAULT_SYSTEM_PROMPT = ("You are a helpful voice assistant running offline on a small computer. "
-                         "Listen to what the user says and answer briefly, in plain spoken sentences: "
-                         "no lists, no markdown, no emoji.")
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant running offline on a small computer. "
+    "Listen to what the user says and answer briefly, in plain spoken sentences: "
+    "no lists, no markdown, no emoji."
+)
 # The model card's transcription prompt (FACTS.md), used at temperature 0.
-TRANSCRIBE_PROMPT = ("Transcribe the following speech segment in {language} into {language} text. "
-                     "Only output the transcription, with no newlines. When transcribing numbers, "
-                     "write the digits.")
+TRANSCRIBE_PROMPT = (
+    "Transcribe the following speech segment in {language} into {language} text. "
+    "Only output the transcription, with no newlines. When transcribing numbers, "
+    "write the digits."
+)
 HEARD_PROMPT = "Write down exactly what I said in my last message, and nothing else."
 TRANSCRIPT_MAX_TOKENS = 160
 
@@ -52,8 +56,10 @@ class AudioConversation:
 
     def __init__(self, loaded: LoadedModel, audio: MtmdAudio, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
         if loaded.info.architecture != "gemma4":
-            raise AudioError(f"{loaded.path.name} is a {loaded.info.architecture} model; only Gemma 4 "
-                             "E2B/E4B hear audio: run `edge-gemma setup` to install one")
+            raise AudioError(
+                f"{loaded.path.name} is a {loaded.info.architecture} model; only Gemma 4 "
+                "E2B/E4B hear audio: run `edge-gemma setup` to install one"
+            )
         self.loaded, self.audio = loaded, audio
         self.history: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self.last_heard: HeardAudio | None = None
@@ -61,8 +67,9 @@ class AudioConversation:
 
     # -- one turn --------------------------------------------------------------------------------
 
-    def reply(self, pcm: np.ndarray, *, instruction: str = "", max_tokens: int = 256,
-              temperature: float = 0.7) -> Generation:
+    def reply(
+        self, pcm: np.ndarray, *, instruction: str = "", max_tokens: int = 256, temperature: float = 0.7
+    ) -> Generation:
         """Stream the reply to a spoken turn. Iterate it; then call `remember()` with its text.
 
         The history is first fitted to the context with room for this clip's audio tokens, the reply
@@ -71,9 +78,15 @@ class AudioConversation:
         asked: Message = {"role": "user", "content": self.audio.marker + instruction}
         seconds = len(pcm) / self.audio.audio_sample_rate
         reserve = audio_tokens_for(seconds) + max_tokens + self.transcript_room
-        fitted = fit_history(self.history, asked, n_ctx=self.loaded.n_ctx, reserve=reserve,
-                             count_tokens=self.loaded.count_chat_tokens, what=f"a {seconds:.1f} s clip",
-                             fix="raise --ctx or speak in shorter turns")
+        fitted = fit_history(
+            self.history,
+            asked,
+            n_ctx=self.loaded.n_ctx,
+            reserve=reserve,
+            count_tokens=self.loaded.count_chat_tokens,
+            what=f"a {seconds:.1f} s clip",
+            fix="raise --ctx or speak in shorter turns",
+        )
         self.history, self.last_fit = fitted.history, fitted
         return Generation(self.loaded, self._pieces(self.history + [asked], pcm, max_tokens, temperature))
 
@@ -89,8 +102,10 @@ class AudioConversation:
     def remember(self, reply_text: str, *, transcribe: bool = True) -> str:
         """Put the finished turn into the text history; returns what the model heard ('' if skipped)."""
         heard = self._heard_in_context() if transcribe else ""
-        self.history += [{"role": "user", "content": heard or "(spoken message)"},
-                         {"role": "assistant", "content": reply_text.strip()}]
+        self.history += [
+            {"role": "user", "content": heard or "(spoken message)"},
+            {"role": "assistant", "content": reply_text.strip()},
+        ]
         return heard
 
     def transcribe(self, pcm: np.ndarray, *, language: str = "English") -> Generation:
@@ -100,15 +115,13 @@ class AudioConversation:
 
     # -- the model side --------------------------------------------------------------------------
 
-    def _pieces(self, messages: list[Message], pcm: np.ndarray, max_tokens: int,
-                temperature: float) -> Iterator[str]:
+    def _pieces(self, messages: list[Message], pcm: np.ndarray, max_tokens: int, temperature: float) -> Iterator[str]:
         """Evaluate text prefix + audio + suffix, then sample; runs lazily inside Generation's timing."""
         prompt = self.loaded.chat_prompt(messages)
         before, after = prompt.text.split(self.audio.marker, 1)
         with _llama_failures("evaluating the conversation"):
             self._eval_text_prefix(before)
-        result = self.audio.eval_prompt_with_audio(self.loaded.llama, self.audio.marker + after, pcm,
-                                                   append=True)
+        result = self.audio.eval_prompt_with_audio(self.loaded.llama, self.audio.marker + after, pcm, append=True)
         self.last_heard = HeardAudio(len(pcm) / self.audio.audio_sample_rate, result)
         yield from self._sample(max_tokens, temperature, prompt.stop)
 
@@ -136,8 +149,7 @@ class AudioConversation:
         history = llama.input_ids[: llama.n_tokens].tolist()
         text = ""
         with _llama_failures("generating the reply"):
-            for count, token in enumerate(llama.generate(history, temp=temperature, top_k=64, top_p=0.95,
-                                                         reset=True)):
+            for count, token in enumerate(llama.generate(history, temp=temperature, top_k=64, top_p=0.95, reset=True)):
                 if llama_cpp.llama_vocab_is_eog(vocab, token) or count >= max_tokens:
                     return
                 piece = decoder.decode(llama.detokenize([token], special=False))
@@ -165,5 +177,7 @@ def _llama_failures(doing: str):
     try:
         yield
     except (RuntimeError, ValueError) as exc:
-        raise GenerationError(f"llama.cpp failed while {doing} ({exc}); the turn was dropped and the "
-                              "conversation kept: try again, or raise --ctx if it repeats") from exc
+        raise GenerationError(
+            f"llama.cpp failed while {doing} ({exc}); the turn was dropped and the "
+            "conversation kept: try again, or raise --ctx if it repeats"
+        ) from exc

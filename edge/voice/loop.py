@@ -11,9 +11,9 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -73,14 +73,23 @@ class _TimedSink(AudioSink):
 class VoiceLoop:
     """Turns from `source` into replies spoken by `speaker_factory`'s Speaker (None: text only)."""
 
-    def __init__(self, conversation: AudioConversation, source: AudioSource, *,
-                 endpointer: Endpointer | None = None, sink: AudioSink | None = None,
-                 speaker_factory: Callable[[AudioSink], Speaker] | None = None, barge_in: bool = True,
-                 max_tokens: int = 256, temperature: float = 0.7,
-                 on_text: Callable[[str], None] = lambda piece: None,
-                 on_turn: Callable[[TurnStats], None] = lambda stats: None,
-                 on_note: Callable[[str], None] = lambda message: None,
-                 log_path: Path | None = None, forget_after_s: float | None = 300.0):
+    def __init__(
+        self,
+        conversation: AudioConversation,
+        source: AudioSource,
+        *,
+        endpointer: Endpointer | None = None,
+        sink: AudioSink | None = None,
+        speaker_factory: Callable[[AudioSink], Speaker] | None = None,
+        barge_in: bool = True,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        on_text: Callable[[str], None] = lambda piece: None,
+        on_turn: Callable[[TurnStats], None] = lambda stats: None,
+        on_note: Callable[[str], None] = lambda message: None,
+        log_path: Path | None = None,
+        forget_after_s: float | None = 300.0,
+    ):
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
         a fresh conversation after `forget_after_s` of quiet (None: remember forever)."""
         self.conversation, self.source = conversation, source
@@ -95,8 +104,13 @@ class VoiceLoop:
         self._barged = False
         self._last_turn_at: float | None = None  # stream time the last turn's speech ended
 
-    def run(self, max_turns: int | None = None, push_to_talk: PushToTalk | None = None,
-            stop: threading.Event | None = None, toggles: queue.SimpleQueue | None = None) -> list[TurnStats]:
+    def run(
+        self,
+        max_turns: int | None = None,
+        push_to_talk: PushToTalk | None = None,
+        stop: threading.Event | None = None,
+        toggles: queue.SimpleQueue | None = None,
+    ) -> list[TurnStats]:
         """Listen until the source ends, `stop` is set, or max_turns replies were made.
 
         With push_to_talk, each item put on `toggles` (from a key-reading thread) starts or stops a
@@ -122,7 +136,7 @@ class VoiceLoop:
                     self.guarded_turn(clip)
                     if max_turns is not None and len(self.turns) >= max_turns:
                         return self.turns
-            for clip in ([] if push_to_talk else self.endpointer.flush()):
+            for clip in [] if push_to_talk else self.endpointer.flush():
                 if max_turns is None or len(self.turns) < max_turns:
                     self.guarded_turn(clip)
             if self.speaker is not None:
@@ -181,11 +195,17 @@ class VoiceLoop:
         s, heard_audio = generation.stats, self.conversation.last_heard
         first_play = self.sink.first_play_at if self.sink is not None else None
         return TurnStats(
-            speech_s=round(clip.duration_s, 3), endpoint_delay_s=round(clip.endpoint_delay_s, 3),
+            speech_s=round(clip.duration_s, 3),
+            endpoint_delay_s=round(clip.endpoint_delay_s, 3),
             audio_encode_ms=heard_audio.audio.encode_ms if heard_audio else 0.0,
             audio_tokens=heard_audio.audio.n_audio_tokens if heard_audio else 0,
-            prompt_tps=round(s.prompt_tps, 2), ttft_s=round(s.time_to_first_token, 3),
-            decode_tps=round(s.generation_tps, 2), reply_tokens=s.generated_tokens,
+            prompt_tps=round(s.prompt_tps, 2),
+            ttft_s=round(s.time_to_first_token, 3),
+            decode_tps=round(s.generation_tps, 2),
+            reply_tokens=s.generated_tokens,
             first_sound_s=round(first_play - closed_at, 3) if first_play else None,
-            heard=heard, reply=generation.text.strip(), barged_in=barged,
-            dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0)
+            heard=heard,
+            reply=generation.text.strip(),
+            barged_in=barged,
+            dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0,
+        )
