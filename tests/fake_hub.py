@@ -141,6 +141,12 @@ class FakeHub:
         self.repos: dict[str, HubRepo] = {}
         self.requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
+        # Networks that are not the hub (set by tests): a captive portal answers every request with a
+        # login page; a hijacked API redirects to another host; a broken or hostile mirror lists extra
+        # siblings (names that climb out of the repo, absurd sizes).
+        self.captive_portal = False
+        self.api_redirect_host: str | None = None
+        self.extra_siblings: dict[str, list[dict]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -259,7 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self.rec = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
         try:
-            if m := _API.match(path):
+            if self.hub.captive_portal:
+                self._portal()
+            elif self.hub.api_redirect_host and _API.match(path):
+                port = self.hub.endpoint.rsplit(":", 1)[1]
+                location = f"http://{self.hub.api_redirect_host}:{port}{self.path}"
+                self._send(302, {"Location": location, "Content-Length": "0"})
+            elif m := _API.match(path):
                 self._api(unquote(m["repo"]), m["what"], unquote(m["rev"] or "main"), unquote(m["sub"] or ""))
             elif m := (_RESOLVE.match(path) or _LFS.match(path)):
                 cdn = path.startswith("/_lfs/")
@@ -304,6 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:  # model_info; sizes and LFS hashes only when asked for (files_metadata=True sends blobs=True)
             blobs = "blobs=true" in urlsplit(self.path).query.lower()
             siblings = [self._sibling(f) if blobs else {"rfilename": f.name} for f in repo.files.values()]
+            siblings += self.hub.extra_siblings.get(repo_id, [])
             body = {"_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
                     "lastModified": "2026-01-01T00:00:00.000Z", "private": False, "disabled": False,
                     "gated": "manual" if repo.gated else False, "tags": ["gguf"], "siblings": siblings}  # fmt: skip
@@ -322,6 +335,13 @@ class _Handler(BaseHTTPRequestHandler):
         if f.lfs:
             out["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": 134}
         return out
+
+    def _portal(self) -> None:
+        """What a hotel or school network answers before you log in: 200 and a web page, for anything."""
+        page = b"<!DOCTYPE html><html><head><title>Guest Wi-Fi</title></head><body><form>Log in</form></body></html>"
+        self._send(200, {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(page))})
+        if self.command != "HEAD":
+            self._write(page)
 
     # ---- /{repo}/resolve/{rev}/{file} ------------------------------------------------------
     def _resolve(self, repo_id: str, rev: str, name: str, *, via_cdn: bool) -> None:

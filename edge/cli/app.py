@@ -276,8 +276,13 @@ for command in (setup, plan, models, bench, tune, voice, transcribe, ask):
 
 
 def main() -> None:
+    import signal
+
     from edge.cli.crash_report import run_guarded
 
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored; but
+    # Ctrl-C (or kill -INT) is how a reply or a bench is stopped here, so always take it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command = " ".join(sys.argv[1:2]) or "(no command)"
     run_guarded(lambda: cli(prog_name="edge-gemma"), command)
 

@@ -43,6 +43,7 @@ from huggingface_hub.utils import WeakFileLock, build_hf_headers
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from edge.errors import DownloadError, EdgeError, ModelFileError, UsageError
+from edge.setup.hub_answers import api_answers_checked, check_listing, portal_error
 
 try:  # the HTTP library huggingface_hub raises transport errors from: httpx2 since 2.0, httpx in 1.x
     import httpx2 as _httpx
@@ -109,11 +110,16 @@ def list_remote_files(repo_id: str, revision: str | None = None) -> RemoteListin
     if hub.offline:
         raise DownloadError(f"Cannot list {repo_id}: offline mode is on (HF_HUB_OFFLINE); listing needs the network.")
     try:
-        api = HfApi(endpoint=hub.endpoint, token=hub.token)
-        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+        with api_answers_checked(hub.endpoint):
+            api = HfApi(endpoint=hub.endpoint, token=hub.token)
+            info = api.model_info(repo_id, revision=revision, files_metadata=True)
     except _HUB_ERRORS as e:
         raise _explain(e, hub, repo_id, revision=revision) from e
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        # JSON that is not JSON (a login page) or not the Hub's shape: huggingface_hub cannot parse it.
+        raise portal_error(hub.endpoint) from e
     files = tuple(RemoteFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None) for s in info.siblings or ())
+    check_listing(repo_id, hub.endpoint, info.sha, files)
     return RemoteListing(repo_id, info.sha or "", files)
 
 
