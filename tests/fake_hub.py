@@ -147,6 +147,7 @@ class FakeHub:
         self.captive_portal = False
         self.api_redirect_host: str | None = None
         self.extra_siblings: dict[str, list[dict]] = {}
+        self.raw_model_info: dict[str, bytes] = {}  # repo -> the exact model_info body to send (fuzzing)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -305,6 +306,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- /api/models -----------------------------------------------------------------------
     def _api(self, repo_id: str, what: str | None, rev: str, sub: str | None) -> None:
+        if what is None and repo_id in self.hub.raw_model_info:
+            body = self.hub.raw_model_info[repo_id]
+            self._send(200, {"Content-Type": "application/json", "Content-Length": str(len(body))})
+            self._write(body)
+            return
         repo = self._gate(repo_id, None)
         if repo is None:
             return

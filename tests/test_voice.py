@@ -308,3 +308,47 @@ def test_a_turn_that_cannot_fit_is_reported_and_the_loop_goes_on(small_context, 
     assert loop.failed_turns == 1 and len(turns) == 1  # the next utterance was still answered
     assert "that turn failed" in notes[0] and "raise --ctx or speak in shorter turns" in notes[0]
     assert len(small_context.history) == 3  # the failed turn left the conversation as it was
+
+
+def test_the_microphone_going_away_and_coming_back_does_not_end_the_session(conversation, null_sink, tmp_path):
+    """The PulseAudio null sink (whose monitor is the microphone) is unloaded under a running loop, then
+    loaded again: the loop says so, waits, resumes, and answers the next utterance."""
+    import subprocess
+    import threading
+
+    from audio_support import START_AUDIO
+    from edge.audio.reconnect import ReconnectingMicrophone
+
+    conversation.forget()
+    utterance = np.concatenate([speech("Hello, can you hear me?"), silence(0.3)])
+    events: list[str] = []
+    mic = ReconnectingMicrophone(MicrophoneSource(), wait_s=60, poll_s=0.3, on_event=events.append)
+    loop = VoiceLoop(conversation, mic, max_tokens=4, temperature=0.0)
+    stop = threading.Event()
+    with mic:
+        runner = threading.Thread(target=lambda: loop.run(max_turns=2, stop=stop), daemon=True)
+        runner.start()
+        time.sleep(1.0)
+        play_into_sink(utterance, tmp_path, null_sink)
+        _wait_until(lambda: len(loop.turns) == 1, 30)
+        module = next(line.split()[0] for line in subprocess.run(
+            ["pactl", "list", "short", "modules"], capture_output=True, text=True).stdout.splitlines()
+            if "module-null-sink" in line and null_sink in line)
+        subprocess.run(["pactl", "unload-module", module], check=True)
+        _wait_until(lambda: any("is gone" in e for e in events), 15)
+        subprocess.run(["bash", str(START_AUDIO)], check=True, capture_output=True, timeout=60)
+        _wait_until(lambda: any("back" in e for e in events), 15)
+        time.sleep(1.0)
+        play_into_sink(utterance, tmp_path, null_sink)
+        _wait_until(lambda: len(loop.turns) == 2, 30)
+        stop.set()
+        runner.join(timeout=10)
+    assert len(loop.turns) == 2 and mic.reconnects == 1 and loop.failed_turns == 0
+    assert len(conversation.history) == 5  # the turn before the loss is still remembered
+
+
+def _wait_until(condition, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)

@@ -180,6 +180,8 @@ class MicrophoneSource(AudioSource):
         self._ended = threading.Event()
         self._ended.set()  # not open: nothing will come
         self._error: str | None = None
+        self._closing = False
+        self.lost = False  # the stream ended without close(): the device went away
         self.samples_captured = 0
 
     @property
@@ -205,6 +207,7 @@ class MicrophoneSource(AudioSource):
         self._ring.clear()
         self.samples_captured = 0
         self._error = None
+        self._closing, self.lost = False, False
         self._ended.clear()
         self._worker = threading.Thread(target=self._work, name="edge-audio-capture", daemon=True)
         self._worker.start()
@@ -233,6 +236,8 @@ class MicrophoneSource(AudioSource):
         self._raw.put(indata.copy())
 
     def _finished(self) -> None:
+        if not self._closing:
+            self.lost = True  # PortAudio ended the stream by itself: the device is gone
         self._raw.put(None)
 
     def _work(self) -> None:
@@ -279,6 +284,7 @@ class MicrophoneSource(AudioSource):
             return n
 
     def close(self) -> None:
+        self._closing = True
         stream, self._stream = self._stream, None
         if stream is not None:
             try:

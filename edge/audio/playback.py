@@ -173,6 +173,11 @@ class SoundDeviceSink(AudioSink):
             raise AudioError(
                 "SoundDeviceSink is not open; use it as a context manager (with SoundDeviceSink() as sink)"
             )
+        if not self._stream.active and not self._reopen():
+            raise AudioError(
+                f"the output device ({self.device.name if self.device else '?'}) is gone; "
+                "the reply is shown as text until it comes back"
+            )
         pcm = to_mono(samples)
         if sample_rate != self.device_rate:
             pcm = resample(pcm, sample_rate, self.device_rate)
@@ -189,6 +194,20 @@ class SoundDeviceSink(AudioSink):
                 raise AudioError("audio output stopped while playing; check the output device")
         self._handed_over = time.monotonic()
         return not item.stopped
+
+    def _reopen(self) -> bool:
+        """PortAudio ended the stream (the device went away): open it again if it is back."""
+        stream, self._stream = self._stream, None
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001  (a stream whose device vanished may refuse even this)
+            pass
+        try:
+            self.open()
+        except AudioError:
+            self._stream = stream  # keep the dead one so play() keeps saying why
+            return False
+        return True
 
     def drain(self) -> bool:
         """Wait until what the device buffers has been heard; False if `stop()` cut it."""

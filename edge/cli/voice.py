@@ -152,6 +152,13 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     show_default=True,
     help="Start a fresh conversation after this many seconds of quiet (0: never).",
 )
+@click.option(
+    "--device-wait",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="When the microphone goes away, wait this long for it to come back (0: exit at once, non-zero).",
+)
 def voice(
     model,
     mmproj,
@@ -175,6 +182,7 @@ def voice(
     log_path,
     max_turns,
     forget_after,
+    device_wait,
 ):
     """Talk to Gemma offline: it hears your voice natively and speaks its replies.
 
@@ -190,6 +198,7 @@ def voice(
     from edge.audio.capture import FileSource, MicrophoneSource
     from edge.audio.devices import list_input_devices, list_output_devices
     from edge.audio.playback import SoundDeviceSink
+    from edge.audio.reconnect import ReconnectingMicrophone
     from edge.audio.tts import Speaker, make_tts_backend
     from edge.audio.vad import EndpointConfig, Endpointer, PushToTalk
     from edge.voice.loop import VoiceLoop
@@ -203,10 +212,18 @@ def voice(
         raise AudioError("--tts piper needs --piper-voice PATH to a piper .onnx voice")
     config = EndpointConfig(pre_roll_s=pre_roll, trailing_silence_s=silence, max_seconds=max_seconds)
     backend = make_tts_backend(tts, piper_model=piper_voice)  # checks espeak-ng/piper before the model loads
-    source = FileSource(input_file) if input_file else MicrophoneSource(input_device)
+
+    def say(message: str) -> None:
+        click.echo(f"\nnote: {message}", err=True)
+
+    if input_file:
+        source = FileSource(input_file)
+    else:
+        source = ReconnectingMicrophone(MicrophoneSource(input_device), wait_s=device_wait or 0, on_event=say)
     sink = SoundDeviceSink(output_device) if tts != "none" else None
     with (
         _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt) as conversation,
+        contextlib.nullcontext() if verbose else native_stderr_silenced(),
         source,
         sink or contextlib.nullcontext(),
     ):
@@ -219,7 +236,7 @@ def voice(
             barge_in=not no_barge_in,
             on_text=lambda piece: click.echo(piece, nl=False),
             on_turn=lambda stats: _show_turn(stats, verbose),
-            on_note=lambda message: click.echo(f"\nnote: {message}", err=True),
+            on_note=say,
             log_path=log_path,
             forget_after_s=forget_after or None,
         )
@@ -256,3 +273,27 @@ def _enter_toggles(toggles: queue.SimpleQueue) -> None:
         except EOFError:
             return
         toggles.put("toggle")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """PortAudio and ALSA print to the C-level stderr (three lines when a device vanishes): send that
+    to /dev/null for the session, while Python's own messages still reach the terminal."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    python_stderr = sys.stderr
+    os.dup2(devnull, 2)
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -43,7 +43,7 @@ from huggingface_hub.utils import WeakFileLock, build_hf_headers
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from edge.errors import DownloadError, EdgeError, ModelFileError, UsageError
-from edge.setup.hub_answers import api_answers_checked, check_listing, portal_error
+from edge.setup.hub_answers import api_answers_checked, check_listing, not_a_hub, portal_error
 
 try:  # the HTTP library huggingface_hub raises transport errors from: httpx2 since 2.0, httpx in 1.x
     import httpx2 as _httpx
@@ -118,7 +118,10 @@ def list_remote_files(repo_id: str, revision: str | None = None) -> RemoteListin
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         # JSON that is not JSON (a login page) or not the Hub's shape: huggingface_hub cannot parse it.
         raise portal_error(hub.endpoint) from e
-    files = tuple(RemoteFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None) for s in info.siblings or ())
+    try:
+        files = tuple(RemoteFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None) for s in info.siblings or ())
+    except (TypeError, AttributeError, KeyError) as e:  # siblings that are not the Hub's records
+        raise not_a_hub(hub.endpoint, repo_id) from e
     check_listing(repo_id, hub.endpoint, info.sha, files)
     return RemoteListing(repo_id, info.sha or "", files)
 

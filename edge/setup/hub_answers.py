@@ -67,14 +67,23 @@ def api_answers_checked(endpoint: str) -> Iterator[None]:
         _http.set_client_factory(_http.default_client_factory)
 
 
+def not_a_hub(endpoint: str, repo_id: str) -> NotTheHub:
+    return NotTheHub(
+        f"{endpoint} answered the listing of {repo_id} in a shape the Hub never uses: it does not answer "
+        f"like a Hugging Face hub; {_FIX_ENDPOINT}"
+    )
+
+
 def check_listing(repo_id: str, endpoint: str, commit: str | None, files) -> None:
     """Names, sizes, hashes and the commit of a repo listing must look like the Hub's (RemoteFile items)."""
-    if not commit or not _COMMIT.fullmatch(commit):
+    if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
         raise NotTheHub(
-            f"{endpoint} listed {repo_id} without a valid commit id ({commit!r}): it does not answer "
+            f"{endpoint} listed {repo_id} without a valid commit id ({str(commit)[:50]!r}): it does not answer "
             f"like a Hugging Face hub; {_FIX_ENDPOINT}"
         )
     for f in files:
+        if not (isinstance(f.name, str) and _is_size(f.size) and isinstance(f.sha256, str | None)):
+            raise not_a_hub(endpoint, repo_id)
         problem = _name_problem(f.name)
         if problem is None and f.size is not None and not 0 <= f.size <= MAX_FILE_BYTES:
             problem = f"a size of {f.size:,} bytes"
@@ -85,6 +94,10 @@ def check_listing(repo_id: str, endpoint: str, commit: str | None, files) -> Non
                 f"{endpoint} lists a file in {repo_id} with {problem} ({f.name[:80]!r}): the mirror is "
                 f"broken or hostile, nothing was downloaded; {_FIX_ENDPOINT}"
             )
+
+
+def _is_size(size) -> bool:
+    return size is None or (isinstance(size, int) and not isinstance(size, bool))
 
 
 def _name_problem(name: str) -> str | None:
