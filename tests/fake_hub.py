@@ -22,6 +22,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,6 +149,8 @@ class FakeHub:
         self.api_redirect_host: str | None = None
         self.extra_siblings: dict[str, list[dict]] = {}
         self.raw_model_info: dict[str, bytes] = {}  # repo -> the exact model_info body to send (fuzzing)
+        self._in_flight = 0  # requests being handled, not yet in the log
+        )
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -228,9 +231,16 @@ class FakeHub:
     def _record(self, req: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(req)
+            self._in_flight -= 1
 
     def requests_for(self, file: str | None = None, *, method: str | None = None) -> list[RecordedRequest]:
-        """Recorded requests, optionally only the downloads (/resolve) of `file` and/or one method."""
+        """Recorded requests, optionally only the downloads (/resolve) of `file` and/or one method.
+
+        A client can finish (or give up) before the server thread has recorded its request: wait
+        for handlers still running, so a test never reads the log half written."""
+        deadline = time.monotonic() + 5
+        while self._in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         with self._lock:
             reqs = list(self.requests)
         return [r for r in reqs if (file is None or r.file == file) and (method is None or r.method == method)]
@@ -265,6 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         path = urlsplit(self.path).path
         self.rec = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+        with self.hub._lock:
+            self.hub._in_flight += 1
         try:
             if self.hub.captive_portal:
                 self._portal()

@@ -4,10 +4,9 @@ Derandomized, so CI runs the same cases every time; scripts/fuzz.py runs the sam
 with fresh randomness. Each case must give a result or a one-line EdgeError, never anything else.
 """
 
+import fuzz_targets as targets
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-import fuzz_targets as targets
 
 BOUNDED = settings(
     max_examples=150,

@@ -317,6 +317,7 @@ def test_the_microphone_going_away_and_coming_back_does_not_end_the_session(conv
     import threading
 
     from audio_support import START_AUDIO
+
     from edge.audio.reconnect import ReconnectingMicrophone
 
     conversation.forget()
@@ -331,9 +332,13 @@ def test_the_microphone_going_away_and_coming_back_does_not_end_the_session(conv
         time.sleep(1.0)
         play_into_sink(utterance, tmp_path, null_sink)
         _wait_until(lambda: len(loop.turns) == 1, 30)
-        module = next(line.split()[0] for line in subprocess.run(
-            ["pactl", "list", "short", "modules"], capture_output=True, text=True).stdout.splitlines()
-            if "module-null-sink" in line and null_sink in line)
+        module = next(
+            line.split()[0]
+            for line in subprocess.run(
+                ["pactl", "list", "short", "modules"], capture_output=True, text=True
+            ).stdout.splitlines()
+            if "module-null-sink" in line and null_sink in line
+        )
         subprocess.run(["pactl", "unload-module", module], check=True)
         _wait_until(lambda: any("is gone" in e for e in events), 15)
         subprocess.run(["bash", str(START_AUDIO)], check=True, capture_output=True, timeout=60)

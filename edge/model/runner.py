@@ -191,6 +191,7 @@ class LoadedModel:
         temperature: float = 0.7,
         stop: list[str] | None = None,
         seed: int | None = None,
+        top_p: float = 0.95,
     ) -> Generation:
         """Raw text completion of `prompt`. A prompt the context cannot hold is refused before any work."""
         used = self.count_tokens(prompt)
@@ -199,7 +200,7 @@ class LoadedModel:
                 f"the prompt is {used} tokens but the context holds {self.n_ctx}: "
                 f"raise --ctx (to at least {used + max_tokens}) or shorten the prompt"
             )
-        return Generation(self, self._stream(prompt, max_tokens, temperature, stop or [], seed))
+        return Generation(self, self._stream(prompt, max_tokens, temperature, stop or [], seed, top_p))
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes in the context (with the BOS llama.cpp adds)."""
@@ -223,20 +224,30 @@ class LoadedModel:
         return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def chat(
-        self, messages: list[Message], *, max_tokens: int = 512, temperature: float = 0.7, seed: int | None = None
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.7,
+        seed: int | None = None,
+        top_p: float = 0.95,
+        stop: list[str] | None = None,
     ) -> Generation:
-        """A reply to `messages`, formatted with the model's chat format (see chat_format.py)."""
+        """A reply to `messages`, formatted with the model's chat format (see chat_format.py).
+
+        `stop`: strings that end the reply besides the format's own end of turn."""
         prompt = self.chat_prompt(messages)
-        return Generation(self, self._stream(prompt.text, max_tokens, temperature, prompt.stop, seed))
+        stops = prompt.stop + list(stop or [])
+        return Generation(self, self._stream(prompt.text, max_tokens, temperature, stops, seed, top_p))
 
     def _stream(
-        self, prompt: str, max_tokens: int, temperature: float, stop: list[str], seed: int | None
+        self, prompt: str, max_tokens: int, temperature: float, stop: list[str], seed: int | None, top_p: float
     ) -> Iterator[str]:
         if seed is not None:
             self.llama.set_seed(seed)
         try:
             chunks = self.llama.create_completion(
-                prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, stream=True
+                prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, stream=True
             )
             for chunk in chunks:
                 text = chunk["choices"][0]["text"]

@@ -1,0 +1,150 @@
+"""The `serve` and `service` commands: click only; the work is in edge/serve/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from edge.cli import options
+
+API_KEY_ENV = "EDGE_GEMMA_API_KEY"
+
+
+@click.command()
+@options.model()
+@click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's).")
+@options.device
+@options.ctx()
+@options.threads
+@options.llama_log
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: the LAN).")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--api-key", envvar=API_KEY_ENV, help=f"Require Authorization: Bearer KEY (or set {API_KEY_ENV}).")
+@click.option(
+    "--max-queue",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Requests that may wait for the model; more are answered 503.",
+)
+@click.option("--max-body-mb", type=click.IntRange(1, 2048), default=50, show_default=True)
+@click.option("--max-audio-seconds", type=click.FloatRange(1, 3600), default=600, show_default=True)
+@click.option(
+    "-n",
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Reply length when a request does not say.",
+)
+@options.root
+def serve(
+    model,
+    mmproj,
+    device_name,
+    n_ctx,
+    n_threads,
+    llama_log,
+    host,
+    port,
+    api_key,
+    max_queue,
+    max_body_mb,
+    max_audio_seconds,
+    max_tokens,
+    root,
+):
+    """Serve the model over an OpenAI-compatible HTTP API, audio in included.
+
+    Endpoints: /v1/chat/completions (text and input_audio parts, streaming), /v1/completions,
+    /v1/audio/transcriptions (Gemma 4 writes down the speech), /v1/models, /health, /metrics.
+    One model, one worker: requests queue for it; a full queue answers 503.
+
+    \b
+    Examples:
+      edge-gemma serve
+      edge-gemma serve --model demo --port 8000
+      EDGE_GEMMA_API_KEY=secret edge-gemma serve --host 0.0.0.0
+    """
+    from edge.launch import prepare_run
+    from edge.serve.app import ServeConfig
+    from edge.serve.server import check_port_free, is_loopback
+    from edge.serve.server import serve as run_server
+
+    check_port_free(host, port)  # before the model loads
+    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads}, root=root)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    if not is_loopback(host) and not api_key:
+        click.echo(
+            f"warning: listening on {host} without an API key: anyone on the network can use the model; "
+            f"set --api-key or {API_KEY_ENV}",
+            err=True,
+        )
+    config = ServeConfig(
+        model_name=plan.model_path.name,
+        api_key=api_key or None,
+        max_body_bytes=max_body_mb * 2**20,
+        max_audio_seconds=max_audio_seconds,
+        default_max_tokens=max_tokens,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"Serving {plan.model_path.name} at http://{shown}:{port}/v1 (OpenAI API). Ctrl-C stops.", err=True)
+    run_server(plan, host=host, port=port, config=config, mmproj=mmproj, max_queue=max_queue, verbose=llama_log)
+
+
+@click.group()
+def service():
+    """Run `serve` or `voice` as a systemd service that starts at boot and restarts on failure.
+
+    \b
+    Examples:
+      sudo edge-gemma service install serve -- --host 0.0.0.0
+      edge-gemma service install voice --user
+      edge-gemma service status serve
+      edge-gemma service uninstall serve
+    """
+
+
+_user = click.option("--user", "user_mode", is_flag=True, help="A unit in your own systemd (no root needed).")
+_kind = click.argument("kind", type=click.Choice(["serve", "voice"]))
+
+
+@service.command("install")
+@_kind
+@_user
+@click.option("--print", "print_only", is_flag=True, help="Print the unit and write nothing.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def service_install(kind, user_mode, print_only, args):
+    """Write, enable and start the unit; ARGS after -- go to the command (e.g. -- --port 8000)."""
+    from edge.serve.service import install, unit_for
+
+    unit = unit_for(kind, user_mode=user_mode or (os.geteuid() != 0 and print_only), args=tuple(args))
+    if print_only:
+        click.echo(unit.text, nl=False)
+        return
+    for line in install(unit):
+        click.echo(line)
+
+
+@service.command("status")
+@_kind
+@_user
+def service_status(kind, user_mode):
+    """Whether the unit is installed and running."""
+    from edge.serve.service import status, unit_for
+
+    click.echo(status(unit_for(kind, user_mode=user_mode)))
+
+
+@service.command("uninstall")
+@_kind
+@_user
+def service_uninstall(kind, user_mode):
+    """Stop, disable and remove the unit."""
+    from edge.serve.service import uninstall, unit_for
+
+    for line in uninstall(unit_for(kind, user_mode=user_mode)):
+        click.echo(line)

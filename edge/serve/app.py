@@ -1,0 +1,294 @@
+"""The OpenAI-compatible HTTP app: routes, auth, caps and errors. The model lives in the worker.
+
+Every failure is OpenAI's error JSON with its status (400, 401, 404, 413, 422, 503, 500): never a
+traceback, never a dropped connection. Nothing a request says names a path on this machine.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edge.errors import AudioError, ContextFullError, EdgeError
+from edge.serve import openai_api as api
+from edge.serve import tasks
+from edge.serve.metrics import Metrics
+from edge.serve.openai_api import ApiError
+from edge.serve.worker import Busy, Job, ModelWorker, NotReady
+
+RETRY_AFTER_S = "2"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_name: str
+    api_key: str | None = None
+    max_body_bytes: int = 50 * 2**20
+    max_audio_seconds: float = 600.0
+    default_max_tokens: int = 512
+
+
+def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None = None) -> FastAPI:
+    metrics = metrics or Metrics()
+    app = FastAPI(title="edge-gemma", docs_url=None, redoc_url=None)
+    app.state.worker, app.state.config, app.state.metrics = worker, config, metrics
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """Auth and the body cap before any parsing; a status count after every answer."""
+        endpoint = request.url.path
+        if endpoint.startswith("/v1/") and config.api_key and not _authorized(request, config.api_key):
+            response = _error(
+                ApiError(
+                    401,
+                    "missing or wrong API key: send Authorization: Bearer <key>",
+                    type_="authentication_error",
+                    code="invalid_api_key",
+                )
+            )
+        elif int(request.headers.get("content-length") or 0) > config.max_body_bytes:
+            response = _error(
+                ApiError(
+                    413, f"the request body is over {config.max_body_bytes // 2**20} MiB", code="request_too_large"
+                )
+            )
+        else:
+            response = await call_next(request)
+        metrics.request(endpoint if endpoint in _KNOWN else "other", response.status_code)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(
+            ApiError(
+                422 if first.get("type") != "json_invalid" else 400,
+                f"{where or 'body'}: {first.get('msg', 'invalid request')}",
+                param=where or None,
+            )
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(ApiError(exc.status_code, str(exc.detail), type_="invalid_request_error"))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):
+        return _error(
+            ApiError(500, f"the server failed unexpectedly ({type(exc).__name__}); this is a bug", type_="server_error")
+        )
+
+    @app.get("/health")
+    async def health():
+        state = worker.state
+        body = {"status": "ready" if state == "ready" else state, "queue_depth": worker.depth}
+        if worker.error:
+            body["error"] = worker.error
+        return JSONResponse(body, status_code=200 if state == "ready" else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(
+            metrics.render(queue_depth=worker.depth, ready=worker.state == "ready"),
+            media_type="text/plain; version=0.0.4",
+        )
+
+    @app.get("/v1/models")
+    async def models():
+        return {
+            "object": "list",
+            "data": [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "edge-gemma"}],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: api.ChatRequest):
+        _check_model(body.model, config)
+        messages, audio = api.parse_messages(body, max_audio_seconds=config.max_audio_seconds)
+        sampling = body.sampling(config.default_max_tokens)
+        job = _submit(worker, lambda job: tasks.chat(worker.resources, messages, audio, sampling, job))
+        request_id = api.new_id("chatcmpl")
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return _sse(_chat_events(job, request_id, config.model_name, include_usage))
+        result = await _result(job)
+        return api.chat_response(result, config.model_name, request_id)
+
+    @app.post("/v1/completions")
+    async def completions(body: api.CompletionRequest):
+        _check_model(body.model, config)
+        sampling = body.sampling(config.default_max_tokens)
+        job = _submit(worker, lambda job: tasks.complete(worker.resources, body.prompt, sampling, job))
+        request_id = api.new_id("cmpl")
+        if body.stream:
+            return _sse(_completion_events(job, request_id, config.model_name))
+        result = await _result(job)
+        return api.completion_response(result, config.model_name, request_id)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(
+        file: UploadFile = File(...),
+        model: str | None = Form(None),
+        language: str | None = Form(None),
+        prompt: str | None = Form(None),
+        response_format: str = Form("json"),
+        temperature: float = Form(0.0),
+    ):
+        _check_model(model, config)
+        if response_format not in ("json", "text", "verbose_json", "srt", "vtt"):
+            raise ApiError(400, "response_format must be json, text, verbose_json, srt or vtt", param="response_format")
+        pcm = api.decode_audio_bytes(await file.read(), "file", config.max_audio_seconds)
+        spoken = _language_name(language)
+        job = _submit(worker, lambda job: tasks.transcribe(worker.resources, pcm, spoken, job))
+        result: tasks.Transcript = await _result(job)
+        if response_format == "text":
+            return PlainTextResponse(result.text + "\n")
+        if response_format in ("srt", "vtt"):
+            return PlainTextResponse(api.subtitles(result.segments, response_format))
+        if response_format == "verbose_json":
+            return {
+                "task": "transcribe",
+                "language": spoken.lower(),
+                "duration": round(result.duration, 2),
+                "text": result.text,
+                "segments": result.segments,
+            }
+        return {"text": result.text}
+
+    return app
+
+
+_KNOWN = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions"}
+_LANGUAGES = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "ru": "Russian",
+    "uk": "Ukrainian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "zh": "Chinese",
+    "hi": "Hindi",
+    "ar": "Arabic",
+    "tr": "Turkish",
+    "sv": "Swedish",
+    "da": "Danish",
+    "fi": "Finnish",
+    "no": "Norwegian",
+    "cs": "Czech",
+    "el": "Greek",
+    "he": "Hebrew",
+    "id": "Indonesian",
+    "vi": "Vietnamese",
+    "th": "Thai",
+}
+
+
+def _language_name(code: str | None) -> str:
+    """OpenAI sends ISO-639-1 codes; Gemma's transcription prompt names the language."""
+    if not code:
+        return "English"
+    return _LANGUAGES.get(code.strip().lower(), code.strip()[:40] or "English")
+
+
+def _authorized(request: Request, key: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def _check_model(requested: str | None, config: ServeConfig) -> None:
+    """One model is served, under the name /v1/models lists; requests never choose a file to load."""
+    if requested and requested not in (config.model_name, config.model_name.removesuffix(".gguf")):
+        raise ApiError(
+            404,
+            f"model {requested[:80]!r} is not served here; GET /v1/models lists {config.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _submit(worker: ModelWorker, run) -> Job:
+    try:
+        return worker.submit(run)
+    except Busy as exc:
+        raise ApiError(
+            503, str(exc), type_="server_error", code="queue_full", headers={"Retry-After": RETRY_AFTER_S}
+        ) from None
+    except NotReady as exc:
+        raise ApiError(
+            503, str(exc), type_="server_error", code="model_not_ready", headers={"Retry-After": RETRY_AFTER_S}
+        ) from None
+
+
+async def _result(job: Job):
+    try:
+        return await job.result()
+    except Exception as exc:  # noqa: BLE001  (mapped to a status right here)
+        raise _as_api_error(exc) from None
+
+
+def _as_api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ContextFullError):
+        return ApiError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, AudioError):
+        return ApiError(400, str(exc), code="invalid_audio")
+    if isinstance(exc, EdgeError):
+        return ApiError(500, str(exc), type_="server_error")
+    return ApiError(500, f"the model failed unexpectedly ({type(exc).__name__}); this is a bug", type_="server_error")
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _sse(events: AsyncIterator[dict | str]) -> StreamingResponse:
+    async def encode():
+        async for event in events:
+            yield f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n"
+
+    return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _chat_events(job: Job, request_id: str, model: str, include_usage: bool):
+    yield api.chat_chunk(model, request_id, role="assistant", content="")
+    async for kind, value in job.stream():
+        if kind == "piece" and value:
+            yield api.chat_chunk(model, request_id, content=value)
+        elif kind == "error":
+            yield _as_api_error(value).body()  # the status is already sent: the error goes in the stream
+        elif kind == "done":
+            yield api.chat_chunk(model, request_id, finish_reason=value.finish_reason)
+            if include_usage:
+                chunk = api.chat_chunk(model, request_id, usage_=api.usage(value))
+                chunk["choices"] = []
+                yield chunk
+    yield "[DONE]"
+
+
+async def _completion_events(job: Job, request_id: str, model: str):
+    async for kind, value in job.stream():
+        if kind == "piece" and value:
+            yield api.completion_chunk(model, request_id, value)
+        elif kind == "error":
+            yield _as_api_error(value).body()
+        elif kind == "done":
+            yield api.completion_chunk(model, request_id, "", value.finish_reason)
+    yield "[DONE]"

@@ -1,0 +1,254 @@
+"""The OpenAI API's request and response shapes, and the checks between them and the model.
+
+Requests are parsed with pydantic (what FastAPI validates with); everything the model will see is
+checked here, on the HTTP side, before a job is queued: bad parts, bad base64, audio that is not
+audio or is too long all become an `ApiError` with OpenAI's error shape and a 4xx status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.audio.files import decode_audio
+from edge.errors import AudioError
+from edge.model.chat_format import Message
+from edge.serve.tasks import Completion, Sampling
+
+AUDIO_FORMATS = ("wav", "mp3", "flac")
+
+
+class ApiError(Exception):
+    """An error answered as {"error": {"message", "type", "param", "code"}} with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (user, n=1, ...)
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+
+    def sampling(self, default_max_tokens: int) -> Sampling:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return Sampling(
+            max_tokens=self.max_tokens or default_max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=tuple(s for s in stop if s),
+        )
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    stream_options: dict[str, Any] | None = None
+
+    def sampling(self, default_max_tokens: int) -> Sampling:
+        sampling = super().sampling(default_max_tokens)
+        if self.max_completion_tokens and not self.max_tokens:
+            sampling = Sampling(
+                self.max_completion_tokens, sampling.temperature, sampling.top_p, sampling.seed, sampling.stop
+            )
+        return sampling
+
+
+class CompletionRequest(_Request):
+    prompt: str
+
+
+def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[list[Message], np.ndarray | None]:
+    """Our messages, and the audio of the last user message (16 kHz mono) if it has any."""
+    messages: list[Message] = []
+    audio: np.ndarray | None = None
+    for index, message in enumerate(request.messages):
+        role = "system" if message.role == "developer" else message.role
+        text, clips = _content(message.content, f"messages[{index}].content", max_audio_seconds)
+        if clips and (index != len(request.messages) - 1 or role != "user"):
+            raise ApiError(
+                400,
+                "audio is taken in the last user message only; send earlier turns as text",
+                param=f"messages[{index}].content",
+            )
+        if clips:
+            audio = np.concatenate(clips)
+            if len(audio) / 16_000 > max_audio_seconds:
+                raise ApiError(
+                    413,
+                    f"the audio is {len(audio) / 16_000:.0f} s; this server takes at most "
+                    f"{max_audio_seconds:.0f} s per request",
+                    param=f"messages[{index}].content",
+                    code="audio_too_long",
+                )
+        messages.append({"role": role, "content": text})
+    if messages[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be from the user", param="messages")
+    return messages, audio
+
+
+def _content(content, param: str, max_audio_seconds: float) -> tuple[str, list[np.ndarray]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    texts, clips = [], []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            clips.append(decode_input_audio(part["input_audio"], f"{param}[{i}]", max_audio_seconds))
+        elif kind == "image_url":
+            raise ApiError(
+                400,
+                "images are not taken by this server yet; send text and audio",
+                param=f"{param}[{i}]",
+                code="unsupported_content",
+            )
+        else:
+            raise ApiError(
+                400, f"content part of type {kind!r} is not understood; use text or input_audio", param=f"{param}[{i}]"
+            )
+    return "\n".join(texts), clips
+
+
+def decode_input_audio(part: dict, param: str, max_audio_seconds: float) -> np.ndarray:
+    fmt, data = part.get("format"), part.get("data")
+    if fmt not in AUDIO_FORMATS:
+        raise ApiError(400, f"input_audio format must be one of {', '.join(AUDIO_FORMATS)}", param=param)
+    if not isinstance(data, str) or not data:
+        raise ApiError(400, "input_audio data is empty; send the file as base64", param=param)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "input_audio data is not valid base64", param=param) from None
+    return decode_audio_bytes(raw, param, max_audio_seconds)
+
+
+def decode_audio_bytes(raw: bytes, param: str, max_audio_seconds: float) -> np.ndarray:
+    try:
+        return decode_audio(raw, name="the audio", max_seconds=max_audio_seconds)
+    except AudioError as exc:
+        status, code = (413, "audio_too_long") if " s long, over the " in str(exc) else (400, None)
+        raise ApiError(status, f"{exc}", param=param, code=code) from None
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(c: Completion) -> dict:
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+    }
+
+
+def chat_response(c: Completion, model: str, request_id: str) -> dict:
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
+        ],
+        "usage": usage(c),
+    }
+
+
+def chat_chunk(
+    model: str,
+    request_id: str,
+    *,
+    content: str | None = None,
+    role: str | None = None,
+    finish_reason: str | None = None,
+    usage_: dict | None = None,
+) -> dict:
+    delta = {k: v for k, v in (("role", role), ("content", content)) if v is not None}
+    chunk = {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    if usage_ is not None:
+        chunk["usage"] = usage_
+    return chunk
+
+
+def completion_response(c: Completion, model: str, request_id: str) -> dict:
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}],
+        "usage": usage(c),
+    }
+
+
+def completion_chunk(model: str, request_id: str, text: str, finish_reason: str | None = None) -> dict:
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+    }
+
+
+def subtitles(segments: list[dict], fmt: str) -> str:
+    """SRT or WebVTT from transcript segments."""
+
+    def stamp(seconds: float, sep: str) -> str:
+        ms = int(round(seconds * 1000))
+        return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+
+    if fmt == "srt":
+        return "\n".join(
+            f"{i + 1}\n{stamp(s['start'], ',')} --> {stamp(s['end'], ',')}\n{s['text']}\n"
+            for i, s in enumerate(segments)
+        )
+    return "WEBVTT\n\n" + "\n".join(
+        f"{stamp(s['start'], '.')} --> {stamp(s['end'], '.')}\n{s['text']}\n" for s in segments
+    )

@@ -1,0 +1,140 @@
+"""systemd units for running `serve` or `voice` headless on a board: written, enabled, removed.
+
+A system unit (/etc/systemd/system, needs root) runs as the invoking user, so the model and config
+that user's `setup` installed are the ones used; a `--user` unit runs in that user's own systemd
+(the one PipeWire/PulseAudio live in, which suits voice; `loginctl enable-linger` starts it at boot).
+Where systemd does not run (a container, a build machine) the unit and the commands are printed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.errors import EdgeError, UsageError
+
+KINDS = {"serve": "an OpenAI-compatible Gemma 4 server", "voice": "an offline Gemma 4 voice assistant"}
+
+
+@dataclass(frozen=True)
+class ServiceUnit:
+    kind: str
+    name: str  # edge-gemma-serve.service
+    path: Path
+    text: str
+    user_mode: bool
+
+    def systemctl(self, *args: str) -> list[str]:
+        return ["systemctl", *(["--user"] if self.user_mode else []), *args]
+
+
+def unit_for(kind: str, *, user_mode: bool, args: tuple[str, ...] = (), executable: Path | None = None) -> ServiceUnit:
+    if kind not in KINDS:
+        raise UsageError(f"there is no {kind!r} service; choose one of: {', '.join(KINDS)}")
+    exe = executable or _edge_gemma_executable()
+    user = getpass.getuser()
+    name = f"edge-gemma-{kind}.service"
+    service = [
+        "Type=simple",
+        f"ExecStart={shlex.join([str(exe), kind, *args])}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "Environment=PYTHONUNBUFFERED=1",
+        "StandardOutput=journal",
+        "StandardError=journal",
+    ]
+    if not user_mode:
+        service += [f"User={user}", f"WorkingDirectory={Path.home()}"]
+        if kind == "voice":
+            # The sound devices, and the user's audio server (PipeWire/PulseAudio) socket.
+            service += ["SupplementaryGroups=audio", f"Environment=XDG_RUNTIME_DIR=/run/user/{os.getuid()}"]
+    after = "network-online.target" if kind == "serve" else "sound.target"
+    text = "\n".join(
+        [
+            "[Unit]",
+            f"Description=edge-gemma {kind}: {KINDS[kind]}",
+            f"After={after}",
+            *(["Wants=network-online.target"] if kind == "serve" else []),
+            # A crash loop (a broken model file, say) stops after 5 tries in 10 minutes instead of spinning.
+            "StartLimitIntervalSec=600",
+            "StartLimitBurst=5",
+            "",
+            "[Service]",
+            *service,
+            "",
+            "[Install]",
+            f"WantedBy={'default.target' if user_mode else 'multi-user.target'}",
+            "",
+        ]
+    )
+    base = Path.home() / ".config/systemd/user" if user_mode else Path("/etc/systemd/system")
+    return ServiceUnit(kind, name, base / name, text, user_mode)
+
+
+def systemd_running() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def install(unit: ServiceUnit) -> list[str]:
+    """Write the unit; enable and start it where systemd runs. Returns what to tell the user."""
+    if not unit.user_mode and os.geteuid() != 0:
+        raise UsageError("a system service needs root: run it with sudo, or use --user for your own systemd")
+    try:
+        unit.path.parent.mkdir(parents=True, exist_ok=True)
+        unit.path.write_text(unit.text)
+    except OSError as exc:
+        raise EdgeError(f"cannot write {unit.path} ({exc.strerror or exc}); check permissions") from exc
+    commands = [unit.systemctl("daemon-reload"), unit.systemctl("enable", "--now", unit.name)]
+    lines = [f"wrote {unit.path}"]
+    if not systemd_running():
+        return lines + ["systemd is not running here; on the board run:"] + [f"  {shlex.join(c)}" for c in commands]
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise EdgeError(f"`{shlex.join(command)}` failed: {done.stderr.strip()[:200]}")
+    lines.append(
+        f"enabled and started {unit.name}; logs: journalctl {'--user ' if unit.user_mode else ''}-u {unit.name} -f"
+    )
+    if unit.user_mode:
+        lines.append(f"to start it at boot without logging in: sudo loginctl enable-linger {getpass.getuser()}")
+    return lines
+
+
+def status(unit: ServiceUnit) -> str:
+    if not unit.path.exists():
+        return f"{unit.name} is not installed ({unit.path} does not exist)"
+    if not systemd_running():
+        return f"{unit.name} is installed at {unit.path}; systemd is not running here"
+    done = subprocess.run(unit.systemctl("status", "--no-pager", unit.name), capture_output=True, text=True)
+    return done.stdout.strip() or done.stderr.strip()
+
+
+def uninstall(unit: ServiceUnit) -> list[str]:
+    if not unit.path.exists():
+        return [f"{unit.name} is not installed"]
+    lines = []
+    if systemd_running():
+        subprocess.run(unit.systemctl("disable", "--now", unit.name), capture_output=True)
+    try:
+        unit.path.unlink()
+    except OSError as exc:
+        raise EdgeError(f"cannot remove {unit.path} ({exc.strerror or exc}); run with sudo for a system unit") from exc
+    lines.append(f"removed {unit.path}")
+    if systemd_running():
+        subprocess.run(unit.systemctl("daemon-reload"), capture_output=True)
+    return lines
+
+
+def _edge_gemma_executable() -> Path:
+    """The edge-gemma command of this installation (its venv), so the service runs the same one."""
+    beside = Path(sys.executable).with_name("edge-gemma")
+    found = beside if beside.exists() else shutil.which("edge-gemma")
+    if not found:
+        raise EdgeError("cannot find the edge-gemma command of this installation; install it with pip first")
+    return Path(found)

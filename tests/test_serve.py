@@ -1,0 +1,296 @@
+"""`edge-gemma serve` as other programs see it: the real `openai` client and raw HTTP on 127.0.0.1.
+
+Servers run as real `edge-gemma serve` processes: the demo model for text, the tiny Gemma 4 with its
+audio projector for audio in. Raw HTTP (httpx2, which the openai client is built on) covers what the
+client would never send.
+"""
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx2 as httpx  # the HTTP library the openai client is built on
+import numpy as np
+import pytest
+from audio_support import require_espeak, silence, speech
+from conftest import FIXTURES
+
+from edge.audio.files import save_wav
+
+TINY = FIXTURES / "gemma4-tiny"
+MODEL, MMPROJ = TINY / "tiny-gemma-4-E2B.gguf", TINY / "mmproj-tiny-gemma-4-E2B.gguf"
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the server did not become ready")
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def text_server(demo_gguf, llama_cpp_available):
+    server = Server(
+        "--model", "demo", "-c", "2048", "--max-queue", "2", "--max-body-mb", "1", "--max-audio-seconds", "5"
+    )
+    yield server
+    code, err = server.stop()
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def audio_server(llama_cpp_available):
+    server = Server("--model", str(MODEL), "--mmproj", str(MMPROJ), "-c", "4096", "--api-key", KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory):
+    require_espeak()
+    path = tmp_path_factory.mktemp("serve") / "question.wav"
+    save_wav(path, np.concatenate([silence(0.3), speech("What is the capital of France?"), silence(0.5)]))
+    return path
+
+
+def client(server, key="unused"):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_the_openai_client_streams_a_chat_reply_and_lists_the_model(text_server):
+    openai = client(text_server)
+    assert [m.id for m in openai.models.list().data] == ["gemma-3-270m-q4_k_m.gguf"]
+    stream = openai.chat.completions.create(
+        model="gemma-3-270m-q4_k_m.gguf",
+        max_tokens=16,
+        temperature=0,
+        messages=[{"role": "user", "content": "Name a colour."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage.completion_tokens >= 1 and chunks[-1].usage.prompt_tokens > 5
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
+def test_a_plain_reply_has_usage_and_respects_stop_and_seed(text_server):
+    openai = client(text_server)
+    ask = dict(
+        model="gemma-3-270m-q4_k_m",
+        max_tokens=24,
+        temperature=0.9,
+        seed=7,
+        messages=[
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Count from one to ten in words."},
+        ],
+    )
+    first, second = openai.chat.completions.create(**ask), openai.chat.completions.create(**ask)
+    assert first.choices[0].message.content == second.choices[0].message.content  # same seed, same text
+    assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+    completion = openai.completions.create(
+        model="gemma-3-270m-q4_k_m.gguf", prompt="The capital of France is", max_tokens=8, temperature=0
+    )
+    assert completion.choices[0].text.strip() and completion.usage.prompt_tokens >= 5
+
+
+def test_an_input_audio_turn_and_a_transcription_on_gemma_4(audio_server, question_wav):
+    openai = client(audio_server, KEY)
+    audio = base64.b64encode(question_wav.read_bytes()).decode()
+    reply = openai.chat.completions.create(
+        model="tiny-gemma-4-E2B.gguf",
+        max_tokens=8,
+        temperature=0,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Answer the question."},
+                    {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+                ],
+            }
+        ],
+    )
+    assert reply.choices[0].message.content is not None and reply.usage.prompt_tokens > 50  # 2.5 s = 60+ audio tokens
+    with question_wav.open("rb") as f:
+        transcript = openai.audio.transcriptions.create(
+            model="tiny-gemma-4-E2B.gguf", file=f, response_format="verbose_json", language="en"
+        )
+    assert transcript.duration > 2 and len(transcript.segments) == 1
+    with question_wav.open("rb") as f:
+        srt = openai.audio.transcriptions.create(model="tiny-gemma-4-E2B.gguf", file=f, response_format="srt")
+    assert srt.startswith("1\n00:00:00,")
+    metrics = httpx.get(audio_server.url + "/metrics").text
+    assert "edge_gemma_audio_seconds_total" in metrics and 'status="200"' in metrics
+
+
+def error_of(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"} and body["message"]
+    assert "Traceback" not in response.text and "/work" not in response.text and "/tmp" not in response.text
+    return body
+
+
+def test_bad_requests_get_their_status_and_an_openai_error(text_server):
+    url = text_server.url + "/v1/chat/completions"
+    good = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    error_of(httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}), 400)
+    error_of(httpx.post(url, json={"messages": "hi"}), 422)
+    error_of(httpx.post(url, json={**good, "max_tokens": "many"}), 422)
+    error_of(httpx.post(url, json={**good, "temperature": 9}), 422)
+    assert error_of(httpx.post(url, json={**good, "model": "gpt-4o"}), 404)["code"] == "model_not_found"
+    assert error_of(httpx.post(url, json={**good, "model": "/etc/passwd"}), 404)["param"] == "model"
+    part = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}
+    error_of(httpx.post(url, json={"messages": [part]}), 400)
+    part["content"][0]["input_audio"]["data"] = base64.b64encode(b"this is not audio").decode()
+    error_of(httpx.post(url, json={"messages": [part]}), 400)
+    part["content"][0]["input_audio"]["data"] = "%%%not-base64%%%"
+    error_of(httpx.post(url, json={"messages": [part]}), 400)
+    error_of(httpx.post(url, json={"messages": [{"role": "user", "content": [{"type": "video"}]}]}), 400)
+    error_of(httpx.post(url, content=b"x" * (2 * 2**20), headers={"content-type": "application/json"}), 413)
+    error_of(httpx.post(text_server.url + "/v1/nothing-here", json={}), 404)
+    # The model is text only: audio gets a clear 400, and a long clip is refused by its length first.
+    wav = base64.b64encode(_wav_bytes(np.zeros(16000 * 8, dtype=np.float32))).decode()
+    part["content"][0]["input_audio"]["data"] = wav
+    assert error_of(httpx.post(url, json={"messages": [part]}), 413)["code"] == "audio_too_long"
+    huge = {"messages": [{"role": "user", "content": "word " * 5000}], "max_tokens": 4}
+    assert error_of(httpx.post(url, json=huge, timeout=60), 400)["code"] == "context_length_exceeded"
+    assert httpx.post(url, json=good, timeout=60).status_code == 200  # and the server is fine
+
+
+def _wav_bytes(pcm: np.ndarray) -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((pcm * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def test_a_wrong_or_missing_key_is_401(audio_server):
+    url = audio_server.url + "/v1/models"
+    assert error_of(httpx.get(url), 401)["type"] == "authentication_error"
+    error_of(httpx.get(url, headers={"Authorization": "Bearer nope"}), 401)
+    assert httpx.get(url, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert httpx.get(audio_server.url + "/health").status_code == 200  # health needs no key
+
+
+def test_a_client_leaving_mid_stream_stops_its_generation(text_server):
+    url = text_server.url + "/v1/chat/completions"
+    long = {
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 2000,
+        "temperature": 1.0,
+        "stream": True,
+    }
+    with httpx.stream("POST", url, json=long, timeout=60) as response:
+        for n, _ in enumerate(response.iter_lines()):
+            if n > 5:
+                break  # hang up after a few chunks
+    reply = httpx.post(url, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}, timeout=60)
+    assert reply.status_code == 200  # the next request is answered
+    metrics = dict(
+        line.rsplit(" ", 1)
+        for line in httpx.get(text_server.url + "/metrics").text.splitlines()
+        if line and not line.startswith("#")
+    )
+    # The abandoned story was stopped, not written out to its 2,000 tokens behind the client's back.
+    assert int(metrics["edge_gemma_cancelled_total"]) >= 1
+    assert int(metrics["edge_gemma_completion_tokens_total"]) < 1000
+
+
+def test_a_full_queue_answers_503_with_retry_after(text_server):
+    url = text_server.url + "/v1/chat/completions"
+    slow = {"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 300, "temperature": 1}
+    statuses, lock = [], threading.Lock()
+
+    def call():
+        response = httpx.post(url, json=slow, timeout=120)
+        with lock:
+            statuses.append((response.status_code, response.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (503, "2") in statuses  # --max-queue 2: the rest are refused, not left waiting
+    assert sum(1 for s, _ in statuses if s == 200) >= 2
+    assert {s for s, _ in statuses} <= {200, 503}
+
+
+def test_sigterm_drains_and_exits_cleanly(demo_gguf, llama_cpp_available):
+    server = Server("--model", "demo", "-c", "1024")
+    code, err = server.stop()
+    assert code in (0, 128 + signal.SIGTERM) and "Traceback" not in err and "crashed" not in err
+
+
+def test_a_port_in_use_is_one_line(text_server):
+    from cli_helpers import assert_one_line_error, edge_gemma
+
+    assert_one_line_error(
+        edge_gemma("serve", "--model", "demo", "--port", str(text_server.port)),
+        f"cannot listen on 127.0.0.1:{text_server.port}",
+        "--port",
+    )
+
+
+def test_the_systemd_unit_passes_systemd_analyze(tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import require
+
+    from edge.serve.service import unit_for
+
+    require(shutil.which("systemd-analyze") is not None, "systemd-analyze (apt-get install systemd)")
+    for kind in ("serve", "voice"):
+        unit = unit_for(kind, user_mode=False, args=("--port", "8000"))
+        path = tmp_path / unit.name
+        path.write_text(unit.text)
+        done = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+        problems = [line for line in done.stderr.splitlines() if unit.name in line]
+        assert done.returncode == 0 and not problems, done.stderr
+        assert "Restart=on-failure" in unit.text and "--port 8000" in unit.text
+    assert "SupplementaryGroups=audio" in unit_for("voice", user_mode=False).text
