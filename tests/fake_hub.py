@@ -150,7 +150,6 @@ class FakeHub:
         self.extra_siblings: dict[str, list[dict]] = {}
         self.raw_model_info: dict[str, bytes] = {}  # repo -> the exact model_info body to send (fuzzing)
         self._in_flight = 0  # requests being handled, not yet in the log
-        )
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
