@@ -268,11 +268,11 @@ def _chat_turn(session, line: str, max_tokens: int, temperature: float, verbose:
 
 # One module per group of verbs, registered after the core commands.
 from edge.cli.bench import bench, tune  # noqa: E402
-from edge.cli.serve import serve, service  # noqa: E402
+from edge.cli.serve import serve, service, wyoming  # noqa: E402
 from edge.cli.setup import models, plan, setup  # noqa: E402
 from edge.cli.voice import ask, transcribe, voice  # noqa: E402
 
-for command in (setup, plan, models, bench, tune, voice, transcribe, ask, serve, service):
+for command in (setup, plan, models, bench, tune, voice, transcribe, ask, serve, service, wyoming):
     cli.add_command(command)
 
 

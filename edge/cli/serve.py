@@ -148,3 +148,92 @@ def service_uninstall(kind, user_mode):
 
     for line in uninstall(unit_for(kind, user_mode=user_mode)):
         click.echo(line)
+
+
+@click.command()
+@options.model("Gemma 4 E2B/E4B .gguf (default: the one `setup` installed).")
+@click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's).")
+@options.device
+@options.ctx()
+@options.threads
+@options.llama_log
+@click.option(
+    "--uri",
+    default="tcp://127.0.0.1:10700",
+    show_default=True,
+    help="Where to listen; tcp://0.0.0.0:10700 lets Home Assistant on another machine connect.",
+)
+@click.option(
+    "--zeroconf",
+    "zeroconf_name",
+    is_flag=False,
+    flag_value="edge-gemma",
+    default=None,
+    help="Announce _wyoming._tcp on the LAN (optionally under NAME) so Home Assistant finds it.",
+)
+@click.option(
+    "--tts",
+    type=click.Choice(["espeak", "none"]),
+    default="espeak",
+    show_default=True,
+    help="Offer text to speech too (espeak-ng), so one service covers the pipeline.",
+)
+@click.option("--max-audio-seconds", type=click.FloatRange(1, 3600), default=120, show_default=True)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(1, 86400),
+    default=120,
+    show_default=True,
+    help="Drop a connection that sends nothing for this long (seconds).",
+)
+@options.root
+def wyoming(
+    model,
+    mmproj,
+    device_name,
+    n_ctx,
+    n_threads,
+    llama_log,
+    uri,
+    zeroconf_name,
+    tts,
+    max_audio_seconds,
+    idle_timeout,
+    root,
+):
+    """Be Home Assistant's speech-to-text and conversation agent over Wyoming, with Gemma 4.
+
+    Speech to text is Gemma 4 hearing the audio natively; conversations are kept per satellite
+    within the context budget; text to speech with espeak-ng. Add it in Home Assistant as a
+    Wyoming integration at this machine's address and port.
+
+    \b
+    Examples:
+      edge-gemma wyoming
+      edge-gemma wyoming --uri tcp://0.0.0.0:10700 --zeroconf
+    """
+    from edge.audio.tts import make_tts_backend
+    from edge.launch import prepare_run
+    from edge.serve.wyoming_service import WyomingSettings, run_wyoming
+
+    backend = make_tts_backend("espeak") if tts == "espeak" else None
+    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads}, root=root)
+    if (mmproj or plan.mmproj_path) is None:
+        click.echo(
+            "note: no audio projector: speech to text will be refused (run `edge-gemma setup`, or pass --mmproj)",
+            err=True,
+        )
+    settings = WyomingSettings(
+        model_name=plan.model_path.name, max_audio_seconds=max_audio_seconds, idle_timeout_s=idle_timeout, tts=backend
+    )
+    click.echo(f"Wyoming service for {plan.model_path.name} at {uri}. Ctrl-C stops.", err=True)
+    run_wyoming(
+        plan,
+        uri=uri,
+        settings=settings,
+        mmproj=mmproj,
+        zeroconf=zeroconf_name is not None,
+        zeroconf_name=zeroconf_name,
+        verbose=llama_log,
+        on_note=lambda message: click.echo(f"note: {message}", err=True),
+    )

@@ -53,6 +53,7 @@ class Completion:
     generation_tps: float = 0.0
     audio_seconds: float = 0.0
     dropped_turns: int = 0
+    kept_history: list[Message] = field(default_factory=list)  # the earlier messages the prompt kept
 
 
 @dataclass
@@ -87,7 +88,7 @@ def chat(served: ServedModel, messages: list[Message], audio: np.ndarray | None,
         )
         completion = _stream(generation, job, sampling)
         completion.prompt_tokens = loaded.count_chat_tokens(fitted.history + [last])
-        completion.dropped_turns = fitted.dropped_turns
+        completion.dropped_turns, completion.kept_history = fitted.dropped_turns, fitted.history
         return completion
     if served.audio is None:
         raise AudioError(
@@ -106,6 +107,7 @@ def chat(served: ServedModel, messages: list[Message], audio: np.ndarray | None,
     completion.audio_seconds = len(audio) / AUDIO_RATE
     completion.prompt_tokens = heard.audio.n_past if heard else 0
     completion.dropped_turns = conversation.last_fit.dropped_turns if conversation.last_fit else 0
+    completion.kept_history = list(conversation.history)
     return completion
 
 

@@ -1,0 +1,361 @@
+"""`edge-gemma wyoming`: Home Assistant's ears and brain over the Wyoming protocol, with Gemma 4.
+
+Built on the `wyoming` package (its AsyncServer, AsyncEventHandler and event classes; no hand-written
+protocol). One handler per connection; the model belongs to the same single worker `serve` uses.
+
+- describe -> info: an ASR program (Gemma 4's own speech recognition), a handle (conversation)
+  program and, when espeak-ng is there, a TTS program.
+- ASR: transcribe, audio-start, audio-chunk*, audio-stop -> transcript-start/-chunk/-stop and
+  transcript. Chunks of any rate, width and channel count become 16 kHz mono; speech over 30 s is
+  split at pauses.
+- Conversation: transcript -> handled-start/-chunk/-stop and handled (not-handled for nothing to
+  say), with one conversation per Wyoming context or satellite, kept in the shared context budget.
+- synthesize -> audio-start/-chunk/-stop through the same espeak-ng voice the voice loop uses.
+
+A client that sends malformed events, audio without audio-start, too much audio or nothing for a
+while is dropped without harming the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event, async_read_event
+from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop, NotHandled
+from wyoming.info import (
+    AsrModel,
+    AsrProgram,
+    Attribution,
+    Describe,
+    HandleModel,
+    HandleProgram,
+    Info,
+    TtsProgram,
+    TtsVoice,
+)
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize
+
+from edge import __version__
+from edge.errors import EdgeError
+from edge.model.chat_format import Message
+from edge.serve import tasks
+from edge.serve.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 10700  # faster-whisper uses 10300, piper 10200; Home Assistant's discovery finds any
+RATE, WIDTH, CHANNELS = 16_000, 2, 1
+LANGUAGES = ["en", "de", "fr", "es", "it", "pt", "nl", "pl", "ja", "ko", "zh", "hi", "ru", "uk", "tr", "sv"]
+LANGUAGE_NAMES = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "zh": "Chinese",
+    "hi": "Hindi",
+    "ru": "Russian",
+    "uk": "Ukrainian",
+    "tr": "Turkish",
+    "sv": "Swedish",
+}
+ATTRIBUTION = Attribution(name="Google (Gemma 4), edge-gemma", url="https://ai.google.dev/gemma")
+SYSTEM_PROMPT = (
+    "You are a helpful voice assistant in a home. Answer briefly, in plain spoken sentences: "
+    "no lists, no markdown, no emoji."
+)
+
+
+@dataclass
+class WyomingSettings:
+    model_name: str
+    max_audio_seconds: float = 120.0
+    idle_timeout_s: float = 120.0
+    max_tokens: int = 256
+    forget_after_s: float = 300.0
+    tts: object | None = None  # an audio.tts backend, or None: no TTS program
+
+
+@dataclass
+class _Conversation:
+    history: list[Message] = field(default_factory=lambda: [{"role": "system", "content": SYSTEM_PROMPT}])
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class WyomingService:
+    """What every connection shares: the model worker, the settings, the conversations."""
+
+    def __init__(self, worker: ModelWorker, settings: WyomingSettings):
+        self.worker, self.settings = worker, settings
+        self.conversations: dict[str, _Conversation] = {}
+        self.info = self._info()
+
+    def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> GemmaHandler:
+        return GemmaHandler(reader, writer, self)
+
+    def conversation(self, key: str) -> _Conversation:
+        now = time.monotonic()
+        for stale in [k for k, c in self.conversations.items() if now - c.last_used > self.settings.forget_after_s]:
+            del self.conversations[stale]  # a smart speaker does not remember yesterday's question
+        conversation = self.conversations.setdefault(key, _Conversation())
+        conversation.last_used = now
+        return conversation
+
+    def _info(self) -> Info:
+        def artifact(cls, name: str, description: str, **extra):
+            return cls(
+                name=name,
+                description=description,
+                attribution=ATTRIBUTION,
+                installed=True,
+                version=__version__,
+                **extra,
+            )
+
+        models = [artifact(AsrModel, self.settings.model_name, "Gemma 4 hearing speech natively", languages=LANGUAGES)]
+        info = Info(
+            asr=[
+                artifact(
+                    AsrProgram,
+                    "edge-gemma",
+                    "Speech to text by Gemma 4 itself (no separate recognizer)",
+                    models=models,
+                    supports_transcript_streaming=True,
+                )
+            ],
+            handle=[
+                artifact(
+                    HandleProgram,
+                    "edge-gemma",
+                    "A conversation with Gemma 4, on this device",
+                    models=[artifact(HandleModel, self.settings.model_name, "Gemma 4", languages=LANGUAGES)],
+                    supports_handled_streaming=True,
+                )
+            ],
+        )
+        if self.settings.tts is not None:
+            voice = artifact(TtsVoice, "espeak-ng", "espeak-ng, the voice the voice loop speaks with", languages=["en"])
+            info.tts = [artifact(TtsProgram, "edge-gemma-tts", "espeak-ng speech", voices=[voice])]
+        return info
+
+
+class GemmaHandler(AsyncEventHandler):
+    """One Wyoming connection (a Home Assistant pipeline, a satellite)."""
+
+    def __init__(self, reader, writer, service: WyomingService):
+        super().__init__(reader, writer)
+        self.service = service
+        self.peer = str(writer.get_extra_info("peername"))
+        self.language = "en"
+        self.context: dict | None = None
+        self._converter = AudioChunkConverter(rate=RATE, width=WIDTH, channels=CHANNELS)
+        self._audio: bytearray | None = None  # None: no audio-start yet
+        self._refused = False
+
+    async def run(self) -> None:
+        """The base loop, with an idle timeout and malformed input treated as a goodbye."""
+        self._is_running = True
+        try:
+            while self._is_running:
+                event = await asyncio.wait_for(async_read_event(self.reader), self.service.settings.idle_timeout_s)
+                if event is None or not await self.handle_event(event):
+                    break
+        except TimeoutError:
+            log.info("dropped %s: idle for %.0f s", self.peer, self.service.settings.idle_timeout_s)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, asyncio.IncompleteReadError) as exc:
+            log.info("dropped %s: malformed event (%s)", self.peer, exc)
+        except (ConnectionError, OSError):
+            pass  # the client went away
+        finally:
+            await self.disconnect()
+            self.writer.close()
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._handle(event)
+        except EdgeError as exc:
+            await self.write_event(Error(text=str(exc), code=type(exc).__name__).event())
+            return True  # a failed request, not a failed connection
+
+    async def _handle(self, event: Event) -> bool:
+        if Describe.is_type(event.type):
+            await self.write_event(self.service.info.event())
+        elif Transcribe.is_type(event.type):
+            transcribe = Transcribe.from_event(event)
+            self.language = (transcribe.language or self.language or "en").split("-")[0].lower()
+            self.context = transcribe.context
+        elif AudioStart.is_type(event.type):
+            self._audio, self._refused = bytearray(), False
+        elif AudioChunk.is_type(event.type):
+            return await self._chunk(AudioChunk.from_event(event))
+        elif AudioStop.is_type(event.type):
+            return await self._audio_stop()
+        elif Transcript.is_type(event.type):
+            await self._converse(Transcript.from_event(event))
+        elif Synthesize.is_type(event.type):
+            await self._synthesize(Synthesize.from_event(event).text)
+        return True
+
+    async def _chunk(self, chunk: AudioChunk) -> bool:
+        if self._audio is None:
+            await self.write_event(Error(text="audio-chunk before audio-start", code="protocol").event())
+            return False
+        if self._refused:
+            return True
+        if not (1 <= chunk.width <= 4 and 1 <= chunk.channels <= 8 and 1000 <= chunk.rate <= 192_000):
+            await self.write_event(
+                Error(
+                    text=f"unsupported audio format {chunk.rate} Hz, {chunk.width} bytes, {chunk.channels} channels",
+                    code="audio_format",
+                ).event()
+            )
+            return False
+        self._audio += self._converter.convert(chunk).audio
+        if len(self._audio) / (RATE * WIDTH) > self.service.settings.max_audio_seconds:
+            self._refused = True
+            await self.write_event(
+                Error(
+                    text=f"audio over {self.service.settings.max_audio_seconds:.0f} s is not "
+                    "transcribed; send shorter utterances",
+                    code="audio_too_long",
+                ).event()
+            )
+        return True
+
+    async def _audio_stop(self) -> bool:
+        audio, refused, self._audio = self._audio, self._refused, None
+        if audio is None:
+            await self.write_event(Error(text="audio-stop before audio-start", code="protocol").event())
+            return False
+        if refused:
+            return True
+        pcm = np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768.0
+        language = LANGUAGE_NAMES.get(self.language, "English")
+        if len(pcm) < RATE // 10:
+            text = ""
+        else:
+            await self.write_event(TranscriptStart(language=self.language, context=self.context).event())
+            job = self._submit(lambda job: tasks.transcribe(self.service.worker.resources, pcm, language, job))
+            pieces = []
+            async for kind, value in job.stream():
+                if kind == "piece" and value:
+                    pieces.append(value)
+                    await self.write_event(TranscriptChunk(text=(" " if len(pieces) > 1 else "") + value).event())
+                elif kind == "error":
+                    raise value if isinstance(value, EdgeError) else EdgeError(f"transcription failed: {value}")
+            await self.write_event(TranscriptStop().event())
+            text = " ".join(pieces)
+        await self.write_event(Transcript(text=text, language=self.language, context=self.context).event())
+        return True
+
+    async def _converse(self, transcript: Transcript) -> None:
+        context = transcript.context or {}
+        text = (transcript.text or "").strip()
+        if not text:
+            await self.write_event(NotHandled(text="I did not hear anything.", context=context).event())
+            return
+        key = str(context.get("conversation_id") or context.get("satellite_id") or self.peer)
+        conversation = self.service.conversation(key)
+        messages = conversation.history + [{"role": "user", "content": text}]
+        sampling = tasks.Sampling(max_tokens=self.service.settings.max_tokens, temperature=0.7)
+        job = self._submit(lambda job: tasks.chat(self.service.worker.resources, messages, None, sampling, job))
+        await self.write_event(HandledStart(context=context).event())
+        reply = ""
+        async for kind, value in job.stream():
+            if kind == "piece" and value:
+                reply += value
+                await self.write_event(HandledChunk(text=value).event())
+            elif kind == "error":
+                raise value if isinstance(value, EdgeError) else EdgeError(f"the reply failed: {value}")
+            elif kind == "done":
+                # Old turns the budget dropped stay dropped; this turn joins what was kept.
+                conversation.history = value.kept_history + [
+                    {"role": "user", "content": text},
+                    {"role": "assistant", "content": reply.strip()},
+                ]
+        await self.write_event(HandledStop().event())
+        await self.write_event(Handled(text=reply.strip(), context=context).event())
+
+    async def _synthesize(self, text: str) -> None:
+        backend = self.service.settings.tts
+        if backend is None:
+            raise EdgeError("this server has no voice (espeak-ng is not installed)")
+        pcm, rate = await asyncio.to_thread(backend.synthesize, text[:2000])
+        audio = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
+        await self.write_event(AudioStart(rate=rate, width=WIDTH, channels=CHANNELS).event())
+        step = rate * WIDTH // 10  # 100 ms chunks
+        for start in range(0, len(audio), step):
+            await self.write_event(
+                AudioChunk(rate=rate, width=WIDTH, channels=CHANNELS, audio=audio[start : start + step]).event()
+            )
+        await self.write_event(AudioStop().event())
+
+    def _submit(self, run):
+        from edge.serve.worker import Busy, NotReady
+
+        try:
+            return self.service.worker.submit(run)
+        except (Busy, NotReady) as exc:
+            raise EdgeError(str(exc)) from None
+
+
+def run_wyoming(
+    plan,
+    *,
+    uri: str,
+    settings: WyomingSettings,
+    mmproj=None,
+    zeroconf_name: str | None = None,
+    zeroconf: bool = False,
+    verbose: bool = False,
+    on_note=lambda message: None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (wyoming's server handles both), then free the model."""
+    from urllib.parse import urlsplit
+
+    from wyoming.server import AsyncServer
+
+    from edge.serve.server import check_port_free, load_served
+
+    parts = urlsplit(uri)
+    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+        raise EdgeError(f"--uri {uri!r} is not tcp://HOST:PORT (e.g. tcp://0.0.0.0:{DEFAULT_PORT})")
+    check_port_free(parts.hostname, parts.port)
+    worker = ModelWorker(lambda: load_served(plan, mmproj, verbose=verbose), max_queue=8)
+    worker.start()
+    service = WyomingService(worker, settings)
+
+    async def main() -> None:
+        server = AsyncServer.from_uri(uri)
+        if zeroconf:
+            await _announce(parts.port, zeroconf_name, on_note)
+        await server.run(service.handler)
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.stop()
+
+
+async def _announce(port: int, name: str | None, on_note) -> None:
+    """_wyoming._tcp on the LAN, as the other Wyoming servers do, so Home Assistant discovers it."""
+    try:
+        from wyoming.zeroconf import HomeAssistantZeroconf
+
+        announcer = HomeAssistantZeroconf(port=port, name=name or "edge-gemma")
+        await announcer.register_server()
+        on_note(f"announced {announcer.name}._wyoming._tcp.local. at {announcer.host}:{port}")
+    except (OSError, ImportError) as exc:  # no network for multicast: serve anyway, say why
+        on_note(f"zeroconf announcement failed ({exc}); add the service in Home Assistant by host and port")

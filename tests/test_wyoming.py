@@ -1,0 +1,187 @@
+"""`edge-gemma wyoming` spoken to by the `wyoming` package's own client, as Home Assistant does.
+
+The server is a real `edge-gemma wyoming` process on the tiny Gemma 4 with its audio projector; the
+client is wyoming's AsyncTcpClient. The tiny model's words are noise: these tests check the protocol.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from audio_support import require_espeak, silence, speech
+from conftest import FIXTURES
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop
+from wyoming.info import Describe, Info
+from wyoming.tts import Synthesize
+
+from edge.audio.resample import resample
+
+TINY = FIXTURES / "gemma4-tiny"
+MODEL, MMPROJ = TINY / "tiny-gemma-4-E2B.gguf", TINY / "mmproj-tiny-gemma-4-E2B.gguf"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(llama_cpp_available):
+    require_espeak()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "wyoming",
+            "-m",
+            str(MODEL),
+            "--mmproj",
+            str(MMPROJ),
+            "-c",
+            "4096",
+            "--uri",
+            f"tcp://127.0.0.1:{port}",
+            "--idle-timeout",
+            "3",
+            "--max-audio-seconds",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            info = asyncio.run(exchange(port, [Describe().event()], until=Info))
+            if info:
+                break
+        except OSError:
+            time.sleep(0.3)
+    # The model loads on the worker: wait until a request is answered, not refused as "loading".
+    while time.time() < deadline:
+        events = asyncio.run(exchange(port, [Transcript(text="hello").event()], until=(Handled, Error)))
+        if events and Handled.is_type(events[-1].type):
+            break
+        time.sleep(0.3)
+    yield port
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+
+
+async def exchange(port: int, events, until, timeout: float = 60.0):
+    """Send events, then read until one of type `until` arrives (or the server hangs up)."""
+    received = []
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        for event in events:
+            await client.write_event(event)
+        types = until if isinstance(until, tuple) else (until,)
+        while True:
+            event = await asyncio.wait_for(client.read_event(), timeout)
+            if event is None:
+                return received
+            received.append(event)
+            if any(t.is_type(event.type) for t in types):
+                return received
+
+
+def audio_events(pcm: np.ndarray, rate: int, channels: int, chunk_ms: int = 100):
+    """16 kHz float speech as Wyoming audio at another rate and channel count, 16-bit."""
+    at_rate = resample(pcm, 16000, rate) if rate != 16000 else pcm
+    frames = np.repeat((np.clip(at_rate, -1, 1) * 32767).astype("<i2")[:, None], channels, axis=1).tobytes()
+    step = rate * 2 * channels * chunk_ms // 1000
+    yield AudioStart(rate=rate, width=2, channels=channels).event()
+    for start in range(0, len(frames), step):
+        yield AudioChunk(rate=rate, width=2, channels=channels, audio=frames[start : start + step]).event()
+    yield AudioStop().event()
+
+
+def test_describe_advertises_asr_handle_and_tts(server):
+    [event] = asyncio.run(exchange(server, [Describe().event()], until=Info))
+    info = Info.from_event(event)
+    assert info.asr[0].models[0].name == "tiny-gemma-4-E2B.gguf" and "en" in info.asr[0].models[0].languages
+    assert info.asr[0].supports_transcript_streaming and info.asr[0].attribution.name
+    assert info.handle[0].models[0].languages and info.handle[0].supports_handled_streaming
+    assert info.tts and info.tts[0].voices[0].name == "espeak-ng"
+
+
+@pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2), (22050, 1)])
+def test_speech_at_any_rate_becomes_a_streamed_transcript(server, rate, channels):
+    pcm = np.concatenate([silence(0.3), speech("What is the weather like today?"), silence(0.4)])
+    events = asyncio.run(
+        exchange(server, [Transcribe(language="en").event(), *audio_events(pcm, rate, channels)], until=Transcript)
+    )
+    kinds = [e.type for e in events]
+    assert kinds[0] == TranscriptStart().event().type and TranscriptStop().event().type in kinds
+    assert any(TranscriptChunk.is_type(k) for k in kinds)
+    transcript = Transcript.from_event(events[-1])
+    assert transcript.language == "en" and isinstance(transcript.text, str)
+
+
+def test_a_conversation_is_handled_with_streaming_events(server):
+    context = {"conversation_id": "kitchen"}
+    for question in ("Turn on the lights.", "And in the hall?"):
+        events = asyncio.run(exchange(server, [Transcript(text=question, context=context).event()], until=Handled))
+        kinds = [e.type for e in events]
+        assert kinds[0] == HandledStart().event().type and kinds[-2] == HandledStop().event().type
+        assert any(HandledChunk.is_type(k) for k in kinds[1:-2])
+        assert Handled.from_event(events[-1]).context == context
+
+
+def test_synthesize_answers_with_audio(server):
+    events = asyncio.run(exchange(server, [Synthesize(text="Hello from the kitchen.").event()], until=AudioStop))
+    start, *chunks, stop = events
+    assert AudioStart.is_type(start.type) and AudioStop.is_type(stop.type)
+    assert sum(len(AudioChunk.from_event(c).audio) for c in chunks) > 16000  # over half a second of speech
+
+
+def test_bad_clients_are_dropped_without_harming_the_next(server):
+    async def raw(payload: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server)
+        writer.write(payload)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        writer.close()
+        return data
+
+    assert asyncio.run(raw(b"this is not json\n")) == b""  # malformed: dropped
+    chunk = AudioChunk(rate=16000, width=2, channels=1, audio=b"\0" * 3200).event()
+    events = asyncio.run(exchange(server, [chunk], until=Error))  # audio without audio-start
+    assert "before audio-start" in Error.from_event(events[-1]).text
+    absurd = AudioChunk(rate=0, width=2, channels=1, audio=b"\0" * 10).event()
+    events = asyncio.run(exchange(server, [AudioStart(rate=16000, width=2, channels=1).event(), absurd], until=Error))
+    assert "unsupported audio format" in Error.from_event(events[-1]).text
+    long = np.zeros(16000 * 25, dtype=np.float32)  # over --max-audio-seconds 20
+    events = asyncio.run(exchange(server, list(audio_events(long, 16000, 1, chunk_ms=1000)), until=Error))
+    assert Error.from_event(events[-1]).code == "audio_too_long"
+    started = time.time()
+    assert asyncio.run(raw(b"")) == b""  # an idle connection is closed after --idle-timeout (3 s)
+    assert time.time() - started < 30
+    [event] = asyncio.run(exchange(server, [Describe().event()], until=Info))  # and the service is fine
+    assert Info.is_type(event.type)
+
+
+def test_conversations_are_kept_per_context_and_forgotten_after_quiet():
+    from edge.serve.wyoming_service import WyomingService, WyomingSettings
+
+    service = WyomingService(worker=None, settings=WyomingSettings(model_name="m", forget_after_s=0.2))
+    kitchen = service.conversation("kitchen")
+    kitchen.history.append({"role": "user", "content": "hi"})
+    assert service.conversation("kitchen") is kitchen and service.conversation("hall") is not kitchen
+    time.sleep(0.3)
+    assert service.conversation("kitchen") is not kitchen  # a new day, a new conversation
