@@ -42,9 +42,28 @@ def rss_mib(pid: int) -> float:
 def start_server(model: str, port: int, max_queue: int, threads: int) -> subprocess.Popen:
     # EDGE_DEBUG=1: no crash-guard fork, so the process measured is the one holding the model.
     env = dict(os.environ, EDGE_DEBUG="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve", "-m", model, "--port", str(port),
-                             "--max-queue", str(max_queue), "-t", str(threads), "-c", "4096"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "serve",
+            "-m",
+            model,
+            "--port",
+            str(port),
+            "--max-queue",
+            str(max_queue),
+            "-t",
+            str(threads),
+            "-c",
+            "4096",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     import httpx2
 
     deadline = time.time() + 180
@@ -64,9 +83,14 @@ def one_request(client, model: str, max_tokens: int, prompt: str) -> dict:
     started = time.perf_counter()
     first = None
     try:
-        stream = client.chat.completions.create(model=model, max_tokens=max_tokens, temperature=0.7, stream=True,
-                                                messages=[{"role": "user", "content": prompt}],
-                                                stream_options={"include_usage": True})
+        stream = client.chat.completions.create(
+            model=model,
+            max_tokens=max_tokens,
+            temperature=0.7,
+            stream=True,
+            messages=[{"role": "user", "content": prompt}],
+            stream_options={"include_usage": True},
+        )
         tokens = 0
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content and first is None:
@@ -74,8 +98,13 @@ def one_request(client, model: str, max_tokens: int, prompt: str) -> dict:
             if chunk.usage:
                 tokens = chunk.usage.completion_tokens
         end = time.perf_counter()
-        return {"status": 200, "ttft": (first or end) - started, "total": end - started, "tokens": tokens,
-                "decode_tps": (tokens - 1) / (end - first) if first and tokens > 1 and end > first else 0.0}
+        return {
+            "status": 200,
+            "ttft": (first or end) - started,
+            "total": end - started,
+            "tokens": tokens,
+            "decode_tps": (tokens - 1) / (end - first) if first and tokens > 1 and end > first else 0.0,
+        }
     except APIStatusError as exc:
         return {"status": exc.status_code, "total": time.perf_counter() - started}
 
@@ -108,19 +137,47 @@ def level(port: int, model: str, clients: int, requests: int, max_tokens: int) -
     def pct(values, q):
         return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
 
-    return {"clients": clients, "requests": len(results), "ok": len(ok),
-            "busy_503": sum(r["status"] == 503 for r in results),
-            "failed": sum(r["status"] not in (200, 503) for r in results),
-            "requests_per_s": len(ok) / elapsed, "tokens_per_s": sum(r["tokens"] for r in ok) / elapsed,
-            "ttft_p50": pct([r["ttft"] for r in ok], 50), "ttft_p95": pct([r["ttft"] for r in ok], 95),
-            "total_p50": pct([r["total"] for r in ok], 50), "total_p95": pct([r["total"] for r in ok], 95),
-            "decode_tps_one_client": statistics.median([r["decode_tps"] for r in ok if r["decode_tps"]] or [0.0])}
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "ok": len(ok),
+        "busy_503": sum(r["status"] == 503 for r in results),
+        "failed": sum(r["status"] not in (200, 503) for r in results),
+        "requests_per_s": len(ok) / elapsed,
+        "tokens_per_s": sum(r["tokens"] for r in ok) / elapsed,
+        "ttft_p50": pct([r["ttft"] for r in ok], 50),
+        "ttft_p95": pct([r["ttft"] for r in ok], 95),
+        "total_p50": pct([r["total"] for r in ok], 50),
+        "total_p95": pct([r["total"] for r in ok], 95),
+        "decode_tps_one_client": statistics.median([r["decode_tps"] for r in ok if r["decode_tps"]] or [0.0]),
+    }
 
 
 def bench_tg128(model: str, threads: int) -> float:
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "bench", "-m", model, "--only", "tg", "-n", "128",
-                           "-r", "3", "-t", str(threads), "--no-tune", "-o", "json"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "bench",
+            "-m",
+            model,
+            "--only",
+            "tg",
+            "-n",
+            "128",
+            "-r",
+            "3",
+            "-t",
+            str(threads),
+            "--no-tune",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)[0]["avg_ts"]
 
 
@@ -146,20 +203,29 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    report = {"model": model, "bench_tg128": tg128, "rss_mib_before": rss_before, "rss_mib_after": rss_after,
-              "levels": levels}
+    report = {
+        "model": model,
+        "bench_tg128": tg128,
+        "rss_mib_before": rss_before,
+        "rss_mib_after": rss_after,
+        "levels": levels,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{model}: bench tg128 {tg128:.1f} tok/s | server RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
-    print("| clients | ok | 503 | failed | req/s | tok/s | TTFT p50 | TTFT p95 | total p50 | total p95 | "
-          "decode tok/s (one client) |")
+    print(
+        "| clients | ok | 503 | failed | req/s | tok/s | TTFT p50 | TTFT p95 | total p50 | total p95 | "
+        "decode tok/s (one client) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in levels:
-        print(f"| {r['clients']} | {r['ok']} | {r['busy_503']} | {r['failed']} | {r['requests_per_s']:.2f} | "
-              f"{r['tokens_per_s']:.1f} | {r['ttft_p50']:.3f} | {r['ttft_p95']:.3f} | {r['total_p50']:.2f} | "
-              f"{r['total_p95']:.2f} | {r['decode_tps_one_client']:.1f} ({r['decode_tps_one_client'] / tg128:.1%} "
-              f"of tg128) |")
+        print(
+            f"| {r['clients']} | {r['ok']} | {r['busy_503']} | {r['failed']} | {r['requests_per_s']:.2f} | "
+            f"{r['tokens_per_s']:.1f} | {r['ttft_p50']:.3f} | {r['ttft_p95']:.3f} | {r['total_p50']:.2f} | "
+            f"{r['total_p95']:.2f} | {r['decode_tps_one_client']:.1f} ({r['decode_tps_one_client'] / tg128:.1%} "
+            f"of tg128) |"
+        )
     return 1 if any(r["failed"] for r in levels) else 0
 
 

@@ -1,6 +1,7 @@
 """Run the real `edge-gemma` CLI in a subprocess, as a user would."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -39,3 +40,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -8,7 +8,6 @@ client would never send.
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import httpx2 as httpx  # the HTTP library the openai client is built on
 import numpy as np
 import pytest
 from audio_support import require_espeak, silence, speech
+from cli_helpers import free_port
 from conftest import FIXTURES
 
 from edge.audio.files import save_wav
@@ -25,12 +25,6 @@ from edge.audio.files import save_wav
 TINY = FIXTURES / "gemma4-tiny"
 MODEL, MMPROJ = TINY / "tiny-gemma-4-E2B.gguf", TINY / "mmproj-tiny-gemma-4-E2B.gguf"
 KEY = "test-key-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

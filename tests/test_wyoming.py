@@ -6,7 +6,6 @@ client is wyoming's AsyncTcpClient. The tiny model's words are noise: these test
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from audio_support import require_espeak, silence, speech
+from cli_helpers import free_port
 from conftest import FIXTURES
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -27,12 +27,6 @@ from edge.audio.resample import resample
 
 TINY = FIXTURES / "gemma4-tiny"
 MODEL, MMPROJ = TINY / "tiny-gemma-4-E2B.gguf", TINY / "mmproj-tiny-gemma-4-E2B.gguf"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

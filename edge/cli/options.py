@@ -66,3 +66,18 @@ def apply(*options):
 
 # Every command that loads a model for text: run, chat.
 model_options = apply(model(), device, ctx(), threads, threads_batch, no_tune, llama_log, root)
+
+
+def mmproj():
+    return click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's).")
+
+
+# Every command that loads Gemma 4 with its ears: voice, transcribe, ask, serve, wyoming.
+audio_model_options = apply(
+    model("Gemma 4 E2B/E4B .gguf, or 'demo' (default: the one `setup` installed)."),
+    mmproj(),
+    device,
+    ctx(),
+    threads,
+    llama_log,
+)

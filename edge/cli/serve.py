@@ -13,12 +13,7 @@ API_KEY_ENV = "EDGE_GEMMA_API_KEY"
 
 
 @click.command()
-@options.model()
-@click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's).")
-@options.device
-@options.ctx()
-@options.threads
-@options.llama_log
+@options.audio_model_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: the LAN).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--api-key", envvar=API_KEY_ENV, help=f"Require Authorization: Bearer KEY (or set {API_KEY_ENV}).")

@@ -12,14 +12,7 @@ import click
 from edge.cli import options
 from edge.errors import AudioError
 
-_audio_model_options = options.apply(
-    options.model("Gemma 4 E2B/E4B .gguf (default: the one `setup` installed)."),
-    click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's)."),
-    options.device,
-    options.ctx(),
-    options.threads,
-    options.llama_log,
-)
+_audio_model_options = options.audio_model_options
 
 
 @contextlib.contextmanager

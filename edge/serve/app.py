@@ -22,6 +22,7 @@ from edge.serve import tasks
 from edge.serve.metrics import Metrics
 from edge.serve.openai_api import ApiError
 from edge.serve.worker import Busy, Job, ModelWorker, NotReady
+from edge.voice.conversation import language_name
 
 RETRY_AFTER_S = "2"
 
@@ -149,7 +150,7 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
         if response_format not in ("json", "text", "verbose_json", "srt", "vtt"):
             raise ApiError(400, "response_format must be json, text, verbose_json, srt or vtt", param="response_format")
         pcm = api.decode_audio_bytes(await file.read(), "file", config.max_audio_seconds)
-        spoken = _language_name(language)
+        spoken = language_name(language)
         job = _submit(worker, lambda job: tasks.transcribe(worker.resources, pcm, spoken, job))
         result: tasks.Transcript = await _result(job)
         if response_format == "text":
@@ -170,41 +171,6 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
 
 
 _KNOWN = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions"}
-_LANGUAGES = {
-    "en": "English",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-    "it": "Italian",
-    "pt": "Portuguese",
-    "nl": "Dutch",
-    "pl": "Polish",
-    "ru": "Russian",
-    "uk": "Ukrainian",
-    "ja": "Japanese",
-    "ko": "Korean",
-    "zh": "Chinese",
-    "hi": "Hindi",
-    "ar": "Arabic",
-    "tr": "Turkish",
-    "sv": "Swedish",
-    "da": "Danish",
-    "fi": "Finnish",
-    "no": "Norwegian",
-    "cs": "Czech",
-    "el": "Greek",
-    "he": "Hebrew",
-    "id": "Indonesian",
-    "vi": "Vietnamese",
-    "th": "Thai",
-}
-
-
-def _language_name(code: str | None) -> str:
-    """OpenAI sends ISO-639-1 codes; Gemma's transcription prompt names the language."""
-    if not code:
-        return "English"
-    return _LANGUAGES.get(code.strip().lower(), code.strip()[:40] or "English")
 
 
 def _authorized(request: Request, key: str) -> bool:

@@ -48,29 +48,12 @@ from edge.errors import EdgeError
 from edge.model.chat_format import Message
 from edge.serve import tasks
 from edge.serve.worker import ModelWorker
+from edge.voice.conversation import LANGUAGE_NAMES, language_name
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 10700  # faster-whisper uses 10300, piper 10200; Home Assistant's discovery finds any
 RATE, WIDTH, CHANNELS = 16_000, 2, 1
-LANGUAGES = ["en", "de", "fr", "es", "it", "pt", "nl", "pl", "ja", "ko", "zh", "hi", "ru", "uk", "tr", "sv"]
-LANGUAGE_NAMES = {
-    "en": "English",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-    "it": "Italian",
-    "pt": "Portuguese",
-    "nl": "Dutch",
-    "pl": "Polish",
-    "ja": "Japanese",
-    "ko": "Korean",
-    "zh": "Chinese",
-    "hi": "Hindi",
-    "ru": "Russian",
-    "uk": "Ukrainian",
-    "tr": "Turkish",
-    "sv": "Swedish",
-}
+LANGUAGES = sorted(LANGUAGE_NAMES)
 ATTRIBUTION = Attribution(name="Google (Gemma 4), edge-gemma", url="https://ai.google.dev/gemma")
 SYSTEM_PROMPT = (
     "You are a helpful voice assistant in a home. Answer briefly, in plain spoken sentences: "
@@ -242,7 +225,7 @@ class GemmaHandler(AsyncEventHandler):
         if refused:
             return True
         pcm = np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768.0
-        language = LANGUAGE_NAMES.get(self.language, "English")
+        language = language_name(self.language)
         if len(pcm) < RATE // 10:
             text = ""
         else:

@@ -39,6 +39,44 @@ TRANSCRIBE_PROMPT = (
     "Only output the transcription, with no newlines. When transcribing numbers, "
     "write the digits."
 )
+# ISO-639-1 codes (what OpenAI and Wyoming clients send) -> the name the transcription prompt uses.
+LANGUAGE_NAMES = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "ru": "Russian",
+    "uk": "Ukrainian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "zh": "Chinese",
+    "hi": "Hindi",
+    "ar": "Arabic",
+    "tr": "Turkish",
+    "sv": "Swedish",
+    "da": "Danish",
+    "fi": "Finnish",
+    "no": "Norwegian",
+    "cs": "Czech",
+    "el": "Greek",
+    "he": "Hebrew",
+    "id": "Indonesian",
+    "vi": "Vietnamese",
+    "th": "Thai",
+}
+
+
+def language_name(code: str | None) -> str:
+    """ "en" or "en-GB" -> "English"; an unknown code or a name is kept as given (trimmed)."""
+    if not code or not code.strip():
+        return "English"
+    return LANGUAGE_NAMES.get(code.strip().split("-")[0].lower(), code.strip()[:40])
+
+
 HEARD_PROMPT = "Write down exactly what I said in my last message, and nothing else."
 TRANSCRIPT_MAX_TOKENS = 160
 
