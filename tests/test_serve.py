@@ -145,7 +145,7 @@ def test_an_input_audio_turn_and_a_transcription_on_gemma_4(audio_server, questi
     assert reply.choices[0].message.content is not None and reply.usage.prompt_tokens > 50  # 2.5 s = 60+ audio tokens
     with question_wav.open("rb") as f:
         transcript = openai.audio.transcriptions.create(
-            model="tiny-gemma-4-E2B.gguf", file=f, response_format="verbose_json", language="en"
+            model="whisper-1", file=f, response_format="verbose_json", language="en"
         )
     assert transcript.duration > 2 and len(transcript.segments) == 1
     with question_wav.open("rb") as f:

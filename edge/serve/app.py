@@ -54,7 +54,7 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
                     code="invalid_api_key",
                 )
             )
-        elif int(request.headers.get("content-length") or 0) > config.max_body_bytes:
+        elif _declared_length(request) > config.max_body_bytes:
             response = _error(
                 ApiError(
                     413, f"the request body is over {config.max_body_bytes // 2**20} MiB", code="request_too_large"
@@ -146,7 +146,7 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
         response_format: str = Form("json"),
         temperature: float = Form(0.0),
     ):
-        _check_model(model, config)
+        # Speech clients hard-code OpenAI's "whisper-1": any name is taken here, one model serves.
         if response_format not in ("json", "text", "verbose_json", "srt", "vtt"):
             raise ApiError(400, "response_format must be json, text, verbose_json, srt or vtt", param="response_format")
         pcm = api.decode_audio_bytes(await file.read(), "file", config.max_audio_seconds)
@@ -171,6 +171,14 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
 
 
 _KNOWN = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions"}
+
+
+def _declared_length(request: Request) -> int:
+    """The body size the client declares; an unreadable one counts as too big."""
+    try:
+        return int(request.headers.get("content-length") or 0)
+    except ValueError:
+        return 1 << 62
 
 
 def _authorized(request: Request, key: str) -> bool:
