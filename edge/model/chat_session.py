@@ -12,7 +12,7 @@ from pathlib import Path
 from edge.errors import EdgeError
 from edge.jsonio import read_json, write_json_atomic
 from edge.model.chat_format import Message
-from edge.model.context_budget import Fitted, fit_history
+from edge.model.context_budget import Fitted, fit_history, pinned_system
 from edge.model.runner import Generation, LoadedModel
 
 SAVE_FORMAT = "edge-gemma-chat/1"
@@ -52,7 +52,7 @@ class ChatSession:
 
     def clear(self) -> None:
         """Forget every turn; the system prompt stays."""
-        self.history = [m for m in self.history[:1] if m["role"] == "system"]
+        self.history = pinned_system(self.history)
 
     @property
     def turns(self) -> int:

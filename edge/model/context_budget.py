@@ -56,7 +56,7 @@ def fit_history(
     Raises ContextFullError (with the numbers and `fix`) when even the pinned system prompt and the
     new message alone do not leave `reserve`.
     """
-    pinned = [m for m in history[:1] if m["role"] == "system"]
+    pinned = pinned_system(history)
     turns = _turns(list(history[len(pinned) :]))
     dropped = 0
     while True:
@@ -71,6 +71,11 @@ def fit_history(
             )
         step = max(1, (len(turns) + 1) // 2)  # half the droppable history at once
         turns, dropped = turns[step:], dropped + step
+
+
+def pinned_system(history: Sequence[Message]) -> list[Message]:
+    """The system message that opens a history (a list of it, empty without one): it is never dropped."""
+    return [m for m in history[:1] if m["role"] == "system"]
 
 
 def _turns(messages: list[Message]) -> list[list[Message]]:

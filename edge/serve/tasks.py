@@ -90,14 +90,9 @@ def chat(served: ServedModel, messages: list[Message], audio: np.ndarray | None,
         completion.prompt_tokens = loaded.count_chat_tokens(fitted.history + [last])
         completion.dropped_turns, completion.kept_history = fitted.dropped_turns, fitted.history
         return completion
-    if served.audio is None:
-        raise AudioError(
-            "this server's model has no audio projector: start it with a Gemma 4 E2B/E4B model "
-            "and --mmproj (edge-gemma setup installs both)"
-        )
     from edge.voice.conversation import AudioConversation
 
-    conversation = AudioConversation(loaded, served.audio, system_prompt="")
+    conversation = AudioConversation(loaded, _ears(served), system_prompt="")
     conversation.history = list(earlier)
     generation = conversation.reply(
         audio, instruction=last["content"], max_tokens=sampling.max_tokens, temperature=sampling.temperature
@@ -130,12 +125,7 @@ def transcribe(served: ServedModel, pcm: np.ndarray, language: str, job: Job) ->
     from edge.audio.vad import segment
     from edge.voice.conversation import AudioConversation
 
-    if served.audio is None:
-        raise AudioError(
-            "this server's model has no audio projector: start it with a Gemma 4 E2B/E4B model "
-            "and --mmproj (edge-gemma setup installs both)"
-        )
-    conversation = AudioConversation(served.loaded, served.audio, system_prompt="")
+    conversation = AudioConversation(served.loaded, _ears(served), system_prompt="")
     segments, rates = [], []
     for i, clip in enumerate(segment(pcm)):
         if job.cancelled.is_set():
@@ -151,6 +141,16 @@ def transcribe(served: ServedModel, pcm: np.ndarray, language: str, job: Job) ->
         segments,
         sum(rates) / len(rates) if rates else 0.0,
     )
+
+
+def _ears(served: ServedModel) -> MtmdAudio:
+    """The audio projector, or the error that says how to get one."""
+    if served.audio is None:
+        raise AudioError(
+            "this server's model has no audio projector: start it with a Gemma 4 E2B/E4B model "
+            "and --mmproj (edge-gemma setup installs both)"
+        )
+    return served.audio
 
 
 def _stream(generation: Generation, job: Job, sampling: Sampling) -> Completion:

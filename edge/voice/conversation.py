@@ -24,7 +24,7 @@ import numpy as np
 
 from edge.errors import AudioError, GenerationError
 from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
-from edge.model.context_budget import Fitted, audio_tokens_for, fit_history
+from edge.model.context_budget import Fitted, audio_tokens_for, fit_history, pinned_system
 from edge.model.mtmd import AudioEvalResult, MtmdAudio
 from edge.model.runner import Generation, LoadedModel
 
@@ -135,7 +135,7 @@ class AudioConversation:
 
     def forget(self) -> None:
         """Start a fresh conversation; the system prompt stays."""
-        self.history = [m for m in self.history[:1] if m["role"] == "system"]
+        self.history = pinned_system(self.history)
 
     def remember(self, reply_text: str, *, transcribe: bool = True) -> str:
         """Put the finished turn into the text history; returns what the model heard ('' if skipped)."""
