@@ -87,7 +87,7 @@ def chat(served: ServedModel, messages: list[Message], audio: np.ndarray | None,
             stop=list(sampling.stop),
         )
         completion = _stream(generation, job, sampling)
-        completion.prompt_tokens = loaded.count_chat_tokens(fitted.history + [last])
+        completion.prompt_tokens = fitted.prompt_tokens  # counted while fitting: no second render
         completion.dropped_turns, completion.kept_history = fitted.dropped_turns, fitted.history
         return completion
     from edge.voice.conversation import AudioConversation
