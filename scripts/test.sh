@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake git pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
-              espeak-ng sox libsox-fmt-mp3)
+              espeak-ng sox libsox-fmt-mp3 systemd)  # systemd: systemd-analyze checks the service units
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
