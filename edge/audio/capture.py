@@ -52,6 +52,17 @@ class AudioSource(ABC):
     def ended(self) -> bool:
         """True once no more blocks will come (file exhausted, stream closed or lost)."""
 
+    @property
+    def live(self) -> bool:
+        """True when blocks arrive at speaking pace (a microphone, a paced file), so the listener
+        keeps talking while a reply is made; False when they come as fast as they are read."""
+        return False
+
+    @property
+    def latency_s(self) -> float:
+        """How long ago a block's last sample was spoken when the block is read (input buffering)."""
+        return 0.0
+
     def blocks(self, timeout: float | None = 0.5) -> Iterator[np.ndarray]:
         """Every block until the source ends (for a microphone: until closed from another thread)."""
         while True:
@@ -93,6 +104,10 @@ class ArraySource(AudioSource):
     @property
     def duration_s(self) -> float:
         return len(self._pcm) / TARGET_RATE
+
+    @property
+    def live(self) -> bool:
+        return self._realtime
 
     def open(self) -> None:
         self._pos = 0
@@ -187,6 +202,16 @@ class MicrophoneSource(AudioSource):
     @property
     def ended(self) -> bool:
         return self._ended.is_set() and not self._ring
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def latency_s(self) -> float:
+        # PortAudio's input latency, plus the partly filled device block a sample waits in.
+        stream = self._stream
+        return float(getattr(stream, "latency", 0.0) or 0.0) + self._stream_block_s / 2 if stream else 0.0
 
     @property
     def position_s(self) -> float:

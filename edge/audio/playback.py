@@ -41,6 +41,14 @@ class AudioSink(ABC):
         """Wait until everything played so far has been heard; False if `stop()` cut it."""
         return True
 
+    # perf_counter time the last play()'s first sample went to the device (None: nothing played yet)
+    last_started_at: float | None = None
+
+    @property
+    def output_latency_s(self) -> float:
+        """How long a sample handed to the device takes to be heard (the stream's own buffering)."""
+        return 0.0
+
     @abstractmethod
     def stop(self) -> None:
         """Cut what is playing now (later `play` calls work again)."""
@@ -70,6 +78,7 @@ class NullSink(AudioSink):
         pcm = to_mono(samples)
         pcm = resample(pcm, sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else pcm
         self._stop.clear()
+        self.last_started_at = time.perf_counter()
         if self.keep:
             self.played.append(pcm)
         duration = len(pcm) / TARGET_RATE
@@ -89,6 +98,7 @@ class NullSink(AudioSink):
 class _Item:
     pcm: np.ndarray  # (frames, channels) at the device rate
     pos: int = 0
+    started_at: float | None = None  # perf_counter time its first sample went to the device
     done: threading.Event = field(default_factory=threading.Event)
     stopped: bool = False
 
@@ -160,6 +170,8 @@ class SoundDeviceSink(AudioSink):
             while filled < frames and self._queue:
                 item = self._queue[0]
                 n = min(frames - filled, len(item.pcm) - item.pos)
+                if item.pos == 0:
+                    item.started_at = time.perf_counter()
                 outdata[filled : filled + n] = item.pcm[item.pos : item.pos + n]
                 item.pos += n
                 filled += n
@@ -193,7 +205,12 @@ class SoundDeviceSink(AudioSink):
                 self._discard(item)
                 raise AudioError("audio output stopped while playing; check the output device")
         self._handed_over = time.monotonic()
+        self.last_started_at = item.started_at
         return not item.stopped
+
+    @property
+    def output_latency_s(self) -> float:
+        return float(getattr(self._stream, "latency", 0.0) or 0.0)
 
     def _reopen(self) -> bool:
         """PortAudio ended the stream (the device went away): open it again if it is back."""

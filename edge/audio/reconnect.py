@@ -45,6 +45,14 @@ class ReconnectingMicrophone(AudioSource):
     def ended(self) -> bool:
         return self._closed or (self.mic.ended and not self.mic.lost)
 
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def latency_s(self) -> float:
+        return self.mic.latency_s
+
     def read(self, timeout: float | None = None) -> np.ndarray | None:
         return self.mic.read(timeout)
 

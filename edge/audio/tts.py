@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,12 @@ from edge.audio.playback import AudioSink
 from edge.errors import AudioError
 
 TTSName = Literal["espeak", "piper", "none"]
+StageHook = Callable[..., None]  # (stage name, perf_counter time or None for now)
+
+
+def _no_stage(stage: str, at: float | None = None) -> None:
+    pass
+
 
 # A sentence ends at . ! ? (or an ellipsis), plus closing quotes/brackets, before whitespace.
 _END = re.compile(r"""(?:\.\.\.|…|[.!?])+["'”’)\]]*(?=\s)""")
@@ -235,13 +242,16 @@ class Speaker:
         self.backend, self.sink = backend, sink
         self.splitter = splitter or SentenceSplitter()
         self.spoken: list[str] = []  # sentences played to the end (for transcripts and tests)
-        self._texts: queue.Queue[tuple[int, str] | None] = queue.Queue()
-        self._audio: queue.Queue[tuple[int, str, np.ndarray, int] | None] = queue.Queue(maxsize=2)
+        self._texts: queue.Queue[tuple[int, str, StageHook] | None] = queue.Queue()
+        self._audio: queue.Queue[tuple[int, str, np.ndarray, int, StageHook] | None] = queue.Queue(maxsize=2)
         self._generation = 0  # bumped by stop(): work tagged with an older one is dropped
         self._pending = 0  # sentences queued and not yet played or dropped
         self._idle = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._error: AudioError | None = None
+        # Told "first_clause", "synth_done" and "first_sample" (with its time) for each piece of speech,
+        # through the hook set when the piece was queued: the voice loop times its turns with it.
+        self.on_stage: StageHook = _no_stage
 
     def __enter__(self) -> Speaker:
         self._threads = [
@@ -313,7 +323,8 @@ class Speaker:
         with self._idle:
             self._pending += 1
             generation = self._generation
-        self._texts.put((generation, text))
+        self.on_stage("first_clause")
+        self._texts.put((generation, text, self.on_stage))
 
     def _done(self) -> None:
         with self._idle:
@@ -322,7 +333,7 @@ class Speaker:
 
     def _synth_loop(self) -> None:
         while (item := self._texts.get()) is not None:
-            generation, text = item
+            generation, text, on_stage = item
             if generation != self._generation:
                 self._done()
                 continue
@@ -335,14 +346,17 @@ class Speaker:
             if generation != self._generation or len(pcm) == 0:
                 self._done()
                 continue
-            self._audio.put((generation, text, pcm, rate))
+            on_stage("synth_done")
+            self._audio.put((generation, text, pcm, rate, on_stage))
         self._audio.put(None)
 
     def _play_loop(self) -> None:
         while (item := self._audio.get()) is not None:
-            generation, text, pcm, rate = item
+            generation, text, pcm, rate, on_stage = item
             try:
                 played = generation == self._generation and self.sink.play(pcm, rate)
+                if played:
+                    on_stage("first_sample", self.sink.last_started_at)
                 if played and self._audio.empty():  # nothing follows yet: let this sentence be heard out
                     played = self.sink.drain()
                 if played and generation == self._generation:

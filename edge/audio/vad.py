@@ -187,6 +187,29 @@ class Endpointer:
     def position_s(self) -> float:
         return _s(self._history.end)
 
+    @property
+    def silence_s(self) -> float:
+        """How long the clip in progress has been quiet (0 while speech goes on or no clip is open)."""
+        if self._open is None:
+            return 0.0
+        return max(0.0, (self._meter.frames - 1 - self._open.last_speech_frame) * FRAME / TARGET_RATE)
+
+    @property
+    def last_speech_s(self) -> float | None:
+        """Stream time where the speech of the clip in progress last ended (None: no clip open)."""
+        return None if self._open is None else _s((self._open.last_speech_frame + 1) * FRAME)
+
+    def snapshot(self) -> Clip | None:
+        """The clip in progress as it would be if the pause going on now ended it, without ending it.
+
+        For starting a reply before the end-pointing silence is complete: if no more speech comes,
+        the clip `feed()` closes later is this one (same start, speech end and samples).
+        None when no clip is open or it is steady sound, not speech.
+        """
+        if self._open is None:
+            return None
+        return self._clip_of_open(self._open.last_speech_frame + 1, self._history.end, "pause")
+
     def feed(self, block: np.ndarray) -> list[Clip]:
         pcm = _clean(block)
         self._history.append(pcm)
@@ -247,16 +270,19 @@ class Endpointer:
         return None
 
     def _close(self, end_frame: int, closed_at: int, reason: ClipReason) -> Clip | None:
+        clip = self._clip_of_open(end_frame, closed_at, reason)
+        self._open, self._energy = None, {}
+        return clip
+
+    def _clip_of_open(self, end_frame: int, closed_at: int, reason: ClipReason) -> Clip | None:
         c, o = self.config, self._open
         assert o is not None
-        self._open = None
         speech_end = end_frame * FRAME
         end = min(
             speech_end + int(c.tail_s * TARGET_RATE), self._history.end, o.start + int(c.max_seconds * TARGET_RATE)
         )
         raw = self._history.get(o.start, end)
         levels = [self._energy[f] for f in range(o.speech_start // FRAME, end_frame) if f in self._energy]
-        self._energy = {}
         if len(levels) >= 2 and np.percentile(levels, 90) - np.percentile(levels, 10) < c.min_modulation_db:
             return None  # steady sound (a fan, a hum that just started): not speech
         return _make_clip(raw, o.start, (o.speech_start, speech_end), closed_at, reason)
@@ -274,6 +300,31 @@ class Endpointer:
         self._energy = {f: lv for f, lv in self._energy.items() if f >= cut // FRAME}
         self._history.discard_before(cut)
         return clip
+
+
+def trim_silence(clip: Clip, *, margin_s: float = 0.06, below_peak_db: float = 45.0) -> np.ndarray:
+    """The clip's samples without the quiet pre-roll and tail: what the model needs to hear.
+
+    Every second sent becomes 25 audio tokens to prefill, so the silence the end-pointer keeps
+    around speech (0.3 s before, 0.2 s after, for safety) is cut back to `margin_s` beyond the
+    first and last frame within `below_peak_db` of the loudest (and clearly above the clip's
+    quietest frames). Only the edges are trimmed, and never into what the detector called speech.
+    """
+    pcm, frame = clip.pcm, FRAME
+    n = len(pcm) // frame
+    if n < 3:
+        return pcm
+    levels = 10.0 * np.log10(np.mean(pcm[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1) + 1e-12)
+    threshold = max(levels.max() - below_peak_db, np.percentile(levels, 5) + 6.0)
+    active = np.nonzero(levels > threshold)[0]
+    if active.size == 0:
+        return pcm
+    margin = int(margin_s * TARGET_RATE)
+    speech_start = int(round((clip.speech_start_s - clip.start_s) * TARGET_RATE))
+    speech_end = int(round((clip.speech_end_s - clip.start_s) * TARGET_RATE))
+    first = max(0, min(active[0] * frame - margin, speech_start - margin))
+    last = min(len(pcm), max((active[-1] + 1) * frame + margin, speech_end + margin))
+    return pcm[first:last]
 
 
 def iter_clips(

@@ -108,7 +108,13 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
 @click.option("--list-devices", is_flag=True, help="List audio input and output devices and exit.")
 @click.option("-i", "--input", "input_device", help="Microphone: index or (part of a) name.")
 @click.option("-o", "--output", "output_device", help="Speaker: index or (part of a) name.")
-@click.option("--file", "input_file", type=click.Path(path_type=Path), help="Read speech from a file, not the mic.")
+@click.option(
+    "--file",
+    "input_file",
+    type=click.Path(path_type=Path),
+    help="Read speech from a file, not the mic, at speaking pace (as a microphone would hear it).",
+)
+@click.option("--fast", is_flag=True, help="With --file: read it as fast as the model answers, not at speaking pace.")
 @click.option("--tts", type=click.Choice(["espeak", "none", "piper"]), default="espeak", show_default=True)
 @click.option("--piper-voice", type=click.Path(path_type=Path), help="A piper .onnx voice (with --tts piper).")
 @click.option("--push-to-talk", is_flag=True, help="Press Enter to start and to stop talking.")
@@ -163,6 +169,7 @@ def voice(
     input_device,
     output_device,
     input_file,
+    fast,
     tts,
     piper_voice,
     push_to_talk,
@@ -210,7 +217,7 @@ def voice(
         click.echo(f"\nnote: {message}", err=True)
 
     if input_file:
-        source = FileSource(input_file)
+        source = FileSource(input_file, realtime=not fast)
     else:
         source = ReconnectingMicrophone(MicrophoneSource(input_device), wait_s=device_wait or 0, on_event=say)
     sink = SoundDeviceSink(output_device) if tts != "none" else None
@@ -256,6 +263,10 @@ def _show_turn(stats, verbose: bool) -> None:
             + "]",
             err=True,
         )
+        if stats.timeline:  # when each stage happened, in ms after you stopped talking
+            stages = " > ".join(f"{name} {s * 1000:.0f}" for name, s in stats.timeline.items())
+            share = f" | pipeline {stats.pipeline_s * 1000:.0f} ms" if stats.pipeline_s is not None else ""
+            click.echo(f"  [ms after speech end: {stages}{share}]", err=True)
 
 
 def _enter_toggles(toggles: queue.SimpleQueue) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,12 +106,19 @@ class AudioConversation:
     # -- one turn --------------------------------------------------------------------------------
 
     def reply(
-        self, pcm: np.ndarray, *, instruction: str = "", max_tokens: int = 256, temperature: float = 0.7
+        self,
+        pcm: np.ndarray,
+        *,
+        instruction: str = "",
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        on_stage: Callable[[str], None] = lambda stage: None,
     ) -> Generation:
         """Stream the reply to a spoken turn. Iterate it; then call `remember()` with its text.
 
         The history is first fitted to the context with room for this clip's audio tokens, the reply
         and the transcript step after it; old turns that do not fit are dropped (see `last_fit`).
+        `on_stage` is told "audio_eval_start" and "audio_eval_end" (for a turn's timeline).
         """
         asked: Message = {"role": "user", "content": self.audio.marker + instruction}
         seconds = len(pcm) / self.audio.audio_sample_rate
@@ -126,7 +133,8 @@ class AudioConversation:
             fix="raise --ctx or speak in shorter turns",
         )
         self.history, self.last_fit = fitted.history, fitted
-        return Generation(self.loaded, self._pieces(self.history + [asked], pcm, max_tokens, temperature))
+        pieces = self._pieces(self.history + [asked], pcm, max_tokens, temperature, on_stage)
+        return Generation(self.loaded, pieces)
 
     @property
     def transcript_room(self) -> int:
@@ -153,13 +161,22 @@ class AudioConversation:
 
     # -- the model side --------------------------------------------------------------------------
 
-    def _pieces(self, messages: list[Message], pcm: np.ndarray, max_tokens: int, temperature: float) -> Iterator[str]:
+    def _pieces(
+        self,
+        messages: list[Message],
+        pcm: np.ndarray,
+        max_tokens: int,
+        temperature: float,
+        on_stage: Callable[[str], None] = lambda stage: None,
+    ) -> Iterator[str]:
         """Evaluate text prefix + audio + suffix, then sample; runs lazily inside Generation's timing."""
         prompt = self.loaded.chat_prompt(messages)
         before, after = prompt.text.split(self.audio.marker, 1)
         with _llama_failures("evaluating the conversation"):
             self._eval_text_prefix(before)
+        on_stage("audio_eval_start")
         result = self.audio.eval_prompt_with_audio(self.loaded.llama, self.audio.marker + after, pcm, append=True)
+        on_stage("audio_eval_end")
         self.last_heard = HeardAudio(len(pcm) / self.audio.audio_sample_rate, result)
         yield from self._sample(max_tokens, temperature, prompt.stop)
 

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from edge.audio.tts import Speaker
 from edge.audio.vad import Clip, Endpointer, PushToTalk
 from edge.errors import EdgeError
 from edge.voice.conversation import AudioConversation
+from edge.voice.timeline import TurnTimeline
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,17 @@ class TurnStats:
     reply: str
     barged_in: bool = False
     dropped_turns: int = 0  # old turns that left the context to make room for this one
+    # Seconds after the end of speech at which each stage happened (see edge.voice.timeline.STAGES).
+    timeline: dict[str, float] = field(default_factory=dict)
+    model_s: float | None = None  # the model's share of the wait for the first sound
+    pipeline_s: float | None = None  # the rest of end of speech -> audible: edge-gemma's own delay
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class _TimedSink(AudioSink):
-    """Passes audio through and notes when the first sound of a turn was handed over."""
+    """Passes audio through and notes when the first sound of a turn was handed over and played."""
 
     def __init__(self, inner: AudioSink):
         self.inner = inner
@@ -62,6 +67,14 @@ class _TimedSink(AudioSink):
         if self.first_play_at is None:
             self.first_play_at = time.perf_counter()
         return self.inner.play(samples, sample_rate)
+
+    @property
+    def last_started_at(self) -> float | None:
+        return self.inner.last_started_at
+
+    @property
+    def output_latency_s(self) -> float:
+        return self.inner.output_latency_s
 
     def drain(self) -> bool:
         return self.inner.drain()
@@ -103,6 +116,7 @@ class VoiceLoop:
         self.failed_turns = 0
         self._barged = False
         self._last_turn_at: float | None = None  # stream time the last turn's speech ended
+        self._clock: tuple[float, float] | None = None  # (stream seconds, perf_counter) at the last block
 
     def run(
         self,
@@ -123,6 +137,7 @@ class VoiceLoop:
                 if stop.is_set():
                     break
                 clips = push_to_talk.feed(block) if push_to_talk else self.endpointer.feed(block)
+                self._clock = (self.endpointer.position_s, time.perf_counter())
                 while push_to_talk is not None and toggles is not None and not toggles.empty():
                     toggles.get()
                     if push_to_talk.recording:
@@ -157,9 +172,23 @@ class VoiceLoop:
             self.on_note(f"that turn failed ({reason}); still listening")
             return None
 
+    def wall_time_of(self, stream_s: float) -> float:
+        """perf_counter time at which the stream's sample at `stream_s` was captured.
+
+        The last block arrived at the clock's wall time; earlier samples are that much older, and
+        a microphone's own input latency older still.
+        """
+        if self._clock is None:
+            return time.perf_counter()
+        position, wall = self._clock
+        return wall - (position - stream_s) - getattr(self.source, "latency_s", 0.0)
+
     def turn(self, clip: Clip) -> TurnStats:
         """One reply to one clip: stream, speak sentence by sentence, remember as text."""
         closed_at = time.perf_counter()
+        timeline = TurnTimeline(self.wall_time_of(clip.speech_end_s))
+        timeline.mark("clip_closed", closed_at)
+        timeline.mark("reply_start", closed_at)
         # Quiet is measured in stream time (the clip's own clock), so a file replays the same way.
         quiet = clip.speech_start_s - self._last_turn_at if self._last_turn_at is not None else 0.0
         if self.forget_after_s is not None and quiet > self.forget_after_s and len(self.conversation.history) > 1:
@@ -168,9 +197,15 @@ class VoiceLoop:
         self._last_turn_at = clip.speech_end_s
         if self.sink is not None:
             self.sink.first_play_at = None
+            timeline.output_latency_s = self.sink.output_latency_s
+        if self.speaker is not None:
+            self.speaker.on_stage = timeline.mark
         barged, self._barged = self._barged, False
-        generation = self.conversation.reply(clip.pcm, max_tokens=self.max_tokens, temperature=self.temperature)
+        generation = self.conversation.reply(
+            clip.pcm, max_tokens=self.max_tokens, temperature=self.temperature, on_stage=timeline.mark
+        )
         for piece in generation:
+            timeline.mark("first_token")
             self.on_text(piece)
             if self.speaker is not None:
                 self.speaker.feed(piece)
@@ -183,7 +218,7 @@ class VoiceLoop:
             if hasattr(self.source, "drain"):
                 self.source.drain()
             self.endpointer.flush()
-        stats = self._stats(clip, generation, closed_at, heard, barged)
+        stats = self._stats(clip, generation, closed_at, heard, barged, timeline)
         self.turns.append(stats)
         self.on_turn(stats)
         if self.log_path is not None:
@@ -191,7 +226,9 @@ class VoiceLoop:
                 log.write(json.dumps(stats.to_dict()) + "\n")
         return stats
 
-    def _stats(self, clip: Clip, generation, closed_at: float, heard: str, barged: bool) -> TurnStats:
+    def _stats(
+        self, clip: Clip, generation, closed_at: float, heard: str, barged: bool, timeline: TurnTimeline
+    ) -> TurnStats:
         s, heard_audio = generation.stats, self.conversation.last_heard
         first_play = self.sink.first_play_at if self.sink is not None else None
         return TurnStats(
@@ -208,4 +245,7 @@ class VoiceLoop:
             reply=generation.text.strip(),
             barged_in=barged,
             dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0,
+            timeline=timeline.seconds(),
+            model_s=timeline.model_s(),
+            pipeline_s=timeline.pipeline_s(),
         )
