@@ -54,10 +54,31 @@ def test_splitter_releases_a_sentence_as_soon_as_it_is_complete():
 
 
 def test_splitter_breaks_run_on_text_at_a_comma():
-    s = SentenceSplitter(max_chars=60)
+    s = SentenceSplitter(max_chars=60, first_max_words=0)
     text = "one two three four five six seven eight nine ten, eleven twelve thirteen fourteen fifteen sixteen"
     first = s.feed(text)
     assert first == ["one two three four five six seven eight nine ten,"]
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("Paris is the capital, and it is lovely. More.", "Paris is the capital,"),
+        ("Yes, Paris is the capital of France and has been for ages. More.", "Yes, Paris is the capital of France and"),
+        (
+            "The moon is about three hundred thousand kilometres away. More.",
+            "The moon is about three hundred thousand kilometres",
+        ),
+        ("Fine. Anything else, then? More.", "Fine."),
+    ],
+)
+def test_the_first_piece_of_a_reply_is_a_clause_or_eight_words_then_sentences(text, first):
+    s = SentenceSplitter()
+    pieces = stream(s, text, 2)
+    assert pieces[0] == first
+    assert " ".join(pieces) == text  # nothing lost, nothing repeated
+    assert pieces[-1] == "More."  # after the first piece, whole sentences
+    assert stream(s, text, 2)[0] == first  # flush() made the next reply start afresh
 
 
 def test_clean_for_speech_drops_markdown():

@@ -5,7 +5,15 @@ import pytest
 from audio_support import RATE, frame_levels, silence, speech, true_bounds
 
 from edge.audio.capture import ArraySource
-from edge.audio.vad import MAX_CLIP_SECONDS, EndpointConfig, Endpointer, PushToTalk, iter_clips, segment
+from edge.audio.vad import (
+    MAX_CLIP_SECONDS,
+    EndpointConfig,
+    Endpointer,
+    PushToTalk,
+    iter_clips,
+    segment,
+    trim_silence,
+)
 from edge.errors import AudioError
 
 TOLERANCE_S = 0.3
@@ -36,6 +44,36 @@ def test_one_utterance_one_clip_within_tolerance_and_pre_roll_kept(hello):
     assert np.array_equal(c.pcm, x[int(round(c.start_s * RATE)) : int(round(c.end_s * RATE))])
     assert c.endpoint_delay_s == pytest.approx(0.7, abs=0.05) and c.reason == "pause"
     assert c.peak == pytest.approx(np.abs(hello).max()) and not c.clipped
+
+
+def test_the_model_gets_the_speech_without_the_quiet_pre_roll_and_tail(hello):
+    x = np.concatenate([silence(1.0), hello, silence(1.5)])
+    clip = segment(x)[0]
+    trimmed = trim_silence(clip, margin_s=0.06)
+    start = int(round(clip.start_s * RATE)) + int(
+        np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(clip.pcm, len(trimmed)) == trimmed, axis=1))[0]
+    )
+    true_start, true_end = (1.0 + t for t in true_bounds(hello))
+    # Every frame of real speech is kept (no clipped first syllable or soft ending)...
+    assert start / RATE <= true_start and (start + len(trimmed)) / RATE >= true_end
+    # ...and the silence around it is down to the margin (it was 0.3 s before and 0.2 s after).
+    assert true_start - start / RATE <= 0.08 and (start + len(trimmed)) / RATE - true_end <= 0.08
+    assert len(trimmed) < len(clip.pcm) - 0.3 * RATE
+
+
+def test_a_snapshot_in_a_pause_is_the_clip_that_closes_later(hello):
+    ep = Endpointer()
+    x = np.concatenate([silence(0.5), hello, silence(1.0)])
+    snapshots, clips = [], []
+    for k in range(0, len(x), 480):
+        clips += ep.feed(x[k : k + 480])
+        if ep.in_speech and ep.silence_s >= 0.25 and not snapshots:
+            snapshots.append(ep.snapshot())
+    assert len(clips) == 1 and len(snapshots) == 1
+    snap, clip = snapshots[0], clips[0]
+    assert ep.silence_s == 0.0 and ep.last_speech_s is None  # idle again
+    assert (snap.start_s, snap.speech_end_s) == (clip.start_s, clip.speech_end_s)
+    assert np.array_equal(snap.pcm, clip.pcm) and snap.endpoint_delay_s < clip.endpoint_delay_s
 
 
 def test_two_utterances_with_a_two_second_gap_become_two_clips(hello):

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from audio_support import play_into_sink, require_espeak, silence, speech
+from audio_support import play_into_sink, require_espeak, silence, speech, true_bounds
 from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
 
@@ -92,7 +92,7 @@ def test_voice_loop_turns_from_a_file_backed_source_are_spoken(conversation, que
     sink = NullSink()
     loop = VoiceLoop(
         conversation,
-        ArraySource(stream),
+        ArraySource(stream, realtime=True),  # at speaking pace: the timeline is the one a listener lives
         sink=sink,
         speaker_factory=lambda s: Speaker(EspeakBackend(), s),
         max_tokens=12,
@@ -105,8 +105,54 @@ def test_voice_loop_turns_from_a_file_backed_source_are_spoken(conversation, que
         assert 1.0 < turn.speech_s < 5.0 and turn.audio_tokens > 20 and turn.reply_tokens >= 1
         assert turn.decode_tps > 0 and turn.ttft_s > 0
     spoken = [t for t in turns if t.first_sound_s is not None]
-    assert all(t.first_sound_s >= t.ttft_s for t in spoken)
+    assert spoken and all(t.first_sound_s >= t.ttft_s for t in spoken)
     assert len(conversation.history) == 5  # system + two (user, assistant) pairs
+    for turn in spoken:  # every stage of the wait is timed, in the order it happens
+        order = [
+            "reply_start",
+            "audio_eval_start",
+            "audio_eval_end",
+            "first_token",
+            "first_clause",
+            "synth_done",
+            "first_sample",
+            "audible",
+        ]
+        times = [turn.timeline[stage] for stage in order]
+        assert times == sorted(times) and times[0] >= 0
+        assert turn.timeline["clip_closed"] == pytest.approx(turn.endpoint_delay_s, abs=0.05)
+        assert turn.first_sound_s == turn.timeline["audible"]
+        assert turn.pipeline_s == pytest.approx(turn.timeline["audible"] - turn.model_s, abs=0.002)
+
+
+def test_a_reply_started_in_a_pause_is_dropped_when_speech_resumes(conversation, question):
+    """Speculative start: a 0.45 s pause starts a reply (after 0.25 s) but is not the end of the turn
+    (0.7 s): the talking goes on, the reply is thrown away unseen and unremembered, and the one
+    turn that follows hears both halves."""
+    conversation.forget()
+    start, end = true_bounds(question)
+    # espeak-ng ends the question with 0.3 s of silence: the pause between the halves is 0.45 s.
+    stream = np.concatenate([silence(0.5), question, silence(0.15), question, silence(1.5)])
+    shown: list[str] = []
+    source = ArraySource(stream, realtime=True)  # the reply is under way while the talking goes on
+    loop = VoiceLoop(conversation, source, max_tokens=8, temperature=0.0, on_text=shown.append)
+    turns = loop.run()
+    assert loop.discarded_starts == 1 and len(turns) == 1
+    turn = turns[0]
+    assert turn.discarded_starts == 1 and turn.speculative  # the kept reply also started early
+    assert turn.speech_s > 2 * (end - start)  # both halves were heard as one clip
+    assert turn.timeline["reply_start"] < turn.timeline["clip_closed"]
+    assert "".join(shown).strip() == turn.reply  # the dropped reply's text was never shown
+    assert [m["role"] for m in conversation.history] == ["system", "user", "assistant"]
+
+
+def test_without_early_replies_every_turn_waits_for_the_end_point(conversation, question):
+    conversation.forget()
+    stream = np.concatenate([silence(0.5), question, silence(0.15), question, silence(1.5)])
+    loop = VoiceLoop(conversation, ArraySource(stream), max_tokens=4, temperature=0.0, speculate_after_s=None)
+    turns = loop.run()
+    assert len(turns) == 1 and loop.discarded_starts == 0 and not turns[0].speculative
+    assert turns[0].timeline["reply_start"] >= turns[0].timeline["clip_closed"]
 
 
 def test_live_capture_through_portaudio_reaches_the_model(conversation, null_sink, tmp_path):

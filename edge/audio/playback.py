@@ -106,12 +106,22 @@ class _Item:
 class SoundDeviceSink(AudioSink):
     """Plays through a sounddevice OutputStream kept open between calls (no per-sentence open delay)."""
 
-    def __init__(self, device: int | str | None = None, *, stream_block_s: float = 0.05, latency_s: float = 0.5):
-        """50 ms blocks and 0.5 s of device buffering.
+    def __init__(
+        self,
+        device: int | str | None = None,
+        *,
+        stream_block_s: float = 0.01,
+        latency_s: float = 0.05,
+        max_latency_s: float = 0.5,
+    ):
+        """10 ms blocks and 50 ms of device buffering: the first word is heard ~60 ms after it is handed over.
 
-        ALSA's PulseAudio plugin fell into endless underruns (sound consumed in a burst, lost) with
-        0.1-0.3 s while capture ran in the same process; 0.5 s never did. `stop()` still cuts at
-        once: it aborts the stream, which drops what the device buffers.
+        A device that cannot keep up (audio runs dry while a reply plays: the callback reports an
+        underflow) gets twice the buffering at the next sentence, up to `max_latency_s`: the
+        smallest latency this device sustains. (ALSA's PulseAudio plugin underran endlessly with
+        50 ms blocks below 0.5 s while capture ran in the same process; 10 ms blocks at 50 ms
+        did not, even with both cores busy.) `stop()` still cuts at once: it aborts the stream,
+        which drops what the device buffers.
         """
         self.device_spec = device
         self._latency_s = latency_s
@@ -119,6 +129,8 @@ class SoundDeviceSink(AudioSink):
         self.device_rate = 0
         self.channels = 0
         self.underflows = 0
+        self.max_latency_s = max_latency_s
+        self._starved = 0  # underflows while our sound was playing, since the stream opened
         self._callbacks = 0
         self._stream_block_s = stream_block_s
         self._queue: collections.deque[_Item] = collections.deque()
@@ -133,6 +145,7 @@ class SoundDeviceSink(AudioSink):
         sd = sounddevice()
         self.device = resolve_device(self.device_spec, "output")
         self.device_rate, self.channels = pick_stream_format(sd, self.device, "output", TARGET_RATE)
+        self._starved = 0
         try:
             self._stream = sd.OutputStream(
                 device=self.device.index,
@@ -164,6 +177,8 @@ class SoundDeviceSink(AudioSink):
         self._callbacks += 1
         if status:
             self.underflows += 1
+            if self._queue:
+                self._starved += 1
         outdata.fill(0.0)
         filled = 0
         with self._lock:
@@ -185,6 +200,11 @@ class SoundDeviceSink(AudioSink):
             raise AudioError(
                 "SoundDeviceSink is not open; use it as a context manager (with SoundDeviceSink() as sink)"
             )
+        if self._starved >= 3 and self._latency_s < self.max_latency_s and not self._queue:
+            # The device ran dry while speaking: give it more buffering from this sentence on.
+            self._latency_s = min(2 * self._latency_s, self.max_latency_s)
+            self.drain()  # the last sentence's end is still in the device buffer: let it be heard
+            self._reopen()
         if not self._stream.active and not self._reopen():
             raise AudioError(
                 f"the output device ({self.device.name if self.device else '?'}) is gone; "

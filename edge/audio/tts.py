@@ -45,12 +45,23 @@ def clean_for_speech(text: str) -> str:
     return re.sub(r"\s+", " ", _MARKDOWN.sub(" ", text.replace("*", " "))).strip()
 
 
-class SentenceSplitter:
-    """Feed text pieces as they stream in; get back each sentence once it is complete."""
+_CLAUSE_END = re.compile(r"[,;:]+(?=\s)|\s[-–—]+(?=\s)")
 
-    def __init__(self, max_chars: int = 220):
+
+class SentenceSplitter:
+    """Feed text pieces as they stream in; get back each sentence once it is complete.
+
+    The first piece of a reply goes out sooner: at the first clause (a comma, semicolon, colon or
+    dash after `first_clause_words` words) or after `first_max_words` words, whichever comes
+    first, so speech starts while the model is still writing the first sentence. Later pieces are
+    whole sentences: synthesis then runs a sentence ahead of playback and the speech flows.
+    """
+
+    def __init__(self, max_chars: int = 220, *, first_clause_words: int = 3, first_max_words: int = 8):
         self.max_chars = max_chars  # a run-on reply is broken at a comma or space beyond this
+        self.first_clause_words, self.first_max_words = first_clause_words, first_max_words
         self._buf = ""
+        self._first = True  # nothing of this reply released yet
 
     def feed(self, piece: str) -> list[str]:
         self._buf += piece
@@ -62,17 +73,38 @@ class SentenceSplitter:
             sentence, self._buf = self._buf[:cut], self._buf[cut:]
             if sentence.strip():
                 out.append(sentence.strip())
+                self._first = False
         return out
 
     def flush(self) -> list[str]:
         """End of the reply: whatever is left is the last sentence."""
-        rest, self._buf = self._buf.strip(), ""
+        rest, self._buf, self._first = self._buf.strip(), "", True
         return [rest] if rest else []
 
     def reset(self) -> None:
-        self._buf = ""
+        self._buf, self._first = "", True
 
     def _next_cut(self) -> int | None:
+        sentence = self._sentence_cut()
+        if self._first and self.first_max_words:
+            clause = self._first_clause_cut()
+            if clause is not None and (sentence is None or clause < sentence):
+                return clause
+        return sentence
+
+    def _first_clause_cut(self) -> int | None:
+        """Where the first spoken piece may end: a clause boundary, or enough words (at a space)."""
+        cuts = [
+            m.end()
+            for m in _CLAUSE_END.finditer(self._buf)
+            if len(self._buf[: m.start()].split()) >= self.first_clause_words
+        ][:1]
+        words = list(re.finditer(r"\S+(?=\s)", self._buf))  # complete words only
+        if len(words) >= self.first_max_words:
+            cuts.append(words[self.first_max_words - 1].end())
+        return min(cuts, default=None)
+
+    def _sentence_cut(self) -> int | None:
         para = self._buf.find("\n\n")  # paragraph breaks and list items end a sentence too
         for m in _END.finditer(self._buf):
             if para != -1 and para < m.start():

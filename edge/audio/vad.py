@@ -366,6 +366,10 @@ class PushToTalk:
     def recording(self) -> bool:
         return self._start is not None
 
+    @property
+    def position_s(self) -> float:
+        return _s(self._history.end)
+
     def start(self) -> None:
         if self._start is None:
             self._start = max(self._history.start, self._history.end - int(self.pre_roll_s * TARGET_RATE))

@@ -139,6 +139,14 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     show_default=True,
     help="Seconds of silence that end a turn.",
 )
+@click.option(
+    "--reply-after",
+    type=click.FloatRange(min=0, max=5),
+    default=0.25,
+    show_default=True,
+    help="Start replying after this long a pause; if you go on talking before --silence, that reply is "
+    "dropped (0: wait for --silence).",
+)
 @click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
 @click.option("--verbose", is_flag=True, help="Print each turn's numbers.")
@@ -176,6 +184,7 @@ def voice(
     max_seconds,
     pre_roll,
     silence,
+    reply_after,
     no_barge_in,
     system_prompt,
     verbose,
@@ -239,6 +248,7 @@ def voice(
             on_note=say,
             log_path=log_path,
             forget_after_s=forget_after or None,
+            speculate_after_s=reply_after if 0 < reply_after < silence else None,
         )
         ptt = PushToTalk(pre_roll_s=pre_roll, max_seconds=max_seconds) if push_to_talk else None
         toggles: queue.SimpleQueue = queue.SimpleQueue()

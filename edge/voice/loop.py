@@ -2,85 +2,34 @@
 
 It never touches sounddevice: it reads blocks from an AudioSource (microphone, file, test array)
 and speaks through a Speaker over an AudioSink, so anything can stand behind either end.
+
+Listening never stops. Replies are made on a worker thread (edge.voice.turns), so the loop hears
+the user talk over a reply (barge-in) and can start a reply speculatively: after a short pause
+(`speculate_after_s`, 0.25 s) rather than the full end-pointing silence (0.7 s). If speech resumes
+before the silence is complete the reply is cancelled (and its speech cut) and the same clip goes
+on; otherwise the reply already under way is kept. People answer each other within about 0.2-0.3 s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from edge.audio.capture import AudioSource
 from edge.audio.playback import AudioSink
 from edge.audio.tts import Speaker
 from edge.audio.vad import Clip, Endpointer, PushToTalk
-from edge.errors import EdgeError
 from edge.voice.conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
+from edge.voice.turns import Turn, TurnSettings, TurnStats, TurnWorker
 
+__all__ = ["TurnStats", "VoiceLoop"]
 
-@dataclass(frozen=True)
-class TurnStats:
-    speech_s: float  # length of the clip sent to the model
-    endpoint_delay_s: float  # from the end of speech to the clip being closed
-    audio_encode_ms: float
-    audio_tokens: int
-    prompt_tps: float  # prefill rate, audio embeddings included
-    ttft_s: float  # clip closed -> first reply text
-    decode_tps: float
-    reply_tokens: int
-    first_sound_s: float | None  # clip closed -> first reply audio handed to the speaker (None: no TTS)
-    heard: str  # the model's transcript of the turn, kept in the text history
-    reply: str
-    barged_in: bool = False
-    dropped_turns: int = 0  # old turns that left the context to make room for this one
-    # Seconds after the end of speech at which each stage happened (see edge.voice.timeline.STAGES).
-    timeline: dict[str, float] = field(default_factory=dict)
-    model_s: float | None = None  # the model's share of the wait for the first sound
-    pipeline_s: float | None = None  # the rest of end of speech -> audible: edge-gemma's own delay
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class _TimedSink(AudioSink):
-    """Passes audio through and notes when the first sound of a turn was handed over and played."""
-
-    def __init__(self, inner: AudioSink):
-        self.inner = inner
-        self.first_play_at: float | None = None
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def play(self, samples: np.ndarray, sample_rate: int = 16_000) -> bool:
-        if self.first_play_at is None:
-            self.first_play_at = time.perf_counter()
-        return self.inner.play(samples, sample_rate)
-
-    @property
-    def last_started_at(self) -> float | None:
-        return self.inner.last_started_at
-
-    @property
-    def output_latency_s(self) -> float:
-        return self.inner.output_latency_s
-
-    def drain(self) -> bool:
-        return self.inner.drain()
-
-    def stop(self) -> None:
-        self.inner.stop()
+SPECULATE_AFTER_S = 0.25  # a pause this long starts the reply; speech resuming before the end-point cancels it
 
 
 class VoiceLoop:
@@ -102,21 +51,38 @@ class VoiceLoop:
         on_note: Callable[[str], None] = lambda message: None,
         log_path: Path | None = None,
         forget_after_s: float | None = 300.0,
+        speculate_after_s: float | None = SPECULATE_AFTER_S,
     ):
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
-        a fresh conversation after `forget_after_s` of quiet (None: remember forever)."""
+        a fresh conversation after `forget_after_s` of quiet (None: remember forever).
+
+        `speculate_after_s` None waits for the full end-pointing silence before replying. Without
+        barge-in (loudspeakers: the microphone hears the reply) replies never start early.
+        """
         self.conversation, self.source = conversation, source
         self.endpointer = endpointer or Endpointer()
-        self.sink = _TimedSink(sink) if sink is not None else None
-        self.speaker = speaker_factory(self.sink) if speaker_factory and self.sink else None
-        self.barge_in, self.max_tokens, self.temperature = barge_in, max_tokens, temperature
-        self.on_text, self.on_turn, self.on_note, self.log_path = on_text, on_turn, on_note, log_path
-        self.forget_after_s = forget_after_s
-        self.turns: list[TurnStats] = []
-        self.failed_turns = 0
+        self.sink = sink
+        self.speaker = speaker_factory(sink) if speaker_factory and sink else None
+        self.barge_in = barge_in
+        self.speculate_after_s = speculate_after_s if barge_in else None
+        self.settings = TurnSettings(max_tokens, temperature, forget_after_s, log_path)
+        self.on_text, self.on_turn, self.on_note = on_text, on_turn, on_note
+        self.discarded_starts = 0  # speculative replies thrown away in this session
+        self._worker: TurnWorker | None = None
+        self._pending: Turn | None = None  # a speculative turn not yet committed
+        self._last: Turn | None = None  # the last committed turn
+        self._discards = 0  # since the last committed turn
         self._barged = False
-        self._last_turn_at: float | None = None  # stream time the last turn's speech ended
+        self._committed = 0
         self._clock: tuple[float, float] | None = None  # (stream seconds, perf_counter) at the last block
+
+    @property
+    def turns(self) -> list[TurnStats]:
+        return self._worker.turns if self._worker else []
+
+    @property
+    def failed_turns(self) -> int:
+        return self._worker.failed_turns if self._worker else 0
 
     def run(
         self,
@@ -133,44 +99,114 @@ class VoiceLoop:
         stop = stop or threading.Event()
         speaker_cm = self.speaker if self.speaker is not None else contextlib.nullcontext()
         with speaker_cm:
-            for block in self.source.blocks(timeout=0.25):
-                if stop.is_set():
-                    break
-                clips = push_to_talk.feed(block) if push_to_talk else self.endpointer.feed(block)
-                self._clock = (self.endpointer.position_s, time.perf_counter())
-                while push_to_talk is not None and toggles is not None and not toggles.empty():
-                    toggles.get()
-                    if push_to_talk.recording:
-                        clips += [c for c in [push_to_talk.stop()] if c is not None]
-                    else:
-                        push_to_talk.start()
-                if self.barge_in and self.speaker is not None and self.speaker.speaking and self.endpointer.in_speech:
-                    self.speaker.stop()  # the user talks over the reply: stop speaking, listen
-                    self._barged = True
-                for clip in clips:
-                    self.guarded_turn(clip)
-                    if max_turns is not None and len(self.turns) >= max_turns:
-                        return self.turns
-            for clip in [] if push_to_talk else self.endpointer.flush():
-                if max_turns is None or len(self.turns) < max_turns:
-                    self.guarded_turn(clip)
+            self._worker = TurnWorker(
+                self.conversation,
+                self.speaker,
+                self.settings,
+                on_text=self.on_text,
+                on_turn=self.on_turn,
+                on_note=self.on_note,
+            )
+            try:
+                self._listen(max_turns, push_to_talk, stop, toggles)
+            except KeyboardInterrupt:
+                if self._last is not None:
+                    self._last.cancel()  # stop the reply in progress at its next token
+                raise
+            finally:
+                if self._pending is not None:
+                    self._discard(self._pending)
+                self._worker.close()
             if self.speaker is not None:
                 self.speaker.wait(timeout=120)
         return self.turns
 
-    def guarded_turn(self, clip: Clip) -> TurnStats | None:
-        """A turn that cannot take the loop down: a failure is reported and listening goes on."""
-        try:
-            return self.turn(clip)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001  (one bad turn must not end a week-long session)
-            self.failed_turns += 1
-            if self.speaker is not None:
+    def _listen(self, max_turns, push_to_talk, stop, toggles) -> None:
+        for block in self.source.blocks(timeout=0.25):
+            if stop.is_set():
+                return
+            listener = push_to_talk or self.endpointer
+            clips = listener.feed(block)
+            self._clock = (listener.position_s, time.perf_counter())  # clips are timed on this clock
+            while push_to_talk is not None and toggles is not None and not toggles.empty():
+                toggles.get()
+                if push_to_talk.recording:
+                    clips += [c for c in [push_to_talk.stop()] if c is not None]
+                else:
+                    push_to_talk.start()
+            self._check_barge_in()
+            for clip in clips:
+                self._on_clip(clip)
+                if max_turns is not None and self._committed >= max_turns:
+                    return
+            if push_to_talk is None:
+                self._speculate()
+        for clip in [] if push_to_talk else self.endpointer.flush():
+            if max_turns is None or self._committed < max_turns:
+                self._on_clip(clip)
+
+    def _check_barge_in(self) -> None:
+        """The user talks over the reply: stop speaking and listen."""
+        if not self.barge_in or self.speaker is None or self._pending is not None:
+            return  # a speculative reply is cancelled by `_speculate` when speech resumes
+        heard_until = self._last.clip.speech_end_s if self._last else float("-inf")
+        talking = self.endpointer.in_speech and (self.endpointer.last_speech_s or 0.0) > heard_until
+        if talking and self.speaker.speaking:
+            self.speaker.stop()
+            self._barged = True
+
+    def _speculate(self) -> None:
+        """Start the reply in a pause; throw it away if the speech goes on."""
+        if self.speculate_after_s is None:
+            return
+        pending, ep = self._pending, self.endpointer
+        if pending is not None and (ep.last_speech_s or 0.0) > pending.clip.speech_end_s:
+            self._discard(pending)  # speech resumed: the same clip continues
+            pending = None
+        if pending is None and ep.in_speech and ep.silence_s >= self.speculate_after_s:
+            clip = ep.snapshot()
+            if clip is not None:
+                self._pending = self._start(clip, speculative=True)
+
+    def _on_clip(self, clip: Clip) -> None:
+        """The end-pointer closed a clip: keep the speculative reply made for it, or start one."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.same_speech(clip):
+            turn = pending
+        else:
+            if pending is not None:
+                self._discard(pending)
+            turn = self._start(clip, speculative=False)
+        turn.discarded_before, self._discards = self._discards, 0
+        turn.barged, self._barged = self._barged, False
+        turn.commit(clip)
+        self._last = turn
+        self._committed += 1
+        if not self.source.live:
+            turn.done.wait()  # a file read at full speed is answered turn by turn, as it was spoken
+        if self.speaker is not None and not self.barge_in:
+            # Without barge-in the microphone hears our own reply: wait it out, then forget it.
+            turn.done.wait()
+            self.speaker.wait(timeout=120)
+            if hasattr(self.source, "drain"):
+                self.source.drain()
+            self.endpointer.flush()
+
+    def _start(self, clip: Clip, *, speculative: bool) -> Turn:
+        turn = Turn(clip, TurnTimeline(self.wall_time_of(clip.speech_end_s)), speculative)
+        assert self._worker is not None
+        self._worker.submit(turn)
+        return turn
+
+    def _discard(self, turn: Turn) -> None:
+        assert self._worker is not None
+        with self._worker.speech_lock:
+            turn.cancel()
+            if self.speaker is not None and self.speaker.speaking:
                 self.speaker.stop()
-            reason = str(exc) if isinstance(exc, EdgeError) else f"unexpected {type(exc).__name__}: {exc}"
-            self.on_note(f"that turn failed ({reason}); still listening")
-            return None
+        self._pending = None if self._pending is turn else self._pending
+        self._discards += 1
+        self.discarded_starts += 1
 
     def wall_time_of(self, stream_s: float) -> float:
         """perf_counter time at which the stream's sample at `stream_s` was captured.
@@ -181,71 +217,4 @@ class VoiceLoop:
         if self._clock is None:
             return time.perf_counter()
         position, wall = self._clock
-        return wall - (position - stream_s) - getattr(self.source, "latency_s", 0.0)
-
-    def turn(self, clip: Clip) -> TurnStats:
-        """One reply to one clip: stream, speak sentence by sentence, remember as text."""
-        closed_at = time.perf_counter()
-        timeline = TurnTimeline(self.wall_time_of(clip.speech_end_s))
-        timeline.mark("clip_closed", closed_at)
-        timeline.mark("reply_start", closed_at)
-        # Quiet is measured in stream time (the clip's own clock), so a file replays the same way.
-        quiet = clip.speech_start_s - self._last_turn_at if self._last_turn_at is not None else 0.0
-        if self.forget_after_s is not None and quiet > self.forget_after_s and len(self.conversation.history) > 1:
-            self.conversation.forget()  # a smart speaker does not remember yesterday's question
-            self.on_note(f"new conversation after {quiet:.0f} s of quiet")
-        self._last_turn_at = clip.speech_end_s
-        if self.sink is not None:
-            self.sink.first_play_at = None
-            timeline.output_latency_s = self.sink.output_latency_s
-        if self.speaker is not None:
-            self.speaker.on_stage = timeline.mark
-        barged, self._barged = self._barged, False
-        generation = self.conversation.reply(
-            clip.pcm, max_tokens=self.max_tokens, temperature=self.temperature, on_stage=timeline.mark
-        )
-        for piece in generation:
-            timeline.mark("first_token")
-            self.on_text(piece)
-            if self.speaker is not None:
-                self.speaker.feed(piece)
-        if self.speaker is not None:
-            self.speaker.finish()
-        heard = self.conversation.remember(generation.text)  # runs while the reply is being spoken
-        if self.speaker is not None and not self.barge_in:
-            # Without barge-in the microphone hears our own reply: wait it out, then forget it.
-            self.speaker.wait(timeout=120)
-            if hasattr(self.source, "drain"):
-                self.source.drain()
-            self.endpointer.flush()
-        stats = self._stats(clip, generation, closed_at, heard, barged, timeline)
-        self.turns.append(stats)
-        self.on_turn(stats)
-        if self.log_path is not None:
-            with self.log_path.open("a") as log:
-                log.write(json.dumps(stats.to_dict()) + "\n")
-        return stats
-
-    def _stats(
-        self, clip: Clip, generation, closed_at: float, heard: str, barged: bool, timeline: TurnTimeline
-    ) -> TurnStats:
-        s, heard_audio = generation.stats, self.conversation.last_heard
-        first_play = self.sink.first_play_at if self.sink is not None else None
-        return TurnStats(
-            speech_s=round(clip.duration_s, 3),
-            endpoint_delay_s=round(clip.endpoint_delay_s, 3),
-            audio_encode_ms=heard_audio.audio.encode_ms if heard_audio else 0.0,
-            audio_tokens=heard_audio.audio.n_audio_tokens if heard_audio else 0,
-            prompt_tps=round(s.prompt_tps, 2),
-            ttft_s=round(s.time_to_first_token, 3),
-            decode_tps=round(s.generation_tps, 2),
-            reply_tokens=s.generated_tokens,
-            first_sound_s=round(first_play - closed_at, 3) if first_play else None,
-            heard=heard,
-            reply=generation.text.strip(),
-            barged_in=barged,
-            dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0,
-            timeline=timeline.seconds(),
-            model_s=timeline.model_s(),
-            pipeline_s=timeline.pipeline_s(),
-        )
+        return wall - (position - stream_s) - self.source.latency_s

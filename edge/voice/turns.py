@@ -1,0 +1,215 @@
+"""Replies made on a worker thread while the loop keeps listening, and thrown away if speech resumes.
+
+A turn may start before the end-pointer is sure the user has finished (a "speculative" start after a
+short pause). Its reply streams and may even be spoken, but it only enters the conversation once
+the loop commits it (the full end-pointing silence passed with no more speech); a turn cancelled
+because speech resumed leaves the conversation as it was. One worker thread owns the model: a
+llama context and libmtmd are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edge.audio.tts import Speaker
+from edge.audio.vad import Clip, trim_silence
+from edge.errors import EdgeError
+from edge.voice.conversation import AudioConversation
+from edge.voice.timeline import TurnTimeline
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    speech_s: float  # length of the audio sent to the model (trimmed of its quiet edges)
+    endpoint_delay_s: float  # from the end of speech to the clip being closed (the full silence)
+    audio_encode_ms: float
+    audio_tokens: int
+    prompt_tps: float  # prefill rate, audio embeddings included
+    ttft_s: float  # reply start -> first reply text
+    decode_tps: float
+    reply_tokens: int
+    first_sound_s: float | None  # end of speech -> the first reply sound is heard (None: no TTS)
+    heard: str  # the model's transcript of the turn, kept in the text history
+    reply: str
+    barged_in: bool = False
+    dropped_turns: int = 0  # old turns that left the context to make room for this one
+    speculative: bool = False  # the reply started in a pause, before the end-pointer was sure
+    discarded_starts: int = 0  # speculative replies thrown away (speech resumed) before this turn
+    # Seconds after the end of speech at which each stage happened (see edge.voice.timeline.STAGES).
+    timeline: dict[str, float] = field(default_factory=dict)
+    model_s: float | None = None  # the model's share of the wait for the first sound
+    pipeline_s: float | None = None  # the rest of end of speech -> audible: edge-gemma's own delay
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class Turn:
+    """One reply in the making. The loop decides it (commit or cancel); the worker makes it."""
+
+    clip: Clip
+    timeline: TurnTimeline
+    speculative: bool
+    barged: bool = False  # the user cut the previous reply short to say this
+    discarded_before: int = 0
+    committed: bool = False
+    cancelled: bool = False
+    decided: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def commit(self, final_clip: Clip | None = None) -> None:
+        if final_clip is not None:
+            self.clip = final_clip  # same samples; its endpoint delay is the full silence
+        self.timeline.mark("clip_closed")
+        self.committed = True
+        self.decided.set()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.decided.set()
+
+    def same_speech(self, clip: Clip) -> bool:
+        """`clip` is what this turn was started on (no speech came after it)."""
+        c = self.clip
+        return c.start_s == clip.start_s and c.speech_end_s == clip.speech_end_s and len(c.pcm) == len(clip.pcm)
+
+
+@dataclass
+class TurnSettings:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    forget_after_s: float | None = 300.0  # quiet (stream seconds) after which a new conversation starts
+    log_path: Path | None = None
+
+
+class TurnWorker:
+    """The thread that owns the model: makes each queued turn's reply, speaks it, remembers it."""
+
+    def __init__(
+        self,
+        conversation: AudioConversation,
+        speaker: Speaker | None,
+        settings: TurnSettings,
+        *,
+        on_text: Callable[[str], None],
+        on_turn: Callable[[TurnStats], None],
+        on_note: Callable[[str], None],
+    ):
+        self.conversation, self.speaker, self.settings = conversation, speaker, settings
+        self.on_text, self.on_turn, self.on_note = on_text, on_turn, on_note
+        self.turns: list[TurnStats] = []
+        self.failed_turns = 0
+        # Held while checking a turn is still wanted and handing its text to the speaker, so a
+        # cancel (which stops the speaker) can never be followed by one more stale piece of speech.
+        self.speech_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Turn | None] = queue.SimpleQueue()
+        self._last_turn_at: float | None = None  # stream time the last kept turn's speech ended
+        self._thread = threading.Thread(target=self._work, name="edge-voice-turns", daemon=True)
+        self._thread.start()
+
+    def submit(self, turn: Turn) -> None:
+        self._jobs.put(turn)
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Finish the queued turns (cancelled ones end at their next token), then stop the thread."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while (turn := self._jobs.get()) is not None:
+            try:
+                if not turn.cancelled:
+                    self._guarded(turn)
+            finally:
+                turn.done.set()
+
+    def _guarded(self, turn: Turn) -> None:
+        """A turn that cannot take the loop down: a failure is reported and listening goes on."""
+        try:
+            self._reply(turn)
+        except Exception as exc:  # noqa: BLE001  (one bad turn must not end a week-long session)
+            turn.decided.wait()  # a speculative turn that was thrown away fails silently
+            if self.speaker is not None:
+                self.speaker.stop()
+            if turn.cancelled:
+                return
+            self.failed_turns += 1
+            reason = str(exc) if isinstance(exc, EdgeError) else f"unexpected {type(exc).__name__}: {exc}"
+            self.on_note(f"that turn failed ({reason}); still listening")
+
+    def _reply(self, turn: Turn) -> None:
+        """Stream the reply (spoken as it comes); once the turn is committed, show it and remember it."""
+        clip, timeline, s = turn.clip, turn.timeline, self.settings
+        timeline.mark("reply_start")
+        # Quiet is measured in stream time (the clip's own clock), so a file replays the same way.
+        quiet = clip.speech_start_s - self._last_turn_at if self._last_turn_at is not None else 0.0
+        if s.forget_after_s is not None and quiet > s.forget_after_s and len(self.conversation.history) > 1:
+            self.conversation.forget()  # a smart speaker does not remember yesterday's question
+            self.on_note(f"new conversation after {quiet:.0f} s of quiet")
+        if self.speaker is not None:
+            self.speaker.on_stage = timeline.mark
+            timeline.output_latency_s = self.speaker.sink.output_latency_s
+        generation = self.conversation.reply(
+            trim_silence(clip), max_tokens=s.max_tokens, temperature=s.temperature, on_stage=timeline.mark
+        )
+        held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
+        for piece in generation:
+            with self.speech_lock:
+                if turn.cancelled:
+                    break
+                timeline.mark("first_token")
+                if self.speaker is not None:
+                    self.speaker.feed(piece)
+            held.append(piece)
+            if turn.committed:
+                self._show(held)
+        with self.speech_lock:
+            if not turn.cancelled and self.speaker is not None:
+                self.speaker.finish()
+        turn.decided.wait()
+        if turn.cancelled:
+            return
+        self._show(held)
+        heard = self.conversation.remember(generation.text)  # runs while the reply is being spoken
+        self._last_turn_at = turn.clip.speech_end_s
+        stats = self._stats(turn, generation, heard)
+        self.turns.append(stats)
+        self.on_turn(stats)
+        if s.log_path is not None:
+            with s.log_path.open("a") as log:
+                log.write(json.dumps(stats.to_dict()) + "\n")
+
+    def _show(self, held: list[str]) -> None:
+        for piece in held:
+            self.on_text(piece)
+        held.clear()
+
+    def _stats(self, turn: Turn, generation, heard: str) -> TurnStats:
+        g, heard_audio, timeline = generation.stats, self.conversation.last_heard, turn.timeline
+        seconds = timeline.seconds()
+        return TurnStats(
+            speech_s=round(heard_audio.speech_seconds if heard_audio else turn.clip.duration_s, 3),
+            endpoint_delay_s=round(turn.clip.endpoint_delay_s, 3),
+            audio_encode_ms=heard_audio.audio.encode_ms if heard_audio else 0.0,
+            audio_tokens=heard_audio.audio.n_audio_tokens if heard_audio else 0,
+            prompt_tps=round(g.prompt_tps, 2),
+            ttft_s=round(g.time_to_first_token, 3),
+            decode_tps=round(g.generation_tps, 2),
+            reply_tokens=g.generated_tokens,
+            first_sound_s=seconds.get("audible"),
+            heard=heard,
+            reply=generation.text.strip(),
+            barged_in=turn.barged,
+            dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0,
+            speculative=turn.speculative,
+            discarded_starts=turn.discarded_before,
+            timeline=seconds,
+            model_s=timeline.model_s(),
+            pipeline_s=timeline.pipeline_s(),
+        )
