@@ -33,6 +33,10 @@ class DownloadError(EdgeError):
     """Fetching or verifying a file from the Hugging Face Hub failed."""
 
 
+class HubUnreachableError(DownloadError):
+    """No answer from the hub at all (no network, offline mode): a plan can still use catalog sizes."""
+
+
 class AudioError(EdgeError):
     """Audio input or output failed, or an audio buffer is unusable."""
 

@@ -130,6 +130,23 @@ def test_forced_quant_that_cannot_fit_is_refused_with_numbers(hub):
     assert "Q8_0" in result.stderr
 
 
+def test_without_a_hub_the_plan_comes_from_the_catalog_marked_as_estimates(monkeypatch):
+    """On a train: nothing listens at HF_ENDPOINT. `plan` still answers; `setup` says why it cannot."""
+    from cli_helpers import free_port
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    for device in ("pi5-4gb", "pi5-8gb"):
+        result = edge_gemma("plan", "--device", device)
+        assert result.returncode == 0, result.stderr
+        assert f"Plan for {device}: e2b" in result.stdout and "left over" in result.stdout
+        assert "Cannot reach the hub" in result.stderr and "estimates" in result.stderr
+        files = result.stdout.split("Files")[1].split("Memory")[0].strip().splitlines()
+        assert len(files) == 2 and all(line.endswith("]") for line in files)  # both sizes marked as not listed
+    plan = json.loads(edge_gemma("plan", "--device", "pi5-4gb", "--json").stdout)
+    assert plan["total_bytes"] <= plan["budget_bytes"]
+    assert_one_line_error(edge_gemma("setup", "--device", "pi5-4gb", "--yes"), "Cannot reach the hub")
+
+
 def test_offline_with_nothing_set_up(hub):
     assert_one_line_error(edge_gemma("setup", "--offline"), "offline", "--gguf")
 

@@ -42,7 +42,7 @@ from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url, http
 from huggingface_hub.utils import WeakFileLock, build_hf_headers
 from huggingface_hub.utils import tqdm as hf_tqdm
 
-from edge.errors import DownloadError, EdgeError, ModelFileError, UsageError
+from edge.errors import DownloadError, EdgeError, HubUnreachableError, ModelFileError, UsageError
 from edge.setup.hub_answers import api_answers_checked, check_listing, not_a_hub, portal_error
 
 try:  # the HTTP library huggingface_hub raises transport errors from: httpx2 since 2.0, httpx in 1.x
@@ -335,10 +335,10 @@ def _explain(e: Exception, hub: _Hub, repo_id: str, *, filename: str | None = No
             )
         return DownloadError(f"The hub answered HTTP {status} for {where}: {_first_line(e)}")
     if isinstance(e, OfflineModeIsEnabled):
-        return DownloadError(f"Offline mode is on (HF_HUB_OFFLINE), so {where} cannot be reached; unset it.")
+        return HubUnreachableError(f"Offline mode is on (HF_HUB_OFFLINE), so {where} cannot be reached; unset it.")
     if isinstance(e, FileMetadataError):
         return DownloadError(f"{hub.endpoint} does not answer like a Hugging Face hub; check HF_ENDPOINT.")
-    return DownloadError(
+    return HubUnreachableError(
         f"Cannot reach the hub at {hub.endpoint} ({_first_line(e)}): check the network; use --offline to run from "
         "a cached copy, or set HF_ENDPOINT to a reachable mirror."
     )

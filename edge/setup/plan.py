@@ -466,7 +466,9 @@ def format_plan_table(plan: Plan) -> str:
         where = f"{f.repo}/{f.name}" if f.name else f"{f.repo} ({f.precision}, name found when listed)"
         out.append(
             f"  {f.role:<7} {where}  {gb(f.size)}"
-            + ("" if f.size_source in ("hub listing", "recorded") else f"  [{f.size_source}]")
+            + {"hub listing": "", "recorded": "  [catalog size, not listed now]"}.get(
+                f.size_source, f"  [{f.size_source}]"
+            )
         )
     out += ["", "Memory"]
     width = max(len(line.label) for line in plan.lines)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge.device.info import DeviceInfo, detect, nominal_device
-from edge.errors import DownloadError, MemoryFitError, ModelFileError
+from edge.errors import DownloadError, HubUnreachableError, MemoryFitError, ModelFileError
 from edge.model.gguf import GGUFInfo, check_loadable_model, inspect_gguf
 from edge.paths import models_dir
 from edge.profiles import Profile, ProfileChoice, choose_profile, family_for_device, load_profiles
@@ -53,6 +53,7 @@ class SetupProposal:
     listings: dict[str, RemoteListing]
     plan: Plan
     notes: tuple[str, ...]  # why this profile, and repos that could not be listed
+    hub_error: HubUnreachableError | None = None  # the hub could not be listed: the plan uses catalog sizes
 
 
 def propose(
@@ -64,14 +65,23 @@ def propose(
     with_mmproj: bool = True,
     root: Path = Path("/"),
 ) -> SetupProposal:
+    """The plan for a device, from the hub's listings; without the hub (a train, an air gap), from
+    the catalog's known file sizes, marked as estimates, so the choice of board can still be made."""
     target = resolve_target(device_name, root)
-    listings, notes = gather_listings(model or target.choice.profile.model)
+    hub_error = None
+    try:
+        listings, notes = gather_listings(model or target.choice.profile.model)
+    except HubUnreachableError as exc:
+        hub_error, listings = exc, {}
+        notes = [f"{exc} The plan below uses the catalog's known file sizes: estimates until the hub is listed."]
     plan = make_plan(target, listings, model=model, quant=quant, n_ctx=n_ctx, with_mmproj=with_mmproj)
-    return SetupProposal(target, listings, plan, target.choice.reasons + tuple(notes))
+    return SetupProposal(target, listings, plan, target.choice.reasons + tuple(notes), hub_error)
 
 
 def install_proposal(proposal: SetupProposal, *, progress: bool = True) -> DeviceConfig:
     """Download (or find cached) and verify the proposal's files; the config that records them."""
+    if proposal.hub_error is not None:
+        raise proposal.hub_error  # nothing can be downloaded from a hub that cannot be listed
     installed = download_plan(proposal.plan, proposal.listings, progress=progress)
     plan = proposal.plan
     return build_config(proposal.target.choice.profile, installed, plan.settings, plan.model, plan.quant)
@@ -159,7 +169,8 @@ def make_plan(
     n_ctx: int | None = None,
     with_mmproj: bool = True,
 ) -> Plan:
-    files = {repo: listing.files for repo, listing in listings.items()}
+    # No listings at all (the hub is out of reach): the catalog's recorded sizes stand in.
+    files = {repo: listing.files for repo, listing in listings.items()} or None
     return choose_plan(
         target.choice.profile,
         target.device,
