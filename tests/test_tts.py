@@ -152,11 +152,14 @@ def test_sound_device_sink_stop_cuts_playback(null_sink):
         rec.wait_for_audio(0.3)
         start = len(rec.audio)
         threading.Timer(1.5, out.stop).start()
-        t0 = time.monotonic()
-        finished = out.play(tone)
-        took = time.monotonic() - t0
+        started: list[tuple[float, float]] = []  # (first sample's time, when we were told)
+        t0, t0_perf = time.monotonic(), time.perf_counter()
+        finished = out.play(tone, on_start=lambda at: started.append((at, time.perf_counter())))
+        took, returned = time.monotonic() - t0, time.perf_counter()
         time.sleep(1.0)
     assert not finished and took < 4.0  # cut: the tone is 5 s long
+    # Told when the first sample went out, while the tone was still playing (not when play returned).
+    assert len(started) == 1 and t0_perf <= started[0][0] <= started[0][1] < t0_perf + 1.0 < returned
     loud = np.nonzero(frame_levels(rec.audio[start:]) > -30)[0]
     assert 0 < len(loud) and (loud[-1] - loud[0]) / 100 < 3.0  # and it went quiet in the sink too
 

@@ -12,13 +12,16 @@ import collections
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.audio.devices import AudioDevice, pick_stream_format, resolve_device, sounddevice
-from edge.audio.resample import TARGET_RATE, resample, to_mono
+from edge.audio.resample import TARGET_RATE, StreamResampler, resample, to_mono
 from edge.errors import AudioError
+
+OnStart = Callable[[float], None]  # told the perf_counter time a play()'s first sample went out
 
 
 class AudioSink(ABC):
@@ -31,18 +34,17 @@ class AudioSink(ABC):
         """Release the output (default: nothing to release)."""
 
     @abstractmethod
-    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
+    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE, on_start: OnStart | None = None) -> bool:
         """Play, returning once the device has taken it all; False if `stop()` cut it.
 
         Back-to-back calls play gaplessly; `drain()` waits until the last one has been heard.
+        `on_start` is told the perf_counter time the first sample went to the device, as soon as it has
+        (a long sentence is still playing then): voice turns time their first sound with it.
         """
 
     def drain(self) -> bool:
         """Wait until everything played so far has been heard; False if `stop()` cut it."""
         return True
-
-    # perf_counter time the last play()'s first sample went to the device (None: nothing played yet)
-    last_started_at: float | None = None
 
     @property
     def output_latency_s(self) -> float:
@@ -74,11 +76,12 @@ class NullSink(AudioSink):
         self.played_seconds = 0.0  # how much was actually "heard" (less than the total after a stop)
         self._stop = threading.Event()
 
-    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
+    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE, on_start: OnStart | None = None) -> bool:
         pcm = to_mono(samples)
         pcm = resample(pcm, sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else pcm
         self._stop.clear()
-        self.last_started_at = time.perf_counter()
+        if on_start is not None:
+            on_start(time.perf_counter())
         if self.keep:
             self.played.append(pcm)
         duration = len(pcm) / TARGET_RATE
@@ -194,7 +197,7 @@ class SoundDeviceSink(AudioSink):
                     self._queue.popleft()
                     item.done.set()
 
-    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE) -> bool:
+    def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE, on_start: OnStart | None = None) -> bool:
         """Queue and wait until the device has taken the last sample (call `drain()` to hear it out)."""
         if self._stream is None:
             raise AudioError(
@@ -210,23 +213,46 @@ class SoundDeviceSink(AudioSink):
                 f"the output device ({self.device.name if self.device else '?'}) is gone; "
                 "the reply is shown as text until it comes back"
             )
-        pcm = to_mono(samples)
-        if sample_rate != self.device_rate:
-            pcm = resample(pcm, sample_rate, self.device_rate)
-        if len(pcm) == 0:
+        items = []
+        for pcm in self._device_pieces(to_mono(samples), sample_rate):
+            # Queued as soon as each piece is ready: the first sound does not wait for the whole
+            # sentence to be resampled (~40 ms per 5 s of speech), and pieces play back to back.
+            items.append(_Item(np.repeat(np.clip(pcm, -1.0, 1.0)[:, None], self.channels, axis=1)))
+            with self._lock:
+                self._queue.append(items[-1])
+        if not items:
             return True
-        item = _Item(np.repeat(np.clip(pcm, -1.0, 1.0)[:, None], self.channels, axis=1))
-        with self._lock:
-            self._queue.append(item)
+        first, last = items[0], items[-1]
         # Poll rather than block forever: a stream that dies must not hang the caller.
-        deadline = time.monotonic() + len(pcm) / self.device_rate + 5.0
-        while not item.done.wait(0.1):
+        deadline = time.monotonic() + sum(len(i.pcm) for i in items) / self.device_rate + 5.0
+        announced = on_start is None
+        # Short polls until the first sample is out (its time goes to on_start), then relaxed ones.
+        while not last.done.wait(0.1 if announced else 0.005):
+            if not announced and first.started_at is not None:
+                on_start(first.started_at)
+                announced = True
             if self._stream is None or not self._stream.active or time.monotonic() > deadline:
-                self._discard(item)
+                for item in items:
+                    self._discard(item)
                 raise AudioError("audio output stopped while playing; check the output device")
+        if not announced and first.started_at is not None:
+            on_start(first.started_at)
         self._handed_over = time.monotonic()
-        self.last_started_at = item.started_at
-        return not item.stopped
+        return not last.stopped
+
+    def _device_pieces(self, pcm: np.ndarray, sample_rate: int, piece_s: float = 0.25) -> Iterator[np.ndarray]:
+        """`pcm` at the device rate, in pieces of about `piece_s` (one when no resampling is needed)."""
+        if sample_rate == self.device_rate:
+            if len(pcm):
+                yield pcm
+            return
+        resampler = StreamResampler(sample_rate, self.device_rate)
+        step = max(1, int(sample_rate * piece_s))
+        for at in range(0, len(pcm), step):
+            if len(out := resampler.process(pcm[at : at + step])):
+                yield out
+        if len(tail := resampler.flush()):
+            yield tail
 
     @property
     def output_latency_s(self) -> float:
@@ -269,7 +295,10 @@ class SoundDeviceSink(AudioSink):
             item.done.set()
         self._handed_over = 0.0
         stream = self._stream
-        if stream is not None and stream.active:
+        # A deep device buffer would go on talking over the user: abort drops it. A shallow one
+        # (the default 50 ms) plays out instead, because a restarted stream takes 0.2-0.4 s to pull
+        # audio again (measured on PulseAudio), and that would delay the very next reply.
+        if stream is not None and stream.active and self.output_latency_s > 0.15:
             try:  # drop the ~latency of sound the device still buffers, then carry on
                 stream.abort()
                 stream.start()

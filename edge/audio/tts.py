@@ -386,9 +386,9 @@ class Speaker:
         while (item := self._audio.get()) is not None:
             generation, text, pcm, rate, on_stage = item
             try:
-                played = generation == self._generation and self.sink.play(pcm, rate)
-                if played:
-                    on_stage("first_sample", self.sink.last_started_at)
+                played = generation == self._generation and self.sink.play(
+                    pcm, rate, on_start=lambda at, mark=on_stage: mark("first_sample", at)
+                )
                 if played and self._audio.empty():  # nothing follows yet: let this sentence be heard out
                     played = self.sink.drain()
                 if played and generation == self._generation:

@@ -142,7 +142,7 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
 @click.option(
     "--reply-after",
     type=click.FloatRange(min=0, max=5),
-    default=0.25,
+    default=0.15,  # edge.voice.loop.SPECULATE_AFTER_S (not imported: it pulls numpy into --help)
     show_default=True,
     help="Start replying after this long a pause; if you go on talking before --silence, that reply is "
     "dropped (0: wait for --silence).",

@@ -7,6 +7,7 @@ the last user message, with a notice, for anything else.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -54,10 +55,17 @@ def build_chat_prompt(
     )
 
 
-def _from_template(info: GGUFInfo, messages: list[Message], bos_text: str, eos_text: str) -> ChatPrompt:
+@functools.lru_cache(maxsize=8)
+def _formatter(template: str, bos_text: str, eos_text: str):
+    """Compiling Gemma 4's template takes ~60 ms: once per model, not once per prompt (a voice turn
+    renders its prompt twice, to fit the history and to evaluate it)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    formatter = Jinja2ChatFormatter(template=info.chat_template, eos_token=eos_text, bos_token=bos_text)
+    return Jinja2ChatFormatter(template=template, eos_token=eos_text, bos_token=bos_text)
+
+
+def _from_template(info: GGUFInfo, messages: list[Message], bos_text: str, eos_text: str) -> ChatPrompt:
+    formatter = _formatter(info.chat_template, bos_text, eos_text)
     # enable_thinking=False: Gemma 4's template then closes the thought channel itself.
     rendered = formatter(messages=list(messages), enable_thinking=False).prompt
     # The template writes <bos> itself and llama.cpp adds one when tokenizing: keep only one.

@@ -118,7 +118,7 @@ class AudioConversation:
 
         The history is first fitted to the context with room for this clip's audio tokens, the reply
         and the transcript step after it; old turns that do not fit are dropped (see `last_fit`).
-        `on_stage` is told "audio_eval_start" and "audio_eval_end" (for a turn's timeline).
+        `on_stage` is told "prompt_ready", "audio_eval_start" and "audio_eval_end" (a turn's timeline).
         """
         asked: Message = {"role": "user", "content": self.audio.marker + instruction}
         seconds = len(pcm) / self.audio.audio_sample_rate
@@ -172,6 +172,7 @@ class AudioConversation:
         """Evaluate text prefix + audio + suffix, then sample; runs lazily inside Generation's timing."""
         prompt = self.loaded.chat_prompt(messages)
         before, after = prompt.text.split(self.audio.marker, 1)
+        on_stage("prompt_ready")
         with _llama_failures("evaluating the conversation"):
             self._eval_text_prefix(before)
         on_stage("audio_eval_start")

@@ -75,9 +75,11 @@ class Turn:
         self.decided.set()
 
     def same_speech(self, clip: Clip) -> bool:
-        """`clip` is what this turn was started on (no speech came after it)."""
+        """`clip` is what this turn was started on: no speech came after it. (The closed clip may carry
+        more of the quiet tail than a snapshot taken early in the pause; the model never hears the
+        tail, which trim_silence cuts.)"""
         c = self.clip
-        return c.start_s == clip.start_s and c.speech_end_s == clip.speech_end_s and len(c.pcm) == len(clip.pcm)
+        return c.start_s == clip.start_s and c.speech_end_s == clip.speech_end_s
 
 
 @dataclass
@@ -166,6 +168,10 @@ class TurnWorker:
                 timeline.mark("first_token")
                 if self.speaker is not None:
                     self.speaker.feed(piece)
+            if self.speaker is not None and timeline.has("first_clause"):
+                # The first clause's synthesis is all the listener is waiting for: give it the CPU
+                # instead of decoding on (the next clause is not needed until this one is heard).
+                timeline.wait_for("synth_done", 1.0, unless=lambda: turn.cancelled or not self.speaker.speaking)
             held.append(piece)
             if turn.committed:
                 self._show(held)
@@ -177,6 +183,10 @@ class TurnWorker:
             return
         self._show(held)
         heard = self.conversation.remember(generation.text)  # runs while the reply is being spoken
+        if self.speaker is not None:
+            # The turn's record needs the first sound's time, which may still be on its way out;
+            # stop waiting once nothing is left to speak (a barge-in, a reply with no words).
+            timeline.wait_for("first_sample", 10.0, unless=lambda: not self.speaker.speaking)
         self._last_turn_at = turn.clip.speech_end_s
         stats = self._stats(turn, generation, heard)
         self.turns.append(stats)
