@@ -1,0 +1,203 @@
+"""docs/performance.md from scripts/fullsize_report.py's results: every figure comes from the JSON."""
+
+from __future__ import annotations
+
+MIB = 2**20
+PLAN_LINES_WITHOUT_PROJECTOR = ("projector (mmproj)", "projector compute (approx.)")
+
+
+def render_markdown(results: dict) -> str:
+    parts = [
+        "# Performance at full size",
+        "",
+        "Measured by `scripts/fullsize_report.py` (this page is its output: edit the script, not the page) on",
+        "E2B- and E4B-shaped Gemma 4 files from `scripts/make_fullsize_gemma4.py`: every tensor of the",
+        "published files at its real shape and type, the real tokenizer, random weights. Speed and memory",
+        "depend on shapes and types, not on what the weights say; what the model *answers* is meaningless.",
+        "",
+        "    python scripts/make_fullsize_gemma4.py --model e2b && python scripts/make_fullsize_gemma4.py --model e4b",
+        "    python scripts/fullsize_report.py",
+        "",
+    ]
+    for name, section in (
+        ("files", _files),
+        ("bandwidth", _bandwidth),
+        ("bench", _bench),
+        ("audio", _audio),
+        ("voice", _voice),
+        ("memory", _memory),
+        ("cgroup", _cgroup),
+    ):
+        if name in results:
+            r = results[name]
+            parts += section(r["data"], results) + ["", f"<sub>measured {r['measured']} on {r['cpu']}</sub>", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _mib(n: float | None) -> str:
+    return "-" if n is None else f"{n / MIB:,.0f}"
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{(a / b - 1) * 100:+.1f}%"
+
+
+def _files(data: dict, _: dict) -> list[str]:
+    out = ["## The files", "", "| file | bytes | published file | difference |", "|---|---:|---:|---:|"]
+    for name, f in data.items():
+        pub = f["published"]
+        diff = _pct(f["bytes"], pub) if pub else "-"
+        out.append(f"| {name} | {f['bytes']:,} | {f'{pub:,}' if pub else '-'} | {diff} |")
+    return out
+
+
+def _bandwidth(data: dict, _: dict) -> list[str]:
+    out = [
+        "## Memory bandwidth (the decode ceiling)",
+        "",
+        "A STREAM-style probe: numpy copy and triad on 512 MB arrays, best of 5 s, in 1 and 2 processes at once.",
+        "",
+        "| processes | copy GB/s | triad GB/s |",
+        "|---:|---:|---:|",
+    ]
+    for procs, r in data.items():
+        out.append(f"| {procs} | {r['copy_gbs']:.1f} | {r['triad_gbs']:.1f} |")
+    return out
+
+
+def _bench(data: dict, results: dict) -> list[str]:
+    bw = results.get("bandwidth", {}).get("data", {})
+    out = [
+        "## Prefill and decode: `edge-gemma bench` beside llama-bench",
+        "",
+        "pp512 and tg128 tokens/s (mean ± stdev), the same files, threads, batch 512 and ubatch 512, flash",
+        "attention on. Decode reads every weight once per token except the per-layer-embedding table (one",
+        "row per layer): decode GB/s = tg tokens/s x those bytes, against the probe's triad figure for as",
+        "many processes as threads.",
+        "",
+        "| model | threads | pp512 edge | pp512 llama-bench | tg128 edge | tg128 llama-bench | decode GB/s "
+        "| of triad |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, e in data.items():
+        for t in ("1", "2"):
+            ours, theirs = e.get("edge", {}), e.get("llama_bench", {})
+
+            def cell(d: dict, test: str, t: str = t) -> str:
+                v = d.get(f"{test}-t{t}")
+                return (f"{v[0]:.1f} ± {v[1]:.1f}" if v[1] else f"{v[0]:.1f}") if v else d.get("error", "-")
+
+            tg = ours.get(f"tg-t{t}")
+            gbs = tg[0] * e["bytes_per_token"] / 1e9 if tg else None
+            triad = bw.get(t, {}).get("triad_gbs")
+            share = f"{gbs / triad * 100:.0f}%" if gbs and triad else "-"
+            out.append(
+                f"| {model} | {t} | {cell(ours, 'pp')} | {cell(theirs, 'pp')} | {cell(ours, 'tg')} | "
+                f"{cell(theirs, 'tg')} | {f'{gbs:.1f}' if gbs else '-'} | {share} |"
+            )
+    return out
+
+
+def _audio(data: dict, _: dict) -> list[str]:
+    out = [
+        "## Audio: encoder and prefill (E2B Q4_0)",
+        "",
+        "Real speech (espeak-ng) through libmtmd: the conformer encoder, then the audio tokens (25 per",
+        "second) prefilled into the text model. Prefill t/s counts every token the evaluation decoded.",
+        "",
+        "| projector | clip s | audio tokens | encoder ms | encoder ms per s of speech | prefill t/s "
+        "| whole evaluation s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for precision, r in data.items():
+        for c in r.get("clips", []):
+            out.append(
+                f"| {precision} | {c['seconds']:.0f} | {c['audio_tokens']} | {c['encode_ms']:.0f} | "
+                f"{c['encode_ms'] / c['seconds']:.0f} | {c['prefill_tps']:.1f} | {c['eval_s']:.2f} |"
+            )
+        if "clips" not in r:
+            out.append(f"| {precision} | failed: {r.get('signal') or r.get('stderr')} | | | | | |")
+    return out
+
+
+def _voice(data: dict, _: dict) -> list[str]:
+    out = [
+        "## One voice turn, stage by stage (E2B Q4_0, Q8_0 projector)",
+        "",
+        "`scripts/voice_latency.py` on E2B: spoken questions from a file at speaking pace through the real",
+        "`edge-gemma voice`, speech out to PulseAudio. Seconds after the end of speech, median and p95.",
+        "`model_s` is the model's compute (prefill, audio, decoding up to the first clause); `pipeline_s`",
+        "is everything else in the wait for the first audible sound.",
+        "",
+        "| stage | median s | p95 s |",
+        "|---|---:|---:|",
+    ]
+    for stage, r in data.items():
+        out.append(f"| {stage} | {r['median']:.3f} | {r['p95']:.3f} |")
+    return out
+
+
+def _plan_total(predicted: dict, *, with_projector: bool = True) -> int:
+    return sum(v for k, v in predicted.items() if with_projector or k not in PLAN_LINES_WITHOUT_PROJECTOR)
+
+
+def _memory(data: dict, _: dict) -> list[str]:
+    out = [
+        "## Memory: peak RSS against the plan",
+        "",
+        "Each case in a fresh process: load (n_ctx 2048), a 4k-context turn (a 4,032-token prompt and 16",
+        "decoded tokens at n_ctx 4096), a 30 s audio turn (Q8_0 projector). The plan column is",
+        "`edge-gemma plan`'s arithmetic (`check_fits`) for the same file and settings, OS headroom left out.",
+        "Peak RSS counts file pages as well as anonymous memory. Q4_0 weights are repacked for the CPU's",
+        "kernels into anonymous memory, and the file pages they were read from stay counted until the",
+        "kernel needs the room; without lazy PLE the whole per-layer table is read at load and counted",
+        "too. Those pages are clean, so the kernel can drop them (the cgroup runs below): what must fit",
+        "is the anonymous peak (sampled every 20 ms) plus the mapped pages still in use (the token table,",
+        "also the output head).",
+        "",
+        "| case | lazy PLE | plan MiB | peak RSS MiB | RSS vs plan | peak anonymous MiB | anonymous vs plan |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for case, r in data.items():
+        model, quant, task, lazy = case.split("-", 3)
+        plan = _plan_total(r["predicted"])
+        peak, anon = r.get("peak", {}).get("VmHWM"), r.get("peak_anon")
+        failed = r.get("signal") or ("failed" if r.get("returncode") else "-")
+        out.append(
+            f"| {model} {quant} {task} | {lazy.removeprefix('lazy_')} | {_mib(plan)} | {_mib(peak)} | "
+            f"{_pct(peak, plan) if peak else failed} | {_mib(anon)} | {_pct(anon, plan) if anon else '-'} |"
+        )
+    return out
+
+
+def _cgroup(data: dict, _: dict) -> list[str]:
+    if "error" in data:
+        return ["## The boards' plans in a memory cgroup", "", f"Not run: {data['error']}."]
+    out = [
+        "## The boards' plans in a memory cgroup",
+        "",
+        "Each small board's plan (its profile's model, first quant, projector, context, ubatch and lazy PLE",
+        "setting) runs a load and a 30 s audio turn alone in a cgroup v1 memory group limited to the",
+        "board's RAM less the OS headroom its profile keeps (limit: budget), or to the plan's own figure",
+        "for the process (limit: plan). No swap. Page cache for the files is dropped first, so every page",
+        "the run reads is charged to it. Max usage includes page cache, which fills any limit; major faults",
+        "count pages read again after the kernel dropped them.",
+        "",
+        "| profile | model file | projector | n_ctx | lazy PLE | limit | limit MiB | plan MiB | max usage MiB | "
+        "major faults | result |",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in data.values():
+        plan = _plan_total(r["predicted"])
+        if r["returncode"] == 0:
+            result = f"finished in {r['wall_s']:.0f} s"
+        elif r.get("oom_kills") or r.get("signal") == "SIGKILL":
+            result = f"killed by the OOM killer after {r['wall_s']:.0f} s"
+        else:
+            result = f"failed ({r.get('signal') or r['returncode']})"
+        out.append(
+            f"| {r['profile']} | {r['quant']} | {r['mmproj']} | {r['n_ctx']} | {r['lazy']} | "
+            f"{r.get('limit_from', 'budget')} | {_mib(r['limit'])} | "
+            f"{_mib(plan)} | {_mib(r['max_usage'])} | {r['pgmajfault']:,} | {result} |"
+        )
+    return out

@@ -1,0 +1,538 @@
+#!/usr/bin/env python3
+"""Measure the full-size E2B/E4B-shaped models and write docs/performance.md from the measurements.
+
+Runs on the files scripts/make_fullsize_gemma4.py makes (random weights, real shapes and types:
+speed and memory do not depend on what the weights say). Each section's results go to a JSON file
+next to the models, so a section can be rerun alone; the markdown is rendered from that file only.
+
+    python scripts/fullsize_report.py                        # every section (~40 min on 2 cores)
+    python scripts/fullsize_report.py --sections bench,memory
+    python scripts/fullsize_report.py --render               # markdown from the saved results
+
+Sections:
+  files      each file's size beside the published file of the same name (FACTS.md)
+  bandwidth  a STREAM-style probe (numpy copy and triad, 1 and 2 processes at once)
+  bench      `edge-gemma bench` beside llama-bench, pp512/tg128 at 1 and 2 threads, decode as GB/s
+  audio      audio encoder ms per second of speech (2/10/30 s clips) and audio-token prefill rate
+  voice      full voice turns from a file (scripts/voice_latency.py) on E2B: each stage's delay
+  memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
+  cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from make_fullsize_gemma4 import DEFAULT_OUT as MODELS  # noqa: E402
+
+RESULTS = MODELS / "report.json"
+DOC = REPO / "docs" / "performance.md"
+LLAMA_BENCH = Path(
+    os.environ.get("LLAMA_BENCH", "/tmp/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-bench")
+)
+CGROUP = Path("/sys/fs/cgroup/memory")
+MIB, GIB = 2**20, 2**30
+SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "memory", "cgroup")
+# The small boards whose plans must hold; their model file and settings come from the profile.
+CGROUP_PROFILES = ("pi5-4gb", "pi5-8gb", "orin-nano-8gb")
+
+
+def text_file(model: str, quant: str) -> Path:
+    return MODELS / f"gemma-4-{model.upper()}-shaped-{quant}.gguf"
+
+
+def mmproj_file(model: str, precision: str) -> Path:
+    return MODELS / f"mmproj-gemma-4-{model.upper()}-shaped-{precision}.gguf"
+
+
+# -- measurements that run in a child process (fresh peak RSS, and alone in a cgroup) -------------
+
+
+def speech(seconds: float) -> np.ndarray:
+    """`seconds` of real espeak-ng speech at 16 kHz: sentences back to back, cut to length."""
+    from edge.audio.files import decode_native
+    from edge.audio.resample import resample
+
+    text = (
+        "Turn on the kitchen lights, then set a timer for ten minutes and read me the weather. "
+        "What is the capital of France, and how far away is the moon tonight? "
+    )
+    wav = subprocess.run(["espeak-ng", "--stdout", text * 4], check=True, capture_output=True).stdout
+    pcm, rate = decode_native(wav, name="espeak-ng")
+    pcm = resample(pcm, rate, 16_000)
+    n = int(seconds * 16_000)
+    return np.resize(pcm, n).astype(np.float32)  # repeats if the speech is shorter than asked
+
+
+def memory_now() -> dict[str, int]:
+    """Peak and current resident memory of this process (bytes), from /proc/self/status."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+class AnonPeak:
+    """The kernel keeps a peak for RSS (VmHWM) but not for its anonymous part: sample it every 20 ms.
+
+    Anonymous memory is what cannot be dropped under pressure (no swap on these boards); file pages
+    of the mapped model are clean and can be read again."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, memory_now()["RssAnon"])
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, memory_now()["RssAnon"])
+
+
+def child(args: argparse.Namespace) -> None:
+    """Load, run one task, print what it took as JSON (the parent reads the last line)."""
+    from edge.model.runner import LoadedModel
+    from edge.settings import RunSettings
+
+    anon = AnonPeak()
+
+    settings = RunSettings(
+        n_ctx=args.ctx,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_batch=512,
+        n_ubatch=args.ubatch,
+        lazy_mode=args.lazy,
+    )
+    out: dict = {"task": args.task}
+    start = time.perf_counter()
+    with LoadedModel(args.model, settings) as loaded:
+        llama = loaded.llama
+        out["load_s"] = time.perf_counter() - start
+        out["after_load"] = memory_now()
+        if args.task == "ctx4k":
+            rng = np.random.default_rng(4096)
+            tokens = [llama.token_bos()] + rng.integers(1000, 200_000, args.ctx - 64).tolist()
+            t = time.perf_counter()
+            llama.eval(tokens)
+            out["prefill_tps"] = len(tokens) / (time.perf_counter() - t)
+            for i in range(16):  # a short reply (which tokens does not matter to memory or speed)
+                llama.eval([1000 + i])
+        elif args.task in ("audio30", "audio"):
+            from edge.model.mtmd import MtmdAudio
+
+            with MtmdAudio(llama, args.mmproj) as audio:
+                out["after_mmproj"] = memory_now()
+                prompt = loaded.chat_prompt([{"role": "user", "content": audio.marker + "Answer briefly."}]).text
+                clips = [30.0] if args.task == "audio30" else [float(s) for s in args.clips.split(",")]
+                out["clips"] = []
+                for seconds in clips:
+                    pcm = speech(seconds)
+                    t = time.perf_counter()
+                    r = audio.eval_prompt_with_audio(llama, prompt, pcm)
+                    total = time.perf_counter() - t
+                    t = time.perf_counter()
+                    for i in range(16):
+                        llama.eval([1000 + i])
+                    decode = time.perf_counter() - t
+                    out["clips"].append(
+                        {
+                            "seconds": seconds,
+                            "audio_tokens": r.n_audio_tokens,
+                            "encode_ms": r.encode_ms,
+                            "eval_s": total,
+                            # everything in the evaluation that is not the encoder: audio + text prefill
+                            "prefill_tps": (r.n_audio_tokens + r.n_text_tokens) / max(1e-9, total - r.encode_ms / 1000),
+                            "decode_tps": 16 / decode,
+                        }
+                    )
+        out["peak"] = memory_now()  # before the model is freed: VmRSS is the end of the turn's
+        out["peak_anon"] = anon.stop()
+    out["seconds"] = time.perf_counter() - start
+    print(json.dumps(out), flush=True)
+
+
+def run_child(
+    model: Path,
+    task: str,
+    *,
+    ctx: int,
+    ubatch: int,
+    lazy: str,
+    mmproj: Path | None = None,
+    clips: str = "",
+    cgroup: Path | None = None,
+) -> dict:
+    cmd = [sys.executable, __file__, "child", "--model", str(model), "--task", task, "--ctx", str(ctx)]
+    cmd += ["--ubatch", str(ubatch), "--lazy", lazy, "--threads", str(min(2, os.cpu_count() or 1))]
+    if mmproj is not None:
+        cmd += ["--mmproj", str(mmproj)]
+    if clips:
+        cmd += ["--clips", clips]
+    if cgroup is not None:  # the child joins the cgroup itself before it loads anything
+        cmd = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    result = {"returncode": proc.returncode}
+    if proc.returncode < 0 or proc.returncode > 128:
+        sig = -proc.returncode if proc.returncode < 0 else proc.returncode - 128
+        result["signal"] = signal.Signals(sig).name
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        result.update(json.loads(lines[-1]))
+    elif proc.returncode:
+        result["stderr"] = proc.stderr.strip().splitlines()[-3:]
+    return result
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+
+def files() -> dict:
+    from make_fullsize_gemma4 import SHAPES, file_names
+
+    out = {}
+    for key in ("e2b", "e4b"):
+        shape = SHAPES[key]
+        published = dict(shape.published)
+        for kind, name in file_names(shape).items():
+            if (MODELS / name).exists():
+                out[name] = {"bytes": (MODELS / name).stat().st_size, "published": published.get(kind)}
+    return out
+
+
+def _stream(seconds: float, n: int, queue) -> None:
+    a, b, c = np.ones(n), np.ones(n), np.empty(n)
+    best_copy = best_triad = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        np.copyto(c, a)
+        best_copy = max(best_copy, 2 * a.nbytes / (time.perf_counter() - t))  # read a, write c
+        t = time.perf_counter()
+        np.multiply(b, 3.0, out=c)
+        c += a
+        best_triad = max(best_triad, 4 * a.nbytes / (time.perf_counter() - t))  # read b,c,a; write c
+    queue.put((best_copy, best_triad))
+
+
+def bandwidth() -> dict:
+    """Best copy / triad GB/s over 5 s, with 1 and 2 processes at once (numpy is single-threaded)."""
+    n = 64 * 2**20  # 512 MB per array: far beyond any cache
+    out = {}
+    for procs in (1, 2):
+        q = multiprocessing.Queue()
+        ps = [multiprocessing.Process(target=_stream, args=(5.0, n, q)) for _ in range(procs)]
+        for p in ps:
+            p.start()
+        got = [q.get() for _ in ps]
+        for p in ps:
+            p.join()
+        out[str(procs)] = {"copy_gbs": sum(g[0] for g in got) / 1e9, "triad_gbs": sum(g[1] for g in got) / 1e9}
+    return out
+
+
+def bytes_per_token(path: Path) -> int:
+    """Weight bytes one decoded token reads: every tensor but the per-layer-embedding table, of
+    which a token reads one row (the token table is read whole: it is also the output head)."""
+    from edge.model.gguf import inspect_gguf
+
+    return sum(t.n_bytes for t in inspect_gguf(path).tensors if t.name != "per_layer_token_embd.weight")
+
+
+def bench(reps: int) -> dict:
+    out = {}
+    for model in ("e2b", "e4b"):
+        for quant in ("Q4_0", "Q4_K_M"):
+            path = text_file(model, quant)
+            if not path.exists():
+                continue
+            common = [
+                "-m",
+                str(path),
+                "-t",
+                "1,2",
+                "-p",
+                "512",
+                "-n",
+                "128",
+                "-r",
+                str(reps),
+                "-b",
+                "512",
+                "-ub",
+                "512",
+            ]
+            ours = subprocess.run(
+                [sys.executable, "-m", "edge.cli", "bench", *common, "--no-tune", "-d", "generic", "-o", "json"],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
+            theirs = subprocess.run(
+                [str(LLAMA_BENCH), *common, "-fa", "1", "-o", "json"], capture_output=True, text=True
+            )
+            entry = {"bytes_per_token": bytes_per_token(path), "file_bytes": path.stat().st_size}
+            for name, proc in (("edge", ours), ("llama_bench", theirs)):
+                try:
+                    records = json.loads(proc.stdout)
+                except json.JSONDecodeError:
+                    entry[name] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+                    continue
+                entry[name] = {
+                    f"{'pp' if r['n_prompt'] else 'tg'}-t{r['n_threads']}": [r["avg_ts"], r["stddev_ts"]]
+                    for r in records
+                    if "avg_ts" in r
+                }
+            out[f"{model}-{quant}"] = entry
+            print(f"bench {model} {quant}: {entry}", flush=True)
+    return out
+
+
+def audio() -> dict:
+    out = {}
+    for precision in ("F16", "Q8_0"):
+        r = run_child(
+            text_file("e2b", "Q4_0"),
+            "audio",
+            ctx=2048,
+            ubatch=512,
+            lazy="on",
+            mmproj=mmproj_file("e2b", precision),
+            clips="2,10,30",
+        )
+        out[precision] = r
+        print(f"audio {precision}: {r.get('clips', r)}", flush=True)
+    return out
+
+
+def voice() -> dict:
+    """Three spoken questions through `edge-gemma voice` on E2B Q4_0 with the Q8_0 projector."""
+    import voice_latency
+
+    path = MODELS / "voice.json"
+    args = [
+        "--turns",
+        "3",
+        "--gap",
+        "10",
+        "-m",
+        str(text_file("e2b", "Q4_0")),
+        "--mmproj",
+        str(mmproj_file("e2b", "Q8_0")),
+    ]
+    voice_latency.main([*args, "--json", str(path), "--", "--max-tokens", "24"])
+    return json.loads(path.read_text())["summary"]
+
+
+def predicted(model: Path, *, ctx: int, ubatch: int, lazy: str, mmproj: Path | None) -> dict[str, int]:
+    """What `edge-gemma plan`'s arithmetic (check_fits) says this process needs, line by line."""
+    from edge.device.info import nominal_device
+    from edge.model.gguf import inspect_gguf
+    from edge.settings import RunSettings
+    from edge.setup.plan import check_fits
+
+    settings = RunSettings(n_ctx=ctx, n_batch=512, n_ubatch=ubatch, lazy_mode=lazy)
+    fit = check_fits(inspect_gguf(model), settings, nominal_device("pc", 24), mmproj.stat().st_size if mmproj else 0)
+    return {line.label: line.bytes for line in fit.lines if line.bytes}
+
+
+def memory() -> dict:
+    out = {}
+    runs = [("e2b", "Q4_0", task, lazy) for task in ("load", "ctx4k", "audio30") for lazy in ("on", "off")]
+    runs += [("e4b", "Q4_0", "load", lazy) for lazy in ("on", "off")]
+    for model, quant, task, lazy in runs:
+        key = f"{model}-{quant}-{task}-lazy_{lazy}"
+        case = memory_case(key)
+        r = run_child(case.pop("model"), task, **case)
+        r["predicted"] = predicted(text_file(model, quant), **case)
+        out[key] = r
+        plan_mib = sum(r["predicted"].values()) / MIB
+        print(f"memory {model} {quant} {task} lazy {lazy}: {r.get('peak')}, plan {plan_mib:.0f} MiB", flush=True)
+    return out
+
+
+def _drop_from_page_cache(*paths: Path) -> None:
+    """So that the cgroup run reads (and is charged for) every page it uses."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def cgroup() -> dict:
+    from edge.profiles import load_profiles
+
+    if not (CGROUP / "memory.limit_in_bytes").exists() or os.geteuid() != 0:
+        return {"error": "needs root and a cgroup v1 memory controller at /sys/fs/cgroup/memory"}
+    profiles, out = load_profiles(), {}
+    # Each board in its budget; then the 4 GB plan without lazy PLE, and in no more than the plan's
+    # own figure for the process (what it claims the model, projector and buffers need).
+    runs = [(name, None, "budget") for name in CGROUP_PROFILES] + [("pi5-4gb", "off", "budget")]
+    runs += [("pi5-4gb", None, "plan")]
+    for name, lazy_override, limit_from in runs:
+        p = profiles[name]
+        quant = next(q for q in p.quants if text_file(p.model, q).exists())
+        mm = next(mmproj_file(p.model, q) for q in p.mmproj_quants if mmproj_file(p.model, q).exists())
+        lazy = lazy_override or p.lazy_mode
+        plan = predicted(text_file(p.model, quant), ctx=p.n_ctx, ubatch=p.n_ubatch, lazy=lazy, mmproj=mm)
+        limit = p.memory_gb * GIB - p.os_headroom_mb * MIB if limit_from == "budget" else sum(plan.values())
+        group = CGROUP / f"edge-proof-{os.getpid()}"
+        group.mkdir()
+        try:
+            (group / "memory.limit_in_bytes").write_text(str(limit))
+            (group / "memory.swappiness").write_text("0")
+            _drop_from_page_cache(text_file(p.model, quant), mm)
+            start = time.perf_counter()
+            r = run_child(
+                text_file(p.model, quant), "audio30", ctx=p.n_ctx, ubatch=p.n_ubatch, lazy=lazy, mmproj=mm, cgroup=group
+            )
+            r["wall_s"] = time.perf_counter() - start
+            stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines())
+            r.update(
+                profile=name,
+                quant=quant,
+                mmproj=mm.name,
+                lazy=lazy,
+                n_ctx=p.n_ctx,
+                limit=limit,
+                max_usage=int((group / "memory.max_usage_in_bytes").read_text()),
+                failcnt=int((group / "memory.failcnt").read_text()),
+                pgmajfault=int(stat.get("total_pgmajfault", 0)),
+                oom_kills=int(
+                    dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines()).get(
+                        "oom_kill", 0
+                    )
+                ),
+                limit_from=limit_from,
+                predicted=plan,
+            )
+        finally:
+            for _ in range(50):  # the child has exited; its pages may take a moment to uncharge
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        out[f"{name}-lazy_{lazy}-{limit_from}"] = r
+        print(
+            f"cgroup {name} lazy {lazy}: rc {r['returncode']}, max {r['max_usage'] / MIB:.0f} of {limit / MIB:.0f} MiB",
+            flush=True,
+        )
+    return out
+
+
+def memory_case(key: str) -> dict:
+    """The settings of a memory case from its key, e.g. e2b-Q4_0-audio30-lazy_on."""
+    model, quant, task, lazy = key.split("-", 3)
+    return {
+        "model": text_file(model, quant),
+        "ctx": 4096 if task == "ctx4k" else 2048,
+        "ubatch": 512,
+        "lazy": lazy.removeprefix("lazy_"),
+        "mmproj": mmproj_file(model, "Q8_0") if task.startswith("audio") else None,
+    }
+
+
+def repredict(results: dict) -> None:
+    """The plan columns from the planner as it is now (a planner fix shows in the next render)."""
+    from edge.profiles import load_profiles
+
+    for key, r in results.get("memory", {}).get("data", {}).items():
+        r["predicted"] = predicted(**memory_case(key))
+    profiles = load_profiles()
+    for r in results.get("cgroup", {}).get("data", {}).values():
+        if "profile" in r:
+            p = profiles[r["profile"]]
+            model = text_file(p.model, r["quant"])
+            r["predicted"] = predicted(
+                model, ctx=r["n_ctx"], ubatch=p.n_ubatch, lazy=r["lazy"], mmproj=MODELS / r["mmproj"]
+            )
+
+
+# -- the document ----------------------------------------------------------------------------------
+
+
+def render(results: dict) -> str:
+    from fullsize_markdown import render_markdown
+
+    return render_markdown(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["child"]:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--model", required=True)
+        ap.add_argument("--mmproj")
+        ap.add_argument("--task", choices=("load", "ctx4k", "audio30", "audio"), required=True)
+        ap.add_argument("--ctx", type=int, default=2048)
+        ap.add_argument("--ubatch", type=int, default=512)
+        ap.add_argument("--lazy", default="off")
+        ap.add_argument("--threads", type=int, default=2)
+        ap.add_argument("--clips", default="2,10,30")
+        child(ap.parse_args(argv[1:]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    ap.add_argument("--reps", type=int, default=2, help="bench repetitions")
+    ap.add_argument("--render", action="store_true", help="only write the markdown from the saved results")
+    args = ap.parse_args(argv)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.render:
+        missing = [p.name for p in (text_file("e2b", "Q4_0"), mmproj_file("e2b", "Q8_0")) if not p.exists()]
+        if missing:
+            sys.exit(f"missing {', '.join(missing)}: run scripts/make_fullsize_gemma4.py --model e2b (and e4b) first")
+        if "bench" in args.sections and not LLAMA_BENCH.exists():
+            sys.exit(
+                f"llama-bench not found at {LLAMA_BENCH}: build it from the llama-cpp-python sdist, or set LLAMA_BENCH"
+            )
+        for section in [s.strip() for s in args.sections.split(",") if s.strip()]:
+            if section not in SECTIONS:
+                sys.exit(f"unknown section {section}; choose from {', '.join(SECTIONS)}")
+            run = {"bench": lambda: bench(args.reps)}.get(section, globals()[section])
+            results[section] = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu(), **{"data": run()}}
+            RESULTS.write_text(json.dumps(results, indent=1))
+    if text_file("e2b", "Q4_0").exists():
+        repredict(results)
+        RESULTS.write_text(json.dumps(results, indent=1))
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render(results))
+    print(f"wrote {DOC}")
+    return 0
+
+
+def _cpu() -> str:
+    from edge.device.linux import cpu_model, parse_cpuinfo
+
+    return cpu_model(parse_cpuinfo(Path("/proc/cpuinfo").read_text()))
+
+
+if __name__ == "__main__":
+    if shutil.which("espeak-ng") is None:
+        sys.exit("espeak-ng is needed for the speech clips: apt-get install espeak-ng")
+    raise SystemExit(main())
