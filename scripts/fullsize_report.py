@@ -345,7 +345,8 @@ def voice() -> dict:
         "--mmproj",
         str(mmproj_file("e2b", "Q8_0")),
     ]
-    voice_latency.main([*args, "--json", str(path)])
+    # Random weights never choose to stop: cap the reply, or each turn queues behind the last one's.
+    voice_latency.main([*args, "--json", str(path), "--", "--max-tokens", "32"])
     return json.loads(path.read_text())["summary"]
 
 

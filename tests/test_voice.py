@@ -238,11 +238,14 @@ def test_voice_from_a_file_logs_each_turn(audio_files, tmp_path, llama_cpp_avail
         str(MMPROJ),
         "-c",
         "2048",
+        "--max-tokens",
+        "5",
     )
     assert result.returncode == 0, result.stderr
     assert "encode" in result.stderr and "first token" in result.stderr
     record = json.loads(log.read_text().splitlines()[0])
     assert record["audio_tokens"] > 20 and record["speech_s"] > 1
+    assert 0 < record["reply_tokens"] <= 5
 
 
 def test_audio_commands_refuse_bad_input(tmp_path, demo_gguf, audio_files):

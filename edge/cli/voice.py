@@ -153,6 +153,9 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="Append each turn's numbers (JSONL).")
 @click.option("--max-turns", type=click.IntRange(min=1), help="Stop after this many replies.")
 @click.option(
+    "-n", "--max-tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Longest reply, in tokens."
+)
+@click.option(
     "--forget-after",
     type=click.FloatRange(min=0),
     default=300,
@@ -190,6 +193,7 @@ def voice(
     verbose,
     log_path,
     max_turns,
+    max_tokens,
     forget_after,
     device_wait,
 ):
@@ -247,6 +251,7 @@ def voice(
             on_turn=lambda stats: _show_turn(stats, verbose),
             on_note=say,
             log_path=log_path,
+            max_tokens=max_tokens,
             forget_after_s=forget_after or None,
             speculate_after_s=reply_after if 0 < reply_after < silence else None,
         )
