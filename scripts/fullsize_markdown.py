@@ -121,19 +121,27 @@ def _audio(data: dict, _: dict) -> list[str]:
 
 
 def _voice(data: dict, _: dict) -> list[str]:
+    turns = data.get("turns", [])
     out = [
-        "## One voice turn, stage by stage (E2B Q4_0, Q8_0 projector)",
+        "## Voice turns, stage by stage (E2B Q4_0, Q8_0 projector)",
         "",
-        "`scripts/voice_latency.py` on E2B: spoken questions from a file at speaking pace through the real",
-        "`edge-gemma voice`, speech out to PulseAudio. Seconds after the end of speech, median and p95.",
-        "`model_s` is the model's compute (prefill, audio, decoding up to the first clause); `pipeline_s`",
-        "is everything else in the wait for the first audible sound.",
+        "`scripts/voice_latency.py` on E2B: three spoken questions from a file at speaking pace through the",
+        "real `edge-gemma voice` (replies capped at 32 tokens), speech out to PulseAudio. Seconds after the",
+        "end of speech. `model_s` is the model's compute (prefill, audio, decoding up to the first clause);",
+        "`pipeline_s` is everything else in the wait for the first audible sound. Only the first turn is a",
+        "clean measurement: random weights write the longest transcript they may after every reply, so a",
+        "later turn waits for that step on the model's thread (reply_start) and prefills a long history",
+        "(prompt_ready -> audio_eval_start). A real model's transcript is the question's few words.",
         "",
-        "| stage | median s | p95 s |",
-        "|---|---:|---:|",
+        "| stage | " + " | ".join(f"turn {i + 1}" for i in range(len(turns))) + " |",
+        "|---|" + "---:|" * len(turns),
     ]
-    for stage, r in data.items():
-        out.append(f"| {stage} | {r['median']:.3f} | {r['p95']:.3f} |")
+    stages = list(turns[0]["timeline"]) if turns else []
+    for stage in [*stages, "model_s", "pipeline_s"]:
+        cells = [t[stage] if stage in ("model_s", "pipeline_s") else t["timeline"].get(stage) for t in turns]
+        out.append(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+    written = " | ".join(str(t["transcript_chars"]) for t in turns)
+    out.append(f"| transcript written after the turn (chars) | {written} |")
     return out
 
 

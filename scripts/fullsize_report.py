@@ -310,6 +310,7 @@ def bench(reps: int, only: list[str], done: dict) -> dict:
                 }
             out[f"{model}-{quant}"] = entry
             print(f"bench {model} {quant}: {entry}", flush=True)
+            _save("bench", out)  # a file's figures are kept even if a later one is stopped
     return out
 
 
@@ -347,7 +348,9 @@ def voice() -> dict:
     ]
     # Random weights never choose to stop: cap the reply, or each turn queues behind the last one's.
     voice_latency.main([*args, "--json", str(path), "--", "--max-tokens", "32"])
-    return json.loads(path.read_text())["summary"]
+    turns = json.loads(path.read_text())["turns"]
+    keep = ("timeline", "model_s", "pipeline_s", "reply_tokens", "audio_tokens")
+    return {"turns": [{k: t[k] for k in keep} | {"transcript_chars": len(t["heard"])} for t in turns]}
 
 
 def predicted(model: Path, *, ctx: int, ubatch: int, lazy: str, mmproj: Path | None) -> dict[str, int]:
@@ -527,8 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = bench(args.reps, args.bench_models, results.get("bench", {}).get("data", {}))
             else:
                 data = globals()[section]()
-            results[section] = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu(), "data": data}
-            RESULTS.write_text(json.dumps(results, indent=1))
+            results[section] = _save(section, data)
     if text_file("e2b", "Q4_0").exists():
         repredict(results)
         RESULTS.write_text(json.dumps(results, indent=1))
@@ -536,6 +538,14 @@ def main(argv: list[str] | None = None) -> int:
     DOC.write_text(render(results))
     print(f"wrote {DOC}")
     return 0
+
+
+def _save(section: str, data: dict) -> dict:
+    """Record a section's data (with when and where it was measured) in the results file."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[section] = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu(), "data": data}
+    RESULTS.write_text(json.dumps(results, indent=1))
+    return results[section]
 
 
 def _cpu() -> str:

@@ -56,9 +56,9 @@ def line(plan, label):
     return next(x for x in plan.lines if x.label == label)
 
 
-def test_pi5_4gb_fits_e2b_q4_0_with_lazy_ple_and_the_q8_projector():
+def test_pi5_4gb_fits_e2b_q4_0_with_lazy_ple_and_the_f16_projector():
     plan = choose_plan(profile("pi5-4gb"), PI5_4GB)
-    assert (plan.model, plan.quant, plan.mmproj_precision, plan.lazy_ple) == ("e2b", "Q4_0", "Q8_0", True)
+    assert (plan.model, plan.quant, plan.mmproj_precision, plan.lazy_ple) == ("e2b", "Q4_0", "F16", True)
     assert plan.settings.n_ctx == 2048 and plan.settings.lazy_mode == "on"
     assert line(plan, "per-layer embeddings").bytes == 0
     assert 0 < plan.headroom_bytes < 1024 * MIB
