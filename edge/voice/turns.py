@@ -161,6 +161,7 @@ class TurnWorker:
             trim_silence(clip), max_tokens=s.max_tokens, temperature=s.temperature, on_stage=timeline.mark
         )
         held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
+        yielded = False  # the worker has waited once for the first clause's synthesis
         for piece in generation:
             with self.speech_lock:
                 if turn.cancelled:
@@ -168,9 +169,11 @@ class TurnWorker:
                 timeline.mark("first_token")
                 if self.speaker is not None:
                     self.speaker.feed(piece)
-            if self.speaker is not None and timeline.has("first_clause"):
+            if self.speaker is not None and not yielded and timeline.has("first_clause"):
                 # The first clause's synthesis is all the listener is waiting for: give it the CPU
                 # instead of decoding on (the next clause is not needed until this one is heard).
+                # Once per turn: a voice that fails to synthesise must not slow every piece after it.
+                yielded = True
                 timeline.wait_for("synth_done", 1.0, unless=lambda: turn.cancelled or not self.speaker.speaking)
             held.append(piece)
             if turn.committed:
