@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from fullsize_markdown import render_markdown  # noqa: E402
 from make_fullsize_gemma4 import DEFAULT_OUT as MODELS  # noqa: E402
 
 RESULTS = MODELS / "report.json"
@@ -66,16 +67,13 @@ def mmproj_file(model: str, precision: str) -> Path:
 
 def speech(seconds: float) -> np.ndarray:
     """`seconds` of real espeak-ng speech at 16 kHz: sentences back to back, cut to length."""
-    from edge.audio.files import decode_native
-    from edge.audio.resample import resample
+    from voice_latency import spoken
 
     text = (
         "Turn on the kitchen lights, then set a timer for ten minutes and read me the weather. "
         "What is the capital of France, and how far away is the moon tonight? "
     )
-    wav = subprocess.run(["espeak-ng", "--stdout", text * 4], check=True, capture_output=True).stdout
-    pcm, rate = decode_native(wav, name="espeak-ng")
-    pcm = resample(pcm, rate, 16_000)
+    pcm = spoken(text * 4)
     n = int(seconds * 16_000)
     return np.resize(pcm, n).astype(np.float32)  # repeats if the speech is shorter than asked
 
@@ -480,15 +478,6 @@ def repredict(results: dict) -> None:
             )
 
 
-# -- the document ----------------------------------------------------------------------------------
-
-
-def render(results: dict) -> str:
-    from fullsize_markdown import render_markdown
-
-    return render_markdown(results)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
@@ -535,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         repredict(results)
         RESULTS.write_text(json.dumps(results, indent=1))
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(render(results))
+    DOC.write_text(render_markdown(results))
     print(f"wrote {DOC}")
     return 0
 

@@ -39,7 +39,10 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, qu
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_gemma4 import DEFAULT_OUT as TINY_DIR  # noqa: E402
 from make_tiny_gemma4 import TEXT_NAME as TINY_TEXT  # noqa: E402
-from make_tiny_gemma4 import read_tokenizer  # noqa: E402
+from make_tiny_gemma4 import (
+    add_mmproj_keys,  # noqa: E402
+    read_tokenizer,  # noqa: E402
+)
 
 SEED = 5_2026
 CHUNK_ELEMENTS = 1 << 25  # 32 M values (128 MB of float32) per random draw keeps memory flat
@@ -368,29 +371,15 @@ def text_metadata(s: Shape, tokenizer: list):
 def mmproj_metadata(s: Shape, file_type: int):
     def add(w: GGUFWriter) -> None:
         e = s.encoders
-        w.add_type("mmproj")
-        w.add_name(f"mmproj-gemma-4-{s.name}-shaped (random weights)")
-        w.add_file_type(file_type)
-        w.add_bool("clip.has_vision_encoder", True)
-        w.add_bool("clip.has_audio_encoder", True)
-        w.add_string("clip.vision.projector_type", "gemma4v")
-        w.add_string("clip.audio.projector_type", "gemma4a")
-        w.add_bool("clip.use_gelu", True)
-        for prefix, n_embd, n_ff, n_layer, n_head in (
-            ("vision", e.v_embd, e.v_ff, e.v_layer, e.v_head),
-            ("audio", e.a_embd, 4 * e.a_embd, e.a_layer, e.a_head),
-        ):
-            w.add_uint32(f"clip.{prefix}.embedding_length", n_embd)
-            w.add_uint32(f"clip.{prefix}.feed_forward_length", n_ff)
-            w.add_uint32(f"clip.{prefix}.block_count", n_layer)
-            w.add_uint32(f"clip.{prefix}.attention.head_count", n_head)
-            w.add_uint32(f"clip.{prefix}.projection_dim", s.n_embd)
-            w.add_float32(f"clip.{prefix}.attention.layer_norm_epsilon", 1e-6)
-        w.add_uint32("clip.vision.image_size", 224)
-        w.add_uint32("clip.vision.patch_size", e.v_patch)
-        w.add_key_value("clip.vision.image_mean", [0.0] * 3, GGUFValueType.ARRAY, GGUFValueType.FLOAT32)
-        w.add_key_value("clip.vision.image_std", [1.0] * 3, GGUFValueType.ARRAY, GGUFValueType.FLOAT32)
-        w.add_uint32("clip.audio.num_mel_bins", 128)
+        add_mmproj_keys(
+            w,
+            name=f"mmproj-gemma-4-{s.name}-shaped (random weights)",
+            file_type=file_type,
+            text_embd=s.n_embd,
+            vision=(e.v_embd, e.v_ff, e.v_layer, e.v_head),
+            audio=(e.a_embd, 4 * e.a_embd, e.a_layer, e.a_head),
+            patch_size=e.v_patch,
+        )
 
     return add
 

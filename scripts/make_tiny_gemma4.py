@@ -260,31 +260,51 @@ def vision_tensors(t: Tensors) -> None:
     t.mat("mm.input_projection.weight", N_EMBD, V_EMBD)
 
 
-def write_mmproj(path: Path) -> None:
-    w = GGUFWriter(path, "clip")
+def add_mmproj_keys(
+    w: GGUFWriter,
+    *,
+    name: str,
+    file_type: int,
+    text_embd: int,
+    vision: tuple[int, int, int, int],
+    audio: tuple[int, int, int, int],
+    patch_size: int,
+) -> None:
+    """The clip.* metadata of a Gemma 4 audio+vision mmproj; `vision` and `audio` are (embedding,
+    feed-forward, blocks, heads). Shared with make_fullsize_gemma4.py."""
     w.add_type("mmproj")
-    w.add_name("mmproj-tiny-gemma-4-E2B (random weights, test fixture)")
-    w.add_file_type(1)  # F16, as the audio path wants (quantized mmproj degrades audio)
+    w.add_name(name)
+    w.add_file_type(file_type)
     w.add_bool("clip.has_vision_encoder", True)
     w.add_bool("clip.has_audio_encoder", True)
     w.add_string("clip.vision.projector_type", "gemma4v")
     w.add_string("clip.audio.projector_type", "gemma4a")
     w.add_bool("clip.use_gelu", True)
-    for prefix, n_embd, n_ff, n_layer, n_head in (
-        ("vision", V_EMBD, V_FF, V_LAYER, V_HEAD),
-        ("audio", A_EMBD, A_FF, A_LAYER, A_HEAD),
-    ):
+    for prefix, (n_embd, n_ff, n_layer, n_head) in (("vision", vision), ("audio", audio)):
         w.add_uint32(f"clip.{prefix}.embedding_length", n_embd)
         w.add_uint32(f"clip.{prefix}.feed_forward_length", n_ff)
         w.add_uint32(f"clip.{prefix}.block_count", n_layer)
         w.add_uint32(f"clip.{prefix}.attention.head_count", n_head)
-        w.add_uint32(f"clip.{prefix}.projection_dim", N_EMBD)
+        w.add_uint32(f"clip.{prefix}.projection_dim", text_embd)
         w.add_float32(f"clip.{prefix}.attention.layer_norm_epsilon", 1e-6)
     w.add_uint32("clip.vision.image_size", 224)  # unused by gemma4v's dynamic resize
-    w.add_uint32("clip.vision.patch_size", V_PATCH)
+    w.add_uint32("clip.vision.patch_size", patch_size)
     w.add_key_value("clip.vision.image_mean", [0.0, 0.0, 0.0], GGUFValueType.ARRAY, GGUFValueType.FLOAT32)
     w.add_key_value("clip.vision.image_std", [1.0, 1.0, 1.0], GGUFValueType.ARRAY, GGUFValueType.FLOAT32)
     w.add_uint32("clip.audio.num_mel_bins", A_N_MEL)
+
+
+def write_mmproj(path: Path) -> None:
+    w = GGUFWriter(path, "clip")
+    add_mmproj_keys(
+        w,
+        name="mmproj-tiny-gemma-4-E2B (random weights, test fixture)",
+        file_type=1,  # F16, as the audio path wants (quantized mmproj degrades audio)
+        text_embd=N_EMBD,
+        vision=(V_EMBD, V_FF, V_LAYER, V_HEAD),
+        audio=(A_EMBD, A_FF, A_LAYER, A_HEAD),
+        patch_size=V_PATCH,
+    )
     t = Tensors()
     vision_tensors(t)
     audio_tensors(t)

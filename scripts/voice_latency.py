@@ -42,15 +42,18 @@ QUESTIONS = [
 SUMMARY = (*STAGES, "model_s", "pipeline_s")
 
 
+def spoken(text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng, as 16 kHz mono float32."""
+    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
+    pcm, rate = decode_native(wav, name="espeak-ng")
+    return resample(pcm, rate, 16000)
+
+
 def speech_file(path: Path, turns: int, gap_s: float) -> None:
     """N spoken questions, each followed by `gap_s` of silence (room for the reply)."""
     parts = [np.zeros(8000, dtype=np.float32)]
     for i in range(turns):
-        wav = subprocess.run(
-            ["espeak-ng", "--stdout", QUESTIONS[i % len(QUESTIONS)]], check=True, capture_output=True
-        ).stdout
-        pcm, rate = decode_native(wav, name="espeak-ng")
-        parts += [resample(pcm, rate, 16000), np.zeros(int(gap_s * 16000), dtype=np.float32)]
+        parts += [spoken(QUESTIONS[i % len(QUESTIONS)]), np.zeros(int(gap_s * 16000), dtype=np.float32)]
     save_wav(path, np.concatenate(parts), 16000)
 
 
