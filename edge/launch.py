@@ -12,15 +12,15 @@ from typing import Any
 
 from edge.device import info as device_mod
 from edge.device.info import DeviceInfo
-from edge.errors import MemoryFitError
+from edge.errors import AudioError, MemoryFitError
 from edge.model.backend import BackendChoice, backend_choice
+from edge.model.engine import LoadedModel
 from edge.model.files import resolve_model
 from edge.model.gguf import GGUFInfo, check_loadable_model
-from edge.model.runner import LoadedModel
+from edge.model.memory import check_fits, gb
 from edge.profiles import ProfileChoice, choose_profile, load_profiles
 from edge.settings import ResolvedSettings, resolve_settings
 from edge.setup.config import load_device_config
-from edge.setup.plan import check_fits, gb
 from edge.tuned import TunedFileError, apply_tuned, lookup
 
 
@@ -95,7 +95,30 @@ def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSett
     return resolved
 
 
-def load_model(plan: RunPlan, *, verbose: bool = False) -> LoadedModel:
-    return LoadedModel(
+def load_model(
+    plan: RunPlan, *, verbose: bool = False, projector: str = "none", mmproj: Path | None = None
+) -> LoadedModel:
+    """The one loader of a model and its projector (`--mmproj`, else the one setup installed).
+
+    `projector`: "none" (text only), "optional" (serve, wyoming: hear when there is a projector) or
+    "required" (voice, transcribe, ask). One rule: a projector that is given is loaded, and one that
+    does not belong to the model is an error; a missing one is an error only where hearing is required.
+    """
+    path = (mmproj or plan.mmproj_path) if projector != "none" else None
+    if projector == "required" and path is None:
+        raise AudioError(
+            "no audio projector (mmproj) for this model: run `edge-gemma setup` (it downloads one) "
+            "or pass --mmproj PATH"
+        )
+    loaded = LoadedModel(
         plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info, backend=plan.backend
     )
+    try:
+        if path is not None:
+            loaded.attach_projector(path, use_gpu=plan.choice.profile.mmproj_gpu)
+            if projector == "required":
+                loaded.projector.require_audio()
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded

@@ -112,7 +112,7 @@ class AnonPeak:
 
 def child(args: argparse.Namespace) -> None:
     """Load, run one task, print what it took as JSON (the parent reads the last line)."""
-    from edge.model.runner import LoadedModel
+    from edge.model.engine import LoadedModel
     from edge.settings import RunSettings
 
     anon = AnonPeak()
@@ -128,45 +128,43 @@ def child(args: argparse.Namespace) -> None:
     out: dict = {"task": args.task}
     start = time.perf_counter()
     with LoadedModel(args.model, settings) as loaded:
-        llama = loaded.llama
+        engine = loaded.engine
         out["load_s"] = time.perf_counter() - start
         out["after_load"] = memory_now()
         if args.task == "ctx4k":
             rng = np.random.default_rng(4096)
-            tokens = [llama.token_bos()] + rng.integers(1000, 200_000, args.ctx - 64).tolist()
+            tokens = [loaded.llama.token_bos()] + rng.integers(1000, 200_000, args.ctx - 64).tolist()
             t = time.perf_counter()
-            llama.eval(tokens)
+            engine.extend_tokens(tokens)
             out["prefill_tps"] = len(tokens) / (time.perf_counter() - t)
             for i in range(16):  # a short reply (which tokens does not matter to memory or speed)
-                llama.eval([1000 + i])
+                engine.extend_tokens([1000 + i])
         elif args.task in ("audio30", "audio"):
-            from edge.model.mtmd import MtmdAudio
-
-            with MtmdAudio(llama, args.mmproj) as audio:
-                out["after_mmproj"] = memory_now()
-                prompt = loaded.chat_prompt([{"role": "user", "content": audio.marker + "Answer briefly."}]).text
-                clips = [30.0] if args.task == "audio30" else [float(s) for s in args.clips.split(",")]
-                out["clips"] = []
-                for seconds in clips:
-                    pcm = speech(seconds)
-                    t = time.perf_counter()
-                    r = audio.eval_prompt_with_audio(llama, prompt, pcm)
-                    total = time.perf_counter() - t
-                    t = time.perf_counter()
-                    for i in range(16):
-                        llama.eval([1000 + i])
-                    decode = time.perf_counter() - t
-                    out["clips"].append(
-                        {
-                            "seconds": seconds,
-                            "audio_tokens": r.n_audio_tokens,
-                            "encode_ms": r.encode_ms,
-                            "eval_s": total,
-                            # everything in the evaluation that is not the encoder: audio + text prefill
-                            "prefill_tps": (r.n_audio_tokens + r.n_text_tokens) / max(1e-9, total - r.encode_ms / 1000),
-                            "decode_tps": 16 / decode,
-                        }
-                    )
+            projector = loaded.attach_projector(args.mmproj)
+            out["after_mmproj"] = memory_now()
+            prompt = loaded.chat_prompt([{"role": "user", "content": projector.marker + "Answer briefly."}]).text
+            clips = [30.0] if args.task == "audio30" else [float(s) for s in args.clips.split(",")]
+            out["clips"] = []
+            for seconds in clips:
+                pcm = speech(seconds)
+                t = time.perf_counter()
+                r = engine.prefill(prompt, [pcm], fresh=True)
+                total = time.perf_counter() - t
+                t = time.perf_counter()
+                for i in range(16):
+                    engine.extend_tokens([1000 + i])
+                decode = time.perf_counter() - t
+                out["clips"].append(
+                    {
+                        "seconds": seconds,
+                        "audio_tokens": r.media_tokens,
+                        "encode_ms": r.encode_ms,
+                        "eval_s": total,
+                        # everything in the evaluation that is not the encoder: audio + text prefill
+                        "prefill_tps": r.evaluated / max(1e-9, total - r.encode_ms / 1000),
+                        "decode_tps": 16 / decode,
+                    }
+                )
         out["peak"] = memory_now()  # before the model is freed: VmRSS is the end of the turn's
         out["peak_anon"] = anon.stop()
     out["seconds"] = time.perf_counter() - start
@@ -355,8 +353,8 @@ def predicted(model: Path, *, ctx: int, ubatch: int, lazy: str, mmproj: Path | N
     """What `edge-gemma plan`'s arithmetic (check_fits) says this process needs, line by line."""
     from edge.device.info import nominal_device
     from edge.model.gguf import inspect_gguf
+    from edge.model.memory import check_fits
     from edge.settings import RunSettings
-    from edge.setup.plan import check_fits
 
     settings = RunSettings(n_ctx=ctx, n_batch=512, n_ubatch=ubatch, lazy_mode=lazy)
     fit = check_fits(inspect_gguf(model), settings, nominal_device("pc", 24), mmproj.stat().st_size if mmproj else 0)

@@ -32,8 +32,7 @@ from edge.audio.capture import ArraySource  # noqa: E402
 from edge.audio.files import load_audio  # noqa: E402
 from edge.audio.playback import NullSink  # noqa: E402
 from edge.audio.tts import EspeakBackend, Speaker  # noqa: E402
-from edge.model.mtmd import MtmdAudio  # noqa: E402
-from edge.model.runner import LoadedModel  # noqa: E402
+from edge.model.engine import GEMMA_SAMPLING, LoadedModel  # noqa: E402
 from edge.settings import RunSettings  # noqa: E402
 from edge.voice.conversation import AudioConversation  # noqa: E402
 from edge.voice.loop import VoiceLoop  # noqa: E402
@@ -80,8 +79,9 @@ def soak_voice(args) -> None:
     gap = np.zeros(16000 * 1, dtype=np.float32)
     settings = RunSettings(n_ctx=args.ctx, n_threads=2, n_threads_batch=2, n_batch=256, n_ubatch=256)
     rss: list[float] = []
-    with LoadedModel(args.model, settings) as loaded, MtmdAudio(loaded.llama, args.mmproj) as audio:
-        conversation = AudioConversation(loaded, audio)
+    with LoadedModel(args.model, settings) as loaded:
+        loaded.attach_projector(args.mmproj)
+        conversation = AudioConversation(loaded)
         sink = NullSink(keep=False)
         started = time.perf_counter()
 
@@ -99,8 +99,7 @@ def soak_voice(args) -> None:
                 ArraySource(stream),
                 sink=sink,
                 speaker_factory=lambda s: Speaker(EspeakBackend(), s),
-                max_tokens=32,
-                temperature=0.7,
+                sampling=GEMMA_SAMPLING.with_(max_tokens=32, temperature=0.7),
                 on_turn=on_turn,
                 forget_after_s=None,
             )
@@ -111,7 +110,7 @@ def soak_voice(args) -> None:
 
 def soak_chat(args) -> None:
     from edge.errors import EdgeError
-    from edge.model.chat_session import ChatSession
+    from edge.model.conversation import Conversation
     from edge.model.files import ensure_demo_model
 
     model = ensure_demo_model() if args.model is None else args.model
@@ -120,11 +119,12 @@ def soak_chat(args) -> None:
     failed = drops = 0
     started = time.perf_counter()
     with LoadedModel(model, settings) as loaded:
-        session = ChatSession(loaded, system="Answer in a few sentences.")
+        session = Conversation(loaded, system="Answer in a few sentences.")
         for turn in range(args.turns):
             try:
                 generation = session.reply(
-                    f"Tell me a long story about the number {turn} and the sea.", max_tokens=64, temperature=0.7
+                    f"Tell me a long story about the number {turn} and the sea.",
+                    GEMMA_SAMPLING.with_(max_tokens=64, temperature=0.7),
                 )
                 session.remember(generation.run())
                 drops += int(bool(session.last_fit and session.last_fit.dropped_turns))

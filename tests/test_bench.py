@@ -33,7 +33,7 @@ from edge.bench.report import (
 from edge.bench.run import BenchRun, DurationBlock, DurationResult, RunConditions, bench_model, run_duration
 from edge.errors import EdgeError, UsageError
 from edge.launch import prepare_run
-from edge.model.runner import LoadedModel
+from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
 
 
@@ -348,7 +348,7 @@ def test_real_short_sweep_on_the_embedded_model(demo_model):
         assert len(r.samples_ns) == 2 and all(ns > 0 for ns in r.samples_ns)
         assert r.avg_ts > 0 and r.stddev_ts >= 0
     # The model is left as `run` expects it: its own threads, an empty cache, generating text.
-    assert demo_model.complete("One, two,", max_tokens=4, temperature=0.0).run().strip()
+    assert demo_model.complete("One, two,", GREEDY.with_(max_tokens=4)).run().strip()
 
 
 def test_other_batch_sizes_and_depth_tests_get_their_own_context(demo_model):
@@ -362,7 +362,7 @@ def test_other_batch_sizes_and_depth_tests_get_their_own_context(demo_model):
         assert other.ctx != demo_model.llama._ctx.ctx
         other.set_threads(2, 2)
         assert other.prompt(70, 128) > 0 and other.generate(2) > 0
-    generation = demo_model.complete("Hello", max_tokens=2, temperature=0.0)
+    generation = demo_model.complete("Hello", GREEDY.with_(max_tokens=2))
     assert (
         generation.run().strip() and generation.stats.generated_tokens >= 1
     )  # the last token is sampled, not evaluated

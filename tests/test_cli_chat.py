@@ -93,7 +93,7 @@ def test_clear_save_and_resume(demo_gguf, llama_cpp_available, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "(saved 2 turns" in result.stderr and "(conversation cleared)" in result.stderr
-    from edge.model.chat_session import load_history
+    from edge.model.conversation import load_history
 
     kept = load_history(saved)
     assert [m["role"] for m in kept] == ["system", "user", "assistant", "user", "assistant"]

@@ -13,7 +13,7 @@ import sys
 import pytest
 from conftest import FIXTURES
 
-from edge.model.runner import LoadedModel
+from edge.model.engine import LoadedModel
 from edge.settings import RunSettings
 
 
@@ -58,7 +58,6 @@ def test_check_names_the_tensors_whose_shape_differs(fullsize, built, tmp_path, 
 def test_llama_cpp_loads_and_runs_the_quantized_file(fullsize, built):
     path = built / fullsize.file_names(fullsize.SHAPES["test"])["Q4_0"]
     with LoadedModel(path, RunSettings(n_ctx=512, n_batch=64, n_ubatch=64)) as loaded:
-        tokens = loaded.llama.tokenize(b"The capital of France is", add_bos=True)
-        loaded.llama.eval(tokens)
-        assert loaded.llama.n_tokens == len(tokens)
+        report = loaded.engine.prefill("The capital of France is")
+        assert len(loaded.engine.cached) == report.prompt_tokens == report.evaluated
         assert loaded.llama.n_embd() == fullsize.SHAPES["test"].n_embd

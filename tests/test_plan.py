@@ -10,9 +10,10 @@ from conftest import require
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
 from edge.model.gguf import GGUFInfo, TensorInfo, inspect_gguf
+from edge.model.memory import MIB, check_fits
 from edge.profiles import load_profile_file
 from edge.settings import RunSettings
-from edge.setup.plan import MIB, check_fits, choose_plan, format_plan_table, plan_to_dict
+from edge.setup.plan import choose_plan, format_plan_table, plan_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 KB = 1024

@@ -104,7 +104,7 @@ def test_the_openai_client_streams_a_chat_reply_and_lists_the_model(text_server)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
 
 
-def test_a_plain_reply_has_usage_and_respects_stop_and_seed(text_server):
+def test_a_plain_reply_has_usage_and_its_seed_repeats_after_other_requests(text_server):
     openai = client(text_server)
     ask = dict(
         model="gemma-3-270m-q4_k_m",
@@ -116,13 +116,54 @@ def test_a_plain_reply_has_usage_and_respects_stop_and_seed(text_server):
             {"role": "user", "content": "Count from one to ten in words."},
         ],
     )
-    first, second = openai.chat.completions.create(**ask), openai.chat.completions.create(**ask)
+    first = openai.chat.completions.create(**ask)
+    # Other requests fill the cache with a longer prompt sharing this one's prefix, and other draws.
+    longer = dict(
+        ask,
+        messages=ask["messages"] + [{"role": "assistant", "content": "One."}, {"role": "user", "content": "Go on."}],
+    )
+    openai.chat.completions.create(**dict(longer, seed=None))
+    openai.chat.completions.create(**dict(ask, seed=8))
+    second = openai.chat.completions.create(**ask)
     assert first.choices[0].message.content == second.choices[0].message.content  # same seed, same text
     assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
     completion = openai.completions.create(
         model="gemma-3-270m-q4_k_m.gguf", prompt="The capital of France is", max_tokens=8, temperature=0
     )
     assert completion.choices[0].text.strip() and completion.usage.prompt_tokens >= 5
+
+
+def test_a_stop_string_ends_the_reply_and_is_not_returned(text_server):
+    openai = client(text_server)
+    ask = dict(model="m", max_tokens=16, temperature=0, prompt="1, 2, 3, 4, 5,")
+    free = openai.completions.create(**ask).choices[0].text
+    assert " 8" in free
+    stopped = openai.completions.create(**ask, stop=[" 8"]).choices[0]
+    assert stopped.text == free[: free.index(" 8")] and stopped.finish_reason == "stop"
+
+
+def test_an_input_audio_reply_repeats_with_its_seed_and_differs_across_seeds(audio_server, question_wav):
+    openai = client(audio_server, KEY)
+    audio = base64.b64encode(question_wav.read_bytes()).decode()
+
+    def ask(seed: int, instruction: str = "Answer the question.") -> str:
+        parts = [
+            {"type": "text", "text": instruction},
+            {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+        ]
+        reply = openai.chat.completions.create(
+            model="tiny-gemma-4-E2B.gguf",
+            max_tokens=12,
+            temperature=1.0,
+            seed=seed,
+            messages=[{"role": "user", "content": parts}],
+        )
+        return reply.choices[0].message.content
+
+    first = ask(21)
+    ask(22, "Say what you heard.")  # another audio turn fills the cache in between
+    assert ask(21) == first
+    assert len({first, ask(1), ask(2), ask(3)}) > 1
 
 
 def test_an_input_audio_turn_and_a_transcription_on_gemma_4(audio_server, question_wav):

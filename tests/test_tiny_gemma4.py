@@ -13,7 +13,8 @@ import pytest
 from conftest import FIXTURES, require
 
 from edge.errors import AudioError, ModelFileError
-from edge.model.runner import LoadedModel
+from edge.model.engine import GREEDY, Generation, LoadedModel, Projector
+from edge.model.engine.core import MEDIA
 from edge.settings import RunSettings
 
 TINY = FIXTURES / "gemma4-tiny"
@@ -34,22 +35,24 @@ def _llama_cpp():
 
 
 @pytest.fixture(scope="module")
-def llama():
+def loaded():
     _llama_cpp()
     assert TEXT_GGUF.is_file() and MMPROJ.is_file(), "run scripts/make_tiny_gemma4.py"
     # A small ubatch keeps the logits buffer (n_vocab x n_ubatch floats) near 256 MB, not 512.
-    # Through the runner, so the load obeys this CPU's kernel verdict (edge/model/backend.py).
-    with LoadedModel(TEXT_GGUF, RunSettings(n_ctx=2048, n_batch=256, n_ubatch=256)) as loaded:
-        loaded.llama.set_seed(7)
-        yield loaded.llama
+    # Through the loader, so the load obeys this CPU's kernel verdict (edge/model/backend.py).
+    with LoadedModel(TEXT_GGUF, RunSettings(n_ctx=2048, n_batch=256, n_ubatch=256)) as model:
+        model.attach_projector(MMPROJ)
+        yield model
 
 
 @pytest.fixture(scope="module")
-def audio(llama):
-    from edge.model.mtmd import MtmdAudio
+def llama(loaded):
+    return loaded.llama
 
-    with MtmdAudio(llama, MMPROJ) as a:
-        yield a
+
+@pytest.fixture(scope="module")
+def engine(loaded):
+    return loaded.engine
 
 
 @pytest.fixture(scope="module")
@@ -87,93 +90,94 @@ def test_text_model_is_gemma4_shaped_like_e2b(llama):
     assert llama.n_vocab() == 262144  # the real Gemma 4 vocabulary
 
 
-def test_generates_n_tokens(llama):
-    tokens = llama.tokenize(b"The quick brown fox", add_bos=True)
-    llama.reset()
-    llama.eval(tokens)
-    out = []
-    for _ in range(12):  # step by hand: random weights may well pick <eos>, which must not stop us
-        tok = llama.sample(temp=0.0)
-        out.append(tok)
-        llama.eval([tok])
-    assert len(out) == 12 and all(0 <= t < llama.n_vocab() for t in out)
-    assert llama.n_tokens == len(tokens) + 12
+def test_generates_n_tokens(engine):
+    engine.prefill("The quick brown fox")
+    before = len(engine.cached)
+    # max_tokens with no stop: random weights may well pick <eos> early, so count what came.
+    generation = Generation(engine, None, GREEDY.with_(max_tokens=12))
+    generation.run()
+    n = generation.stats.generated_tokens
+    assert 1 <= n <= 12 and len(engine.cached) == before + n - (n == 12)
 
 
 # --- chat template and BOS --------------------------------------------------------------------
 
 
-def test_chat_template_renders_gemma4_turns_with_one_bos(llama, audio):
+def test_chat_template_renders_gemma4_turns_with_one_bos(llama, engine):
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+    marker = engine.projector.marker
     template = llama.metadata["tokenizer.chat_template"]
     fmt = Jinja2ChatFormatter(template, eos_token="<eos>", bos_token="<bos>")
     messages = [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": audio.marker + "What did I say?"},
+        {"role": "user", "content": marker + "What did I say?"},
     ]
     rendered = fmt(messages=messages)
     assert rendered.prompt == (
         "<bos><|turn>system\nBe brief.<turn|>\n"
-        f"<|turn>user\n{audio.marker}What did I say?<turn|>\n"
+        f"<|turn>user\n{marker}What did I say?<turn|>\n"
         "<|turn>model\n<|channel>thought\n<channel|>"
     )  # thinking off
 
     # The template already starts with <bos>: tokenizing with add_bos=True would double it.
-    raw = rendered.prompt.replace(audio.marker, "").encode()
+    raw = rendered.prompt.replace(marker, "").encode()
     assert llama.tokenize(raw, add_bos=True, special=True)[:2] == [BOS, BOS]
-    toks = llama.tokenize(raw, add_bos=not rendered.added_special, special=True)
-    assert toks[:2] == [BOS, TURN_OPEN] and toks.count(BOS) == 1
-
-    # The audio path tokenizes through libmtmd; it must not add a second <bos> either.
-    audio.eval_prompt_with_audio(llama, rendered.prompt, np.full(SR, 0.01, dtype=np.float32))
-    ids = llama.input_ids[: llama.n_tokens].tolist()
-    assert ids[:2] == [BOS, TURN_OPEN] and ids.count(BOS) == 1
+    # The engine adds none to a prompt that has one, with audio (libmtmd) and without.
+    engine.prefill(rendered.prompt.replace(marker, ""))
+    assert engine.cached[:2] == [BOS, TURN_OPEN] and engine.cached.count(BOS) == 1
+    engine.prefill(rendered.prompt, [np.full(SR, 0.01, dtype=np.float32)])
+    assert engine.cached[:2] == [BOS, TURN_OPEN] and engine.cached.count(BOS) == 1
 
 
 # --- audio through libmtmd --------------------------------------------------------------------
 
 
-def test_mtmd_opens_the_mmproj_with_audio_at_16khz(audio):
-    mtmd_cpp = _llama_cpp().mtmd_cpp
-    assert mtmd_cpp.mtmd_support_audio(audio._ctx)
-    assert audio.audio_sample_rate == 16000
-    assert audio.supports_vision  # the tiny mmproj carries the vision tower too
+def test_the_projector_hears_at_16khz_and_sees(engine):
+    assert engine.projector.supports_audio
+    assert engine.projector.supports_vision  # the tiny mmproj carries the vision tower too
 
 
-def test_two_seconds_of_speech_become_about_25_tokens_per_second(llama, audio, speech):
+def test_two_seconds_of_speech_become_about_25_tokens_per_second(engine, speech):
     pcm = speech[: 2 * SR]
     assert len(pcm) == 2 * SR and np.abs(pcm).max() > 0.05  # real speech, not silence
-    result = audio.eval_prompt_with_audio(llama, _user_turn(audio.marker), pcm)
-    assert result.n_chunks == 1
-    assert abs(result.n_audio_tokens - 50) <= 2
-    assert result.n_text_tokens > 0 and result.encode_ms > 0
-    assert result.n_past == llama.n_tokens == result.n_text_tokens + result.n_audio_tokens
+    report = engine.prefill(_user_turn(engine.projector.marker), [pcm], fresh=True)
+    assert report.media_chunks == 1
+    assert abs(report.media_tokens - 50) <= 2
+    assert report.encode_ms > 0 and report.reused == 0
+    assert report.prompt_tokens == len(engine.cached) == report.evaluated
 
     # The audio embeddings sit between <|audio> and <audio|>, and the prompt's text follows.
-    ids = llama.input_ids[: llama.n_tokens].tolist()
+    ids = engine.cached
     start = ids.index(AUDIO_OPEN) + 1
-    assert ids[start + result.n_audio_tokens] == AUDIO_CLOSE
-    assert ids[-3:] == llama.tokenize(b"<|turn>model\n", add_bos=False, special=True)[-3:]
+    assert ids[start : start + report.media_tokens] == [MEDIA] * report.media_tokens
+    assert ids[start + report.media_tokens] == AUDIO_CLOSE
+    assert ids[-3:] == engine.tokenize("<|turn>model\n", bos=False)[-3:]
 
-    # Ordinary sampling continues from the cached prompt without re-evaluating it.
-    generated = []
-    for tok in llama.generate(ids, temp=0.0):
-        generated.append(tok)
-        if len(generated) == 4:
-            break
-    assert len(generated) == 4 and llama.n_tokens == result.n_past + 3
+    # Sampling continues from the cached prompt without evaluating it again.
+    generation = Generation(engine, None, GREEDY.with_(max_tokens=4))
+    generation.run()
+    assert len(engine.cached) == report.prompt_tokens + generation.stats.generated_tokens - 1
 
 
-def test_45_seconds_make_two_audio_chunks_and_still_evaluate(llama, audio, speech):
+def test_the_same_clip_again_reuses_the_text_before_it_but_never_the_audio(engine, speech):
+    prompt = _user_turn(engine.projector.marker)
+    engine.prefill(prompt, [speech[: 2 * SR]])
+    again = engine.prefill(prompt, [speech[: 2 * SR]])
+    audio_at = engine.cached.index(MEDIA)
+    assert again.reused == audio_at  # the text before the audio came from the cache
+    assert again.evaluated == again.prompt_tokens - audio_at
+
+
+def test_45_seconds_make_two_audio_chunks_and_still_evaluate(engine, speech):
     gap = np.zeros(SR // 4, dtype=np.float32)
     one = np.concatenate([speech, gap])
     pcm = np.tile(one, 45 * SR // len(one) + 1)[: 45 * SR]
-    result = audio.eval_prompt_with_audio(llama, _user_turn(audio.marker), pcm)
-    assert result.n_chunks == 2  # libmtmd cuts at 30 s
-    assert abs(result.n_audio_tokens - 45 * 25) <= 4
-    assert result.n_past == llama.n_tokens
-    assert llama.sample(temp=0.0) >= 0
+    report = engine.prefill(_user_turn(engine.projector.marker), [pcm])
+    assert report.media_chunks == 2  # libmtmd cuts at 30 s
+    assert abs(report.media_tokens - 45 * 25) <= 4
+    assert report.prompt_tokens == len(engine.cached)
+    assert Generation(engine, None, GREEDY.with_(max_tokens=1)).run() is not None
 
 
 # --- buffers that must never reach libmtmd ----------------------------------------------------
@@ -192,33 +196,31 @@ BAD_BUFFERS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_BUFFERS))
-def test_bad_buffers_are_refused_before_libmtmd(llama, audio, name):
-    before = llama.n_tokens
+def test_bad_buffers_are_refused_before_libmtmd(engine, name):
+    before = list(engine.cached)
     with pytest.raises(AudioError):
-        audio.eval_prompt_with_audio(llama, _user_turn(audio.marker), BAD_BUFFERS[name])
-    assert llama.n_tokens == before  # nothing was evaluated
+        engine.prefill(_user_turn(engine.projector.marker), [BAD_BUFFERS[name]])
+    assert engine.cached == before  # nothing was evaluated
 
 
 def test_check_pcm_clips_and_pads_a_tiny_tail_after_30s():
-    from edge.model.mtmd import MIN_SAMPLES_AT_16K, check_pcm
+    from edge.model.engine.media import MIN_AUDIO_SAMPLES, check_pcm
 
     loud = np.linspace(-3, 3, SR, dtype=np.float32)
     out = check_pcm(loud)
     assert out.dtype == np.float32 and out.min() == -1.0 and out.max() == 1.0
     assert loud.max() == 3.0  # the caller's buffer is left alone
     tail = check_pcm(np.zeros(30 * SR + 1, dtype=np.float32))
-    assert len(tail) == 30 * SR + MIN_SAMPLES_AT_16K
+    assert len(tail) == 30 * SR + MIN_AUDIO_SAMPLES
 
 
 @pytest.mark.parametrize("prompt", ["no marker here", "<__media__> twice <__media__>"])
-def test_prompt_needs_exactly_one_marker(llama, audio, prompt):
-    with pytest.raises(AudioError, match="exactly once"):
-        audio.eval_prompt_with_audio(llama, prompt, np.zeros(SR, dtype=np.float32))
+def test_prompt_needs_one_marker_per_clip(engine, prompt):
+    with pytest.raises(AudioError, match="once per clip"):
+        engine.prefill(prompt, [np.zeros(SR, dtype=np.float32)])
 
 
-def test_mmproj_without_audio_names_setup(llama, tmp_path):
-    from edge.model.mtmd import MtmdAudio
-
+def test_mmproj_without_audio_names_setup(loaded, tmp_path):
     # Flip clip.has_audio_encoder to false: a vision-only mmproj, as some publishers ship.
     data = bytearray(MMPROJ.read_bytes())
     key = b"clip.has_audio_encoder"
@@ -227,23 +229,28 @@ def test_mmproj_without_audio_names_setup(llama, tmp_path):
     data[at + 4] = 0
     vision_only = tmp_path / "mmproj-vision-only.gguf"
     vision_only.write_bytes(bytes(data))
-    with pytest.raises(AudioError, match="edge-gemma setup"):
-        MtmdAudio(llama, vision_only)
+    projector = Projector(
+        loaded.model_handle, vision_only, n_threads=2, use_gpu=False, flash_attn_type=0, verbose=False
+    )
+    try:
+        with pytest.raises(AudioError, match="edge-gemma setup"):
+            projector.require_audio()
+    finally:
+        projector.close()
     with pytest.raises(ModelFileError, match="edge-gemma setup"):
-        MtmdAudio(llama, tmp_path / "missing.gguf")
+        Projector(
+            loaded.model_handle, tmp_path / "missing.gguf", n_threads=2, use_gpu=False, flash_attn_type=0, verbose=False
+        )
 
 
-def test_closed_mmproj_refuses_work(llama):
-    from edge.model.mtmd import MtmdAudio
-
-    a = MtmdAudio(llama, MMPROJ, warmup=False)
-    a.close()
-    a.close()  # idempotent
+def test_closed_projector_refuses_work(loaded):
+    projector = _projector(loaded, MMPROJ)
+    projector.close()
+    projector.close()  # idempotent
     with pytest.raises(AudioError, match="closed"):
-        a.eval_prompt_with_audio(llama, _user_turn(a.marker), np.zeros(SR, dtype=np.float32))
+        with projector.tokenize(_user_turn(projector.marker), [np.zeros(SR, dtype=np.float32)], add_bos=False):
+            pass
 
 
-def test_fixture_stays_small():
-    total = sum(p.stat().st_size for p in (TEXT_GGUF, MMPROJ))
-    assert total < 40 * 2**20
-    assert (TINY / "README.md").is_file()
+def _projector(loaded, path) -> Projector:
+    return Projector(loaded.model_handle, path, n_threads=2, use_gpu=False, flash_attn_type=0, verbose=False)

@@ -9,7 +9,7 @@ from edge.bench import tune
 from edge.bench.tune import Race, thread_candidates
 from edge.device.info import detect
 from edge.launch import prepare_run
-from edge.model.runner import LoadedModel
+from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
 from edge.tuned import TunedSettings, apply_tuned
 
@@ -161,7 +161,7 @@ def test_real_tune_on_the_embedded_model(demo_gguf, llama_cpp_available):
     with LoadedModel(demo_gguf, settings) as loaded:
         result = tune.tune_model(loaded, fast_cores=2, budget_s=8, progress=messages.append)
         # The model still works as `run` expects afterwards.
-        generation = loaded.complete("Hello", max_tokens=2, temperature=0.0)
+        generation = loaded.complete("Hello", GREEDY.with_(max_tokens=2))
         assert (
             generation.run().strip() and generation.stats.generated_tokens >= 1
         )  # the last token is sampled, not evaluated

@@ -16,6 +16,7 @@ from edge.audio.capture import ArraySource, MicrophoneSource
 from edge.audio.playback import NullSink
 from edge.audio.tts import EspeakBackend, Speaker
 from edge.errors import AudioError
+from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
 from edge.voice.conversation import AudioConversation
 from edge.voice.loop import VoiceLoop
@@ -27,11 +28,9 @@ SETTINGS = RunSettings(n_ctx=4096, n_threads=2, n_threads_batch=2, n_batch=256, 
 
 @pytest.fixture(scope="module")
 def conversation(llama_cpp_available):
-    from edge.model.mtmd import MtmdAudio
-    from edge.model.runner import LoadedModel
-
-    with LoadedModel(MODEL, SETTINGS) as loaded, MtmdAudio(loaded.llama, MMPROJ) as audio:
-        yield AudioConversation(loaded, audio, system_prompt="You are a test assistant. " * 8)
+    with LoadedModel(MODEL, SETTINGS) as loaded:
+        loaded.attach_projector(MMPROJ)
+        yield AudioConversation(loaded, system_prompt="You are a test assistant. " * 8)
 
 
 @pytest.fixture(scope="module")
@@ -42,48 +41,40 @@ def question():
 
 def test_a_spoken_turn_streams_a_reply_and_becomes_text_history(conversation, question):
     conversation.history = conversation.history[:1]
-    generation = conversation.reply(question, max_tokens=8, temperature=0.0)
+    generation = conversation.reply(question, sampling=GREEDY.with_(max_tokens=8))
     pieces = list(generation)
     heard = conversation.last_heard
-    assert abs(heard.audio.n_audio_tokens - 25 * heard.speech_seconds) <= 3  # 25 audio tokens per second
-    assert heard.audio.encode_ms > 0 and generation.stats.generated_tokens >= 1
+    assert abs(heard.media_tokens - 25 * len(question) / 16000) <= 3  # 25 audio tokens per second
+    assert heard.encode_ms > 0 and generation.stats.generated_tokens >= 1
     assert "".join(pieces) == generation.text
     transcript = conversation.remember(generation.text)
     assert [m["role"] for m in conversation.history] == ["system", "user", "assistant"]
     assert conversation.history[1]["content"] == (transcript or "(spoken message)")
-    assert conversation.audio.marker not in str(conversation.history)  # no audio left in the history
+    assert conversation.marker not in str(conversation.history)  # no audio left in the history
 
 
 def test_the_next_turn_reuses_the_cached_system_prompt(conversation, question):
     conversation.history = conversation.history[:1]
-    conversation.reply(question, max_tokens=4, temperature=0.0).run()
+    conversation.reply(question, sampling=GREEDY.with_(max_tokens=4)).run()
     conversation.remember("Paris.", transcribe=False)
-    llama = conversation.loaded.llama
-    system_tokens = len(
-        llama.tokenize(
-            conversation.loaded.chat_prompt(
-                [{"role": "system", "content": conversation.history[0]["content"]}, {"role": "user", "content": "x"}]
-            )
-            .text.split("x")[0]
-            .encode(),
-            add_bos=True,
-            special=True,
-        )
+    system_tokens = conversation.loaded.count_tokens(
+        conversation.loaded.chat_prompt(
+            [{"role": "system", "content": conversation.history[0]["content"]}, {"role": "user", "content": "x"}]
+        ).text.split("x")[0]
     )
-    generation = conversation.reply(question, max_tokens=4, temperature=0.0)
+    generation = conversation.reply(question, sampling=GREEDY.with_(max_tokens=4))
     generation.run()
-    total_prompt = generation.stats.prompt_tokens + 0
-    full = conversation.last_heard.audio.n_past
+    prefill = generation.stats.prefill
     # Everything up to the end of the system prompt came from the cache, not from a new evaluation.
-    assert total_prompt <= full - system_tokens + 1
+    assert prefill.reused >= system_tokens - 1 and prefill.evaluated == prefill.prompt_tokens - prefill.reused
 
 
 def test_a_model_that_cannot_hear_is_refused(demo_gguf, llama_cpp_available):
-    from edge.model.runner import LoadedModel
-
     with LoadedModel(demo_gguf, RunSettings(n_ctx=512)) as loaded:
         with pytest.raises(AudioError, match="edge-gemma setup"):
-            AudioConversation(loaded, audio=None)
+            AudioConversation(loaded)
+        with pytest.raises(AudioError, match="edge-gemma setup"):
+            loaded.attach_projector(MMPROJ)
 
 
 def test_voice_loop_turns_from_a_file_backed_source_are_spoken(conversation, question):
@@ -95,8 +86,7 @@ def test_voice_loop_turns_from_a_file_backed_source_are_spoken(conversation, que
         ArraySource(stream, realtime=True),  # at speaking pace: the timeline is the one a listener lives
         sink=sink,
         speaker_factory=lambda s: Speaker(EspeakBackend(), s),
-        max_tokens=12,
-        temperature=0.0,
+        sampling=GREEDY.with_(max_tokens=12),
     )
     with sink:
         turns = loop.run()
@@ -135,7 +125,7 @@ def test_a_reply_started_in_a_pause_is_dropped_when_speech_resumes(conversation,
     stream = np.concatenate([silence(0.5), question, silence(0.15), question, silence(1.5)])
     shown: list[str] = []
     source = ArraySource(stream, realtime=True)  # the reply is under way while the talking goes on
-    loop = VoiceLoop(conversation, source, max_tokens=8, temperature=0.0, on_text=shown.append)
+    loop = VoiceLoop(conversation, source, sampling=GREEDY.with_(max_tokens=8), on_text=shown.append)
     turns = loop.run()
     assert loop.discarded_starts == 1 and len(turns) == 1
     turn = turns[0]
@@ -149,7 +139,7 @@ def test_a_reply_started_in_a_pause_is_dropped_when_speech_resumes(conversation,
 def test_without_early_replies_every_turn_waits_for_the_end_point(conversation, question):
     conversation.forget()
     stream = np.concatenate([silence(0.5), question, silence(0.15), question, silence(1.5)])
-    loop = VoiceLoop(conversation, ArraySource(stream), max_tokens=4, temperature=0.0, speculate_after_s=None)
+    loop = VoiceLoop(conversation, ArraySource(stream), sampling=GREEDY.with_(max_tokens=4), speculate_after_s=None)
     turns = loop.run()
     assert len(turns) == 1 and loop.discarded_starts == 0 and not turns[0].speculative
     assert turns[0].timeline["reply_start"] >= turns[0].timeline["clip_closed"]
@@ -160,7 +150,7 @@ def test_live_capture_through_portaudio_reaches_the_model(conversation, null_sin
     conversation.history = conversation.history[:1]
     utterance = speech("Hello, can you hear me?")
     with MicrophoneSource() as mic:
-        loop = VoiceLoop(conversation, mic, max_tokens=4, temperature=0.0)
+        loop = VoiceLoop(conversation, mic, sampling=GREEDY.with_(max_tokens=4))
         deadline = time.time() + 10
         while mic.read(timeout=0.5) is None and time.time() < deadline:
             pass  # the stream is flowing
@@ -268,12 +258,12 @@ def test_audio_commands_refuse_bad_input(tmp_path, demo_gguf, audio_files):
 
 
 def test_silence_and_steady_noise_make_no_turn_and_no_model_call(conversation):
-    calls_before = conversation.loaded.llama.n_tokens
+    calls_before = list(conversation.loaded.engine.cached)
     rng = np.random.default_rng(3)
     stream = np.concatenate([silence(2.0), (0.02 * rng.standard_normal(16000 * 4)).astype(np.float32)])
     loop = VoiceLoop(conversation, ArraySource(stream))
     assert loop.run() == []
-    assert conversation.loaded.llama.n_tokens == calls_before  # the model was never asked
+    assert conversation.loaded.engine.cached == calls_before  # the model was never asked
 
 
 def test_talking_over_a_reply_stops_the_speech(conversation, question):
@@ -299,8 +289,7 @@ def test_talking_over_a_reply_stops_the_speech(conversation, question):
         source,
         sink=sink,
         speaker_factory=lambda s: Speaker(EspeakBackend(), s),
-        max_tokens=4,
-        temperature=0.0,
+        sampling=GREEDY.with_(max_tokens=4),
     )
     with sink:
         turns = loop.run(max_turns=1)
@@ -312,25 +301,23 @@ def test_talking_over_a_reply_stops_the_speech(conversation, question):
 @pytest.fixture(scope="module")
 def small_context(llama_cpp_available):
     """The tiny Gemma 4 at n_ctx 1024: a long session must keep fitting its history into it."""
-    from edge.model.mtmd import MtmdAudio
-    from edge.model.runner import LoadedModel
-
     settings = RunSettings(n_ctx=1024, n_threads=2, n_threads_batch=2, n_batch=256, n_ubatch=256)
-    with LoadedModel(MODEL, settings) as loaded, MtmdAudio(loaded.llama, MMPROJ) as audio:
-        yield AudioConversation(loaded, audio, system_prompt="You are a test assistant. " * 8)
+    with LoadedModel(MODEL, settings) as loaded:
+        loaded.attach_projector(MMPROJ)
+        yield AudioConversation(loaded, system_prompt="You are a test assistant. " * 8)
 
 
 def test_thirty_spoken_turns_in_a_small_context_are_all_answered(small_context, question):
     small_context.forget()
     stream = np.concatenate([silence(0.5)] + [np.concatenate([question, silence(1.0)]) for _ in range(30)])
     notes = []
-    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=24, temperature=0.0, on_note=notes.append)
+    loop = VoiceLoop(small_context, ArraySource(stream), sampling=GREEDY.with_(max_tokens=24), on_note=notes.append)
     turns = loop.run()
     assert len(turns) == 30 and loop.failed_turns == 0 and notes == []
     assert all(t.reply_tokens >= 1 for t in turns)
     assert sum(t.dropped_turns for t in turns) > 0  # the history outgrew 1024 tokens and was trimmed
     assert small_context.history[0]["role"] == "system"  # pinned through every drop
-    assert small_context.loaded.llama.n_tokens <= 1024
+    assert len(small_context.loaded.engine.cached) <= 1024
 
 
 def test_a_quiet_period_starts_a_fresh_conversation(small_context, question):
@@ -338,7 +325,11 @@ def test_a_quiet_period_starts_a_fresh_conversation(small_context, question):
     stream = np.concatenate([question, silence(1.5), question, silence(8.0), question, silence(1.0)])
     notes = []
     loop = VoiceLoop(
-        small_context, ArraySource(stream), max_tokens=4, temperature=0.0, on_note=notes.append, forget_after_s=5.0
+        small_context,
+        ArraySource(stream),
+        sampling=GREEDY.with_(max_tokens=4),
+        on_note=notes.append,
+        forget_after_s=5.0,
     )
     assert len(loop.run()) == 3
     assert len(notes) == 1 and notes[0].startswith("new conversation after")
@@ -352,7 +343,7 @@ def test_a_turn_that_cannot_fit_is_reported_and_the_loop_goes_on(small_context, 
     long_turn = np.concatenate([np.concatenate([question, silence(0.15)]) for _ in range(13)])
     stream = np.concatenate([long_turn, silence(1.5), question, silence(1.0)])
     notes = []
-    loop = VoiceLoop(small_context, ArraySource(stream), max_tokens=200, temperature=0.0, on_note=notes.append)
+    loop = VoiceLoop(small_context, ArraySource(stream), sampling=GREEDY.with_(max_tokens=200), on_note=notes.append)
     turns = loop.run()
     assert loop.failed_turns == 1 and len(turns) == 1  # the next utterance was still answered
     assert "that turn failed" in notes[0] and "raise --ctx or speak in shorter turns" in notes[0]
@@ -373,7 +364,7 @@ def test_the_microphone_going_away_and_coming_back_does_not_end_the_session(conv
     utterance = np.concatenate([speech("Hello, can you hear me?"), silence(0.3)])
     events: list[str] = []
     mic = ReconnectingMicrophone(MicrophoneSource(), wait_s=60, poll_s=0.3, on_event=events.append)
-    loop = VoiceLoop(conversation, mic, max_tokens=4, temperature=0.0)
+    loop = VoiceLoop(conversation, mic, sampling=GREEDY.with_(max_tokens=4))
     stop = threading.Event()
     with mic:
         runner = threading.Thread(target=lambda: loop.run(max_turns=2, stop=stop), daemon=True)

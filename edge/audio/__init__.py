@@ -6,5 +6,5 @@ vad.py       Endpointer (hands-free) and PushToTalk -> Clip, at most 30 s each
 files.py     WAV/FLAC/MP3 -> float32 mono 16 kHz; resample.py does the rate conversion
 tts.py       SentenceSplitter, espeak-ng/piper/none backends, Speaker (with barge-in stop)
 playback.py  AudioSink: SoundDeviceSink, NullSink
-(clips go into Gemma through edge/model/mtmd.py)
+(clips go into Gemma through the engine: edge/model/engine/media.py)
 """

@@ -11,7 +11,7 @@ from math import ceil, gcd
 
 import numpy as np
 
-TARGET_RATE = 16_000  # what Gemma's audio encoder takes
+from edge.audio_format import SAMPLE_RATE as TARGET_RATE  # what Gemma's audio encoder takes
 
 # Filter design: 16 zero crossings each side and a Kaiser beta of 8.6 give ~80 dB of stopband;
 # the cutoff sits at 90% of the lower Nyquist so the transition band stays out of the passband.

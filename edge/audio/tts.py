@@ -24,6 +24,7 @@ import numpy as np
 
 from edge.audio.files import decode_native
 from edge.audio.playback import AudioSink
+from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 
 TTSName = Literal["espeak", "piper", "none"]
@@ -185,7 +186,7 @@ class NoneBackend(TTSBackend):
     name = "none"
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
-        return np.zeros(0, dtype=np.float32), 16_000
+        return np.zeros(0, dtype=np.float32), SAMPLE_RATE
 
 
 class EspeakBackend(TTSBackend):
@@ -210,7 +211,7 @@ class EspeakBackend(TTSBackend):
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
         out = self._run(self.cmd, text)
         if out is None:
-            return np.zeros(0, dtype=np.float32), 16_000
+            return np.zeros(0, dtype=np.float32), SAMPLE_RATE
         return decode_native(out, name="espeak-ng output")
 
 
@@ -237,7 +238,7 @@ class PiperBackend(TTSBackend):
         with tempfile.TemporaryDirectory(prefix="edge-piper-") as tmp:
             wav = Path(tmp) / "speech.wav"
             if self._run([self.executable, "--model", str(self.model), "--output_file", str(wav)], text) is None:
-                return np.zeros(0, dtype=np.float32), 16_000
+                return np.zeros(0, dtype=np.float32), SAMPLE_RATE
             if not wav.is_file():
                 raise AudioError("piper ran but wrote no audio; check the voice file")
             return decode_native(wav.read_bytes(), name="piper output")

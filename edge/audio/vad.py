@@ -21,9 +21,9 @@ import numpy as np
 from edge.audio.capture import AudioSource
 from edge.audio.history import SampleHistory
 from edge.audio.resample import TARGET_RATE
+from edge.audio_format import MAX_CLIP_SECONDS
 from edge.errors import AudioError
 
-MAX_CLIP_SECONDS = 30.0  # Gemma's audio encoder was trained on clips up to 30 s
 FRAME = 160  # 10 ms at 16 kHz
 _FLOOR_WINDOW = 150  # frames (1.5 s) the noise floor is the minimum over
 _SILENCE_DB = -100.0  # energy of digital silence, so log(0) never appears

@@ -28,6 +28,7 @@ from edge.bench.measure import (
     run_sweep,
 )
 from edge.launch import RunPlan
+from edge.model.engine import GREEDY
 from edge.settings import RunSettings, usable_cores
 
 MIN_BENCH_CTX = 512  # room for the chat prompt used to time the first token
@@ -196,8 +197,7 @@ def plan_bench(
     check_sweep(sweep_with(RunSettings()))  # sizes first: before the model is even looked at
     need = max(t.n_ctx_needed for t in expand_sweep(sweep_with(RunSettings())))
     plan = prepare_run(model, device_name, {"n_ctx": n_ctx or max(need, MIN_BENCH_CTX)}, root=root, no_tune=no_tune)
-    n_ctx_train = int(plan.model_info.arch_value("context_length", 0) or 0)
-    limit = min(v for v in (n_ctx, n_ctx_train) if v) if (n_ctx or n_ctx_train) else 1 << 30
+    limit = plan.model_info.usable_ctx(n_ctx or 1 << 30)
     sweep = sweep_with(plan.resolved.settings)
     warnings = check_sweep(sweep, n_ctx_limit=limit, logical_cores=usable_cores(plan.device)[1])
     # The model loads with the sweep's first batch sizes; later ones get their own contexts.
@@ -286,7 +286,7 @@ def bench_model(
 def measure_ttft(loaded) -> float | None:
     """Time to first token of a short chat turn on the warm model, as a user would feel it."""
     try:
-        generation = loaded.chat(TTFT_MESSAGES, max_tokens=4, temperature=0.0, seed=1)
+        generation = loaded.chat(TTFT_MESSAGES, GREEDY.with_(max_tokens=4))
         generation.run()
     except KeyboardInterrupt:
         return None

@@ -129,7 +129,9 @@ def detect(device_name, as_json, root):
 @cli.command()
 @model_options
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
+@click.option(
+    "--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature (default: Gemma's recommended 1.0)."
+)
 @click.option("--seed", type=int, help="Sampling seed, for repeatable output.")
 @click.argument("prompt")
 def run(
@@ -154,10 +156,13 @@ def run(
       edge-gemma run -m ~/models/gemma-4-E2B-it-Q4_K_M.gguf -t 3 "Write a haiku about a Pi"
     """
     from edge.launch import load_model
+    from edge.model.engine import GEMMA_SAMPLING
 
     plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
     with load_model(plan, verbose=llama_log) as loaded:
-        generation = loaded.complete(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        generation = loaded.complete(
+            prompt, GEMMA_SAMPLING.with_(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        )
         click.echo(prompt, nl=False)
         try:
             for piece in generation:
@@ -175,7 +180,9 @@ def run(
 @model_options
 @click.option("-s", "--system", help="System prompt.")
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True)
+@click.option(
+    "--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature (default: Gemma's recommended 1.0)."
+)
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue a conversation saved with /save.")
 @click.option("-v", "--verbose", is_flag=True, help="Say when old turns leave the context.")
 def chat(
@@ -205,12 +212,12 @@ def chat(
       edge-gemma chat --resume talk.json
     """
     from edge.launch import load_model
-    from edge.model.chat_session import ChatSession, load_history
+    from edge.model.conversation import Conversation, load_history
 
     history = load_history(resume) if resume else None  # a bad file fails before the model loads
     plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
     with load_model(plan, verbose=llama_log) as loaded:
-        session = ChatSession(loaded, system=system, history=history)
+        session = Conversation(loaded, system=system, history=history)
         notice = loaded.chat_prompt(session.history + [{"role": "user", "content": "hi"}]).notice
         if notice:
             click.echo(f"note: {notice}", err=True)
@@ -247,10 +254,12 @@ def chat(
             _chat_turn(session, line, max_tokens, temperature, verbose, plan.tuned_note)
 
 
-def _chat_turn(session, line: str, max_tokens: int, temperature: float, verbose: bool, tuned_note) -> None:
+def _chat_turn(session, line: str, max_tokens: int, temperature: float | None, verbose: bool, tuned_note) -> None:
     """One reply; a failure is reported and the conversation goes on as it was."""
+    from edge.model.engine import GEMMA_SAMPLING
+
     try:
-        generation = session.reply(line, max_tokens=max_tokens, temperature=temperature)
+        generation = session.reply(line, GEMMA_SAMPLING.with_(max_tokens=max_tokens, temperature=temperature))
         if verbose and session.last_fit and session.last_fit.note:
             click.echo(f"[{session.last_fit.note}]", err=True)
         try:

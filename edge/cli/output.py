@@ -8,12 +8,17 @@ GIB = 2**30
 
 
 def format_stats(stats, loaded=None, tuned_note: str | None = None) -> str:
-    """One line like `ollama run --verbose`: prompt and generation rates from llama.cpp's counters."""
+    """One line like `ollama run --verbose`: prompt tokens (evaluated and cached) and rates, each
+    rate only where enough work was timed for it to mean something."""
     if stats is None:
         return ""
+    p = stats.prefill
+    prompt = f"prompt {p.prompt_tokens} tok"
+    if p.reused:
+        prompt += f" ({p.reused} cached, {p.evaluated} new)"
     parts = [
-        f"prompt {stats.prompt_tokens} tok @ {stats.prompt_tps:.1f} tok/s",
-        f"generated {stats.generated_tokens} tok @ {stats.generation_tps:.1f} tok/s",
+        prompt + _rate(stats.prompt_tps),
+        f"generated {stats.generated_tokens} tok" + _rate(stats.generation_tps),
         f"first token {stats.time_to_first_token:.2f} s",
     ]
     if loaded is not None:
@@ -28,6 +33,10 @@ def format_stats(stats, loaded=None, tuned_note: str | None = None) -> str:
         if tuned_note:
             parts.append(tuned_note)
     return "[" + " | ".join(parts) + "]"
+
+
+def _rate(tps: float | None) -> str:
+    return f" @ {tps:.1f} tok/s" if tps is not None else ""
 
 
 def format_profiles_table(profiles: Iterable) -> str:

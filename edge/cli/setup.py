@@ -9,8 +9,9 @@ import click
 
 from edge.cli import options
 from edge.errors import UsageError
+from edge.model.memory import gb
 from edge.profiles import MODELS
-from edge.setup.plan import format_plan_table, gb, plan_to_dict
+from edge.setup.plan import format_plan_table, plan_to_dict
 
 _plan_options = options.apply(
     options.device,
@@ -102,8 +103,11 @@ def setup(
         )
     elif not no_smoke_test and changed:
         click.echo("Smoke test: loading the model and generating a few tokens...", err=True)
-        smoke = steps.smoke_test(root)
-        click.echo(f"Smoke test passed {smoke.stats_line}")
+        from edge.bench.smoke import smoke_test
+        from edge.cli.output import format_stats
+
+        smoke = smoke_test(root)
+        click.echo(f"Smoke test passed {format_stats(smoke.stats)} (loaded in {smoke.load_seconds:.1f} s)")
         click.echo(
             "Short bench: "
             + ", ".join(f"{r.spec.name} {r.avg_ts:.1f} ± {r.stddev_ts:.1f} tok/s" for r in smoke.bench)

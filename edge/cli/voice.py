@@ -18,26 +18,13 @@ _audio_model_options = options.audio_model_options
 @contextlib.contextmanager
 def _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt=None):
     from edge.launch import load_model, prepare_run
-    from edge.model.mtmd import MtmdAudio
     from edge.voice.conversation import DEFAULT_SYSTEM_PROMPT, AudioConversation
 
     plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads})
-    projector = mmproj or plan.mmproj_path
-    if projector is None:
-        raise AudioError(
-            "no audio projector (mmproj) for this model: run `edge-gemma setup` (it downloads "
-            "one) or pass --mmproj PATH"
+    with load_model(plan, verbose=llama_log, projector="required", mmproj=mmproj) as loaded:
+        yield AudioConversation(
+            loaded, system_prompt=system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT
         )
-    with load_model(plan, verbose=llama_log) as loaded:
-        if loaded.info.architecture != "gemma4":
-            raise AudioError(
-                f"{loaded.path.name} is not Gemma 4 E2B/E4B, which are the models that hear "
-                "audio: run `edge-gemma setup` or pass --model PATH"
-            )
-        with MtmdAudio(loaded.llama, projector, use_gpu=plan.choice.profile.mmproj_gpu) as audio:
-            yield AudioConversation(
-                loaded, audio, system_prompt=system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT
-            )
 
 
 @click.command()
@@ -91,12 +78,13 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
       edge-gemma ask --audio doorbell.flac "What sound is this?"
     """
     from edge.audio.files import load_audio
-    from edge.audio.vad import MAX_CLIP_SECONDS
+    from edge.audio_format import MAX_CLIP_SECONDS
     from edge.cli.output import format_stats
+    from edge.model.engine import GEMMA_SAMPLING
 
     pcm = load_audio(audio_file, max_seconds=MAX_CLIP_SECONDS)
     with _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log) as conversation:
-        generation = conversation.reply(pcm, instruction=question, max_tokens=max_tokens, temperature=0.3)
+        generation = conversation.reply(pcm, instruction=question, sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens))
         for piece in generation:
             click.echo(piece, nl=False)
         click.echo()
@@ -214,6 +202,7 @@ def voice(
     from edge.audio.reconnect import ReconnectingMicrophone
     from edge.audio.tts import Speaker, make_tts_backend
     from edge.audio.vad import EndpointConfig, Endpointer, PushToTalk
+    from edge.model.engine import GEMMA_SAMPLING
     from edge.voice.loop import VoiceLoop
 
     if list_devices:
@@ -251,7 +240,7 @@ def voice(
             on_turn=lambda stats: _show_turn(stats, verbose),
             on_note=say,
             log_path=log_path,
-            max_tokens=max_tokens,
+            sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens),
             forget_after_s=forget_after or None,
             speculate_after_s=reply_after if 0 < reply_after < silence else None,
         )

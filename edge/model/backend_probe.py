@@ -25,7 +25,7 @@ FAULT_ENV = "EDGE_GEMMA_PROBE_FAULT"
 
 
 def main() -> int:
-    from edge.model.runner import LoadedModel
+    from edge.model.engine import LoadedModel
     from edge.settings import RunSettings
 
     offered = offered_buffer_types()
@@ -37,9 +37,9 @@ def main() -> int:
     with LoadedModel(PROBE_MODEL, settings, backend=choice) as loaded:
         if os.environ.get(FAULT_ENV) in offered and os.environ[FAULT_ENV] not in avoided:
             ctypes.string_at(0)  # a real segmentation fault, where the fragile kernel would run
-        loaded.eval_tokens([(7 * i) % 500 + 3 for i in range(64)])
+        loaded.engine.extend_tokens([(7 * i) % 500 + 3 for i in range(64)])
         for token in (11, 12, 13, 14):
-            loaded.eval_tokens([token])
+            loaded.engine.extend_tokens([token])
     return 0
 
 

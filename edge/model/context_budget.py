@@ -9,20 +9,21 @@ cached KV prefix then stays valid for many turns and the re-prefill after a drop
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from edge.audio_format import MAX_CLIP_SECONDS, TOKENS_PER_SECOND
 from edge.errors import ContextFullError
 from edge.model.chat_format import Message
 
-AUDIO_TOKENS_PER_SECOND = 25  # Gemma 4's audio encoder (FACTS.md): 30 s = 750 tokens
 AUDIO_CHUNK_OVERHEAD = 8  # begin/end-of-audio markers around each 30 s piece, with a margin
 
 
 def audio_tokens_for(seconds: float) -> int:
     """Context positions a clip will take, before the encoder has seen it."""
-    pieces = max(1, int(seconds // 30) + (1 if seconds % 30 else 0))
-    return int(seconds * AUDIO_TOKENS_PER_SECOND + 0.999) + pieces * AUDIO_CHUNK_OVERHEAD
+    pieces = max(1, math.ceil(seconds / MAX_CLIP_SECONDS))
+    return math.ceil(seconds * TOKENS_PER_SECOND) + pieces * AUDIO_CHUNK_OVERHEAD
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,15 @@ class GGUFInfo:
         return self.metadata.get(f"{self.architecture}.{key}", default)
 
     @property
+    def n_ctx_train(self) -> int:
+        """The context the model was trained for (0: the file does not say)."""
+        return int(self.arch_value("context_length", 0) or 0)
+
+    def usable_ctx(self, requested: int) -> int:
+        """`requested`, capped at the trained context: more positions than that are never allocated."""
+        return min(requested, self.n_ctx_train) if self.n_ctx_train else requested
+
+    @property
     def is_gemma(self) -> bool:
         return self.architecture.startswith("gemma")
 

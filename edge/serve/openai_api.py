@@ -17,9 +17,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.audio.files import decode_audio
+from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 from edge.model.chat_format import Message
-from edge.serve.tasks import Completion, Sampling
+from edge.model.engine import GEMMA_SAMPLING, Sampling
+from edge.serve.tasks import Completion
 
 AUDIO_FORMATS = ("wav", "mp3", "flac")
 
@@ -50,15 +52,15 @@ class _Request(BaseModel):
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=32768)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)  # None: Gemma's recommended sampling
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
 
     def sampling(self, default_max_tokens: int) -> Sampling:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return Sampling(
+        return GEMMA_SAMPLING.with_(
             max_tokens=self.max_tokens or default_max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -80,12 +82,7 @@ class ChatRequest(_Request):
     stream_options: dict[str, Any] | None = None
 
     def sampling(self, default_max_tokens: int) -> Sampling:
-        sampling = super().sampling(default_max_tokens)
-        if self.max_completion_tokens and not self.max_tokens:
-            sampling = Sampling(
-                self.max_completion_tokens, sampling.temperature, sampling.top_p, sampling.seed, sampling.stop
-            )
-        return sampling
+        return super().sampling(self.max_completion_tokens or default_max_tokens)
 
 
 class CompletionRequest(_Request):
@@ -107,10 +104,10 @@ def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[l
             )
         if clips:
             audio = np.concatenate(clips)
-            if len(audio) / 16_000 > max_audio_seconds:
+            if len(audio) / SAMPLE_RATE > max_audio_seconds:
                 raise ApiError(
                     413,
-                    f"the audio is {len(audio) / 16_000:.0f} s; this server takes at most "
+                    f"the audio is {len(audio) / SAMPLE_RATE:.0f} s; this server takes at most "
                     f"{max_audio_seconds:.0f} s per request",
                     param=f"messages[{index}].content",
                     code="audio_too_long",

@@ -7,28 +7,17 @@ from pathlib import Path
 
 from edge.errors import UsageError
 from edge.launch import RunPlan, load_model
+from edge.model.engine import LoadedModel
 from edge.serve.app import ServeConfig, create_app
 from edge.serve.metrics import Metrics
-from edge.serve.tasks import ServedModel
 from edge.serve.worker import ModelWorker
 
 DEFAULT_PORT = 8080
 
 
-def load_served(plan: RunPlan, mmproj: Path | None, *, verbose: bool = False) -> ServedModel:
-    """The model, and its audio projector when one is configured and the model is Gemma 4."""
-    from edge.model.mtmd import MtmdAudio
-
-    loaded = load_model(plan, verbose=verbose)
-    projector = mmproj or plan.mmproj_path
-    audio = None
-    if projector is not None and loaded.info.architecture == "gemma4":
-        try:
-            audio = MtmdAudio(loaded.llama, projector, use_gpu=plan.choice.profile.mmproj_gpu)
-        except Exception:
-            loaded.close()
-            raise
-    return ServedModel(plan.model_path.name, loaded, audio)
+def load_served(plan: RunPlan, mmproj: Path | None, *, verbose: bool = False) -> LoadedModel:
+    """The model, with its projector when there is one (audio requests are refused without)."""
+    return load_model(plan, verbose=verbose, projector="optional", mmproj=mmproj)
 
 
 def is_loopback(host: str) -> bool:

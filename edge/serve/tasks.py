@@ -10,37 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 from edge.model.chat_format import Message
-from edge.model.context_budget import fit_history
-from edge.model.mtmd import MtmdAudio
-from edge.model.runner import Generation, LoadedModel
+from edge.model.conversation import Conversation
+from edge.model.engine import Generation, LoadedModel, Sampling
 from edge.serve.worker import Job
-
-AUDIO_RATE = 16_000
-
-
-@dataclass
-class ServedModel:
-    """What the worker loaded: the model and, when it has a projector with an audio encoder, its ears."""
-
-    name: str
-    loaded: LoadedModel
-    audio: MtmdAudio | None = None
-
-    def close(self) -> None:
-        if self.audio is not None:
-            self.audio.close()
-        self.loaded.close()
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -49,8 +24,9 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
-    prompt_tps: float = 0.0
-    generation_tps: float = 0.0
+    prompt_tps: float | None = None
+    generation_tps: float | None = None
+    prompt_reused: int = 0  # prompt tokens found in the KV cache
     audio_seconds: float = 0.0
     dropped_turns: int = 0
     kept_history: list[Message] = field(default_factory=list)  # the earlier messages the prompt kept
@@ -61,128 +37,91 @@ class Transcript:
     text: str
     duration: float
     segments: list[dict] = field(default_factory=list)  # {id, start, end, text}
-    generation_tps: float = 0.0
+    generation_tps: float | None = None
 
 
-def chat(served: ServedModel, messages: list[Message], audio: np.ndarray | None, sampling: Sampling, job: Job):
+def chat(loaded: LoadedModel, messages: list[Message], audio: np.ndarray | None, sampling: Sampling, job: Job):
     """A chat reply; `audio` (16 kHz mono) belongs to the last user message, whose text is the instruction."""
-    loaded = served.loaded
     *earlier, last = messages
+    cancelled = job.cancelled.is_set
     if audio is None:
-        fitted = fit_history(
-            earlier,
-            last,
-            n_ctx=loaded.n_ctx,
-            reserve=min(sampling.max_tokens, loaded.n_ctx // 2),
-            count_tokens=loaded.count_chat_tokens,
+        conversation = Conversation(loaded, history=earlier)
+        generation = conversation.reply(
+            last["content"],
+            sampling,
             what="the messages",
             fix="send fewer or shorter messages, or start the server with a larger --ctx",
+            cancelled=cancelled,
         )
-        generation = loaded.chat(
-            fitted.history + [last],
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            seed=sampling.seed,
-            top_p=sampling.top_p,
-            stop=list(sampling.stop),
-        )
-        completion = _stream(generation, job, sampling)
-        completion.prompt_tokens = fitted.prompt_tokens  # counted while fitting: no second render
-        completion.dropped_turns, completion.kept_history = fitted.dropped_turns, fitted.history
-        return completion
-    from edge.voice.conversation import AudioConversation
+    else:
+        from edge.voice.conversation import AudioConversation
 
-    conversation = AudioConversation(loaded, _ears(served), system_prompt="")
-    conversation.history = list(earlier)
-    generation = conversation.reply(
-        audio, instruction=last["content"], max_tokens=sampling.max_tokens, temperature=sampling.temperature
-    )
-    completion = _stream(generation, job, sampling)
-    heard = conversation.last_heard
-    completion.audio_seconds = len(audio) / AUDIO_RATE
-    completion.prompt_tokens = heard.audio.n_past if heard else 0
-    completion.dropped_turns = conversation.last_fit.dropped_turns if conversation.last_fit else 0
+        _require_ears(loaded)
+        conversation = AudioConversation(loaded, system_prompt="")
+        conversation.history = earlier
+        generation = conversation.reply(audio, instruction=last["content"], sampling=sampling, cancelled=cancelled)
+    completion = _stream(generation, job)
+    completion.audio_seconds = len(audio) / SAMPLE_RATE if audio is not None else 0.0
+    fit = conversation.last_fit
+    completion.dropped_turns = fit.dropped_turns if fit else 0
     completion.kept_history = list(conversation.history)
     return completion
 
 
-def complete(served: ServedModel, prompt: str, sampling: Sampling, job: Job) -> Completion:
-    generation = served.loaded.complete(
-        prompt,
-        max_tokens=sampling.max_tokens,
-        temperature=sampling.temperature,
-        stop=list(sampling.stop),
-        seed=sampling.seed,
-        top_p=sampling.top_p,
-    )
-    completion = _stream(generation, job, sampling)
-    completion.prompt_tokens = served.loaded.count_tokens(prompt)
-    return completion
+def complete(loaded: LoadedModel, prompt: str, sampling: Sampling, job: Job) -> Completion:
+    return _stream(loaded.complete(prompt, sampling, cancelled=job.cancelled.is_set), job)
 
 
-def transcribe(served: ServedModel, pcm: np.ndarray, language: str, job: Job) -> Transcript:
+def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) -> Transcript:
     """Speech cut at pauses into clips of at most 30 s, each written down by Gemma 4 (greedy)."""
     from edge.audio.vad import segment
     from edge.voice.conversation import AudioConversation
 
-    conversation = AudioConversation(served.loaded, _ears(served), system_prompt="")
+    _require_ears(loaded)
+    conversation = AudioConversation(loaded, system_prompt="")
     segments, rates = [], []
     for i, clip in enumerate(segment(pcm)):
         if job.cancelled.is_set():
             break
         generation = conversation.transcribe(clip.pcm, language=language)
         text = " ".join(generation.run().split())
-        rates.append(generation.stats.generation_tps if generation.stats else 0.0)
+        if generation.stats and generation.stats.generation_tps:
+            rates.append(generation.stats.generation_tps)
         segments.append({"id": i, "start": round(clip.start_s, 2), "end": round(clip.end_s, 2), "text": text})
         job.emit("piece", text)
     return Transcript(
         " ".join(s["text"] for s in segments).strip(),
-        len(pcm) / AUDIO_RATE,
+        len(pcm) / SAMPLE_RATE,
         segments,
-        sum(rates) / len(rates) if rates else 0.0,
+        sum(rates) / len(rates) if rates else None,
     )
 
 
-def _ears(served: ServedModel) -> MtmdAudio:
+def _require_ears(loaded: LoadedModel) -> None:
     """The audio projector, or the error that says how to get one."""
-    if served.audio is None:
+    if loaded.projector is None or not loaded.projector.supports_audio:
         raise AudioError(
             "this server's model has no audio projector: start it with a Gemma 4 E2B/E4B model "
             "and --mmproj (edge-gemma setup installs both)"
         )
-    return served.audio
 
 
-def _stream(generation: Generation, job: Job, sampling: Sampling) -> Completion:
-    """Pass pieces to the caller until the end, a stop string, or the caller leaving."""
+def _stream(generation: Generation, job: Job) -> Completion:
+    """Pass pieces to the caller until the end, a stop string, or the caller leaving (the engine
+    checks the job between tokens)."""
     pieces = iter(generation)
-    text = ""
     try:
         for piece in pieces:
-            if job.cancelled.is_set():
-                break
-            text += piece
-            cut = _first_stop(text, sampling.stop)
-            if cut is not None:
-                job.emit("piece", piece[: max(0, len(piece) - (len(text) - cut))])
-                text = text[:cut]
-                break
             job.emit("piece", piece)
     finally:
-        pieces.close()  # ends llama.cpp's generation now, not when garbage is collected
+        pieces.close()  # ends the generation now, not when garbage is collected
     stats = generation.stats
-    # llama.cpp evaluates every sampled token but the last, so its counter is one short.
-    generated = stats.generated_tokens + 1 if stats and text else 0
     return Completion(
-        text=text,
-        prompt_tokens=0,
-        completion_tokens=min(generated, sampling.max_tokens),
-        finish_reason="length" if generated >= sampling.max_tokens else "stop",
-        prompt_tps=stats.prompt_tps if stats else 0.0,
-        generation_tps=stats.generation_tps if stats else 0.0,
+        text=generation.text,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.generated_tokens,
+        finish_reason="length" if stats.finish_reason == "length" else "stop",
+        prompt_tps=stats.prompt_tps,
+        generation_tps=stats.generation_tps,
+        prompt_reused=stats.prefill.reused,
     )
-
-
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    found = [text.find(s) for s in stops if s and s in text]
-    return min(found) if found else None

@@ -44,15 +44,17 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize
 
 from edge import __version__
+from edge.audio_format import SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.model.chat_format import Message
+from edge.model.engine import GEMMA_SAMPLING
 from edge.serve import tasks
 from edge.serve.worker import ModelWorker
 from edge.voice.conversation import LANGUAGE_NAMES, language_name
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 10700  # faster-whisper uses 10300, piper 10200; Home Assistant's discovery finds any
-RATE, WIDTH, CHANNELS = 16_000, 2, 1
+RATE, WIDTH, CHANNELS = SAMPLE_RATE, 2, 1
 LANGUAGES = sorted(LANGUAGE_NAMES)
 ATTRIBUTION = Attribution(name="Google (Gemma 4), edge-gemma", url="https://ai.google.dev/gemma")
 SYSTEM_PROMPT = (
@@ -252,7 +254,7 @@ class GemmaHandler(AsyncEventHandler):
         key = str(context.get("conversation_id") or context.get("satellite_id") or self.peer)
         conversation = self.service.conversation(key)
         messages = conversation.history + [{"role": "user", "content": text}]
-        sampling = tasks.Sampling(max_tokens=self.service.settings.max_tokens, temperature=0.7)
+        sampling = GEMMA_SAMPLING.with_(max_tokens=self.service.settings.max_tokens)
         job = self._submit(lambda job: tasks.chat(self.service.worker.resources, messages, None, sampling, job))
         await self.write_event(HandledStart(context=context).event())
         reply = ""

@@ -147,7 +147,6 @@ FILE_BITS_PER_WEIGHT: dict[str, float] = {
 MMPROJ_F16_OVER_Q8 = 985_654_080 / 557_367_776
 # Share of a main GGUF taken by the per-layer-embedding table (FACTS: E4B Q4_K_M ~1.94 GB of
 # 4.96 GB, ~39% on E2B). Only for planning before the file exists; the real tensor size wins.
-PLE_TENSOR = "per_layer_token_embd.weight"
 PLE_FILE_FRACTION = 0.39
 
 _SPLIT = re.compile(r"-\d{5}-of-\d{5}$")

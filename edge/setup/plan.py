@@ -1,11 +1,6 @@
-"""Memory fit: weights + KV cache + compute buffers + projector + OS headroom, against the device.
-
-`choose_plan` picks the model/quant/context/projector a profile wants that fits this device (before
-anything is downloaded: sizes come from hub listings when given, else from the catalog);
-`check_fits` does the same arithmetic for a file already on disk, for the runner. All numbers are
-bytes; MiB/GB appear only in text. CPU and GPU share memory on Jetson and Apple Silicon, and every
-profile here runs on such a machine or on the CPU, so one budget (the device's total memory) holds
-everything.
+"""The plan: which model/quant/context/projector a profile wants that fits this device, before
+anything is downloaded (sizes from hub listings when given, else from the catalog). The memory
+arithmetic itself is model/memory.py's, shared with the run-time check (`check_fits`).
 """
 
 from __future__ import annotations
@@ -17,33 +12,22 @@ from typing import Any
 
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
-from edge.model.kv_cache import (
-    KNOWN_SHAPES,
-    AttentionShape,
-    KVCacheEstimate,
-    ModelDims,
-    compute_buffer_bytes,
-    dims_from_gguf,
-    kv_cache_bytes,
-    shape_from_gguf,
+from edge.model.kv_cache import KNOWN_SHAPES, ModelDims, compute_buffer_bytes, kv_cache_bytes
+from edge.model.memory import (
+    MIB,
+    MMPROJ_COMPUTE_ALLOWANCE,
+    MemoryLine,
+    device_budget,
+    gb,
+    lazy_effective,
+    memory_lines,
+    mib,
 )
 from edge.profiles import Profile
 from edge.settings import RunSettings
 from edge.setup import catalog
 
-MIB = 1 << 20
-GB = 10**9
-LAZY_AUTO_MIN = 4 << 30  # llama.cpp's lazy_mode=auto only reads tensors above 4 GiB lazily
-# Not measured: an allowance for the projector's own compute buffer (audio/image encoder graphs).
-MMPROJ_COMPUTE_ALLOWANCE = 128 * MIB
 CTX_FLOOR = 2048  # a voice turn (30 s of audio = 750 tokens) plus a reply fits in 2K
-
-
-@dataclass(frozen=True)
-class MemoryLine:
-    label: str
-    bytes: int
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,109 +57,6 @@ class Plan:
     @property
     def headroom_bytes(self) -> int:
         return self.budget_bytes - self.total_bytes
-
-
-@dataclass(frozen=True)
-class FitReport:
-    lines: tuple[MemoryLine, ...]
-    total_bytes: int
-    budget_bytes: int
-    available_bytes: int  # MemAvailable now (0 = unknown)
-    needed_now_bytes: int  # what loading adds, without the OS headroom line
-    notes: tuple[str, ...]
-
-    @property
-    def fits_device(self) -> bool:
-        return self.total_bytes <= self.budget_bytes
-
-    @property
-    def fits_now(self) -> bool:
-        return not self.available_bytes or self.needed_now_bytes <= self.available_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.fits_device and self.fits_now
-
-
-def gb(n: int) -> str:
-    return f"{n / GB:.2f} GB"
-
-
-def mib(n: int) -> str:
-    return f"{n / MIB:,.0f} MiB"
-
-
-def device_budget(device: DeviceInfo, profile: Profile | None = None) -> tuple[int, str]:
-    """Bytes the plan may use in all (OS headroom is a line inside it), and where that number came from."""
-    if device.total_memory_bytes:
-        why = f"{gb(device.total_memory_bytes)} of RAM (MemTotal)"
-    elif device.board_ram_gb:
-        return device.board_ram_gb * 2**30, f"{device.board_ram_gb} GB board RAM (MemTotal unknown)"
-    elif profile is not None and profile.memory_gb:
-        return profile.memory_gb * 2**30, f"memory unknown: assuming the profile's {profile.memory_gb} GB"
-    else:
-        return 4 * 2**30, "memory unknown: assuming 4 GB"
-    if device.kind == "jetson":
-        why += ", shared by CPU and GPU"
-    return device.total_memory_bytes, why
-
-
-def _lazy_effective(lazy_mode: str, ple_bytes: int) -> bool:
-    return ple_bytes > 0 and (lazy_mode == "on" or (lazy_mode == "auto" and ple_bytes > LAZY_AUTO_MIN))
-
-
-# Load modes that map the file without locking it. The per-layer-embedding table is only looked up
-# (a row per layer per token), so mapped, its pages are clean file pages: read at load, then dropped
-# by the kernel under pressure and read again on demand. Measured: E2B Q4_0 with the Q8_0 projector
-# and a 30 s audio turn finished in a 3.4 GiB cgroup with lazy PLE off as well as on
-# (docs/performance.md); only a locked or copied table must fit in RAM.
-MAPPED_LOAD_MODES = ("mmap", "auto")
-
-
-def _memory_lines(
-    *,
-    weights: int,
-    ple: int,
-    lazy: bool,
-    kv: KVCacheEstimate,
-    compute: int,
-    mmproj: int,
-    mmproj_note: str,
-    os_headroom: int,
-    load_mode: str = "mmap",
-) -> list[MemoryLine]:
-    """The arithmetic both choose_plan and check_fits use."""
-    lines = []
-    if ple and (lazy or load_mode in MAPPED_LOAD_MODES):
-        lines.append(MemoryLine("model weights", weights - ple, f"file {gb(weights)} less the per-layer embeddings"))
-        note = (
-            f"{gb(ple)} read from the file on demand (lazy_mode=on), not resident"
-            if lazy
-            else f"{gb(ple)} mapped (load_mode={load_mode}): read at load, then clean pages the kernel reclaims"
-        )
-        lines.append(MemoryLine("per-layer embeddings", 0, note))
-    else:
-        note = f"includes the {gb(ple)} per-layer-embedding table" if ple else "whole file resident"
-        lines.append(MemoryLine("model weights", weights, note))
-    g, s = kv.global_layers, kv.sliding_layers
-    kv_note = f"{kv.type_k}/{kv.type_v}, {g.layers} global layers x {g.cells} cells"
-    if s.layers:
-        kv_note += f" + {s.layers} sliding x {s.cells}"
-    if kv.shared_layers:
-        kv_note += f"; {kv.shared_layers} layers share"
-    lines.append(MemoryLine("KV cache", kv.total_bytes, kv_note))
-    lines.append(
-        MemoryLine(
-            "compute buffers (approx.)",
-            compute,
-            "estimate: n_ubatch x vocab logits or attention scores, whichever peaks",
-        )
-    )
-    if mmproj:
-        lines.append(MemoryLine("projector (mmproj)", mmproj, mmproj_note))
-        lines.append(MemoryLine("projector compute (approx.)", MMPROJ_COMPUTE_ALLOWANCE, "allowance, not measured"))
-    lines.append(MemoryLine("OS and other programs", os_headroom, "profile os_headroom_mb"))
-    return lines
 
 
 @dataclass(frozen=True)
@@ -261,7 +142,7 @@ def choose_plan(
     def evaluate(q: str, lazy: bool, mm: catalog.ResolvedFile | None, ctx: int) -> _Candidate:
         mf = files[q]
         ple = catalog.estimate_ple_bytes(mf.size)
-        is_lazy = (lazy and ple > 0) or _lazy_effective(base.lazy_mode, ple)
+        is_lazy = (lazy and ple > 0) or lazy_effective(base.lazy_mode, ple)
         kv = kv_cache_bytes(
             shape,
             ctx,
@@ -277,7 +158,7 @@ def choose_plan(
         )
         where = "GPU (shared memory)" if profile.mmproj_gpu and base.n_gpu_layers != 0 else "CPU"
         mm_note = f"{mm.precision}, on the {where}" if mm else ""
-        lines = _memory_lines(
+        lines = memory_lines(
             weights=mf.size,
             ple=ple,
             lazy=is_lazy,
@@ -392,66 +273,6 @@ def _no_fit(model, usable, evaluate, lazy, smallest_mm, ladder, budget, forced, 
         text_only = smallest.total - smallest.mmproj.size - MMPROJ_COMPUTE_ALLOWANCE
         msg += f"; text only (no projector) would need {gb(text_only)}"
     return MemoryFitError(msg + "; pick a smaller --quant/--model/--ctx or a profile with less OS headroom")
-
-
-def check_fits(
-    gguf_info,
-    settings: RunSettings,
-    device: DeviceInfo,
-    mmproj_bytes: int = 0,
-    *,
-    os_headroom_mb: int = 0,
-    mmproj_on_gpu: bool = False,
-    swa_full: bool = False,
-) -> FitReport:
-    """choose_plan's arithmetic for a model file already on disk (edge.model.gguf.GGUFInfo)."""
-    shape: AttentionShape = shape_from_gguf(gguf_info)
-    dims = dims_from_gguf(gguf_info)
-    ple_tensor = next((t for t in gguf_info.tensors if t.name == catalog.PLE_TENSOR), None)
-    ple = ple_tensor.n_bytes if ple_tensor is not None else 0
-    n_ctx_train = int(gguf_info.arch_value("context_length", 0) or 0)
-    n_ctx = min(settings.n_ctx, n_ctx_train) if n_ctx_train else settings.n_ctx
-    kv = kv_cache_bytes(
-        shape,
-        n_ctx,
-        type_k=settings.type_k,
-        type_v=settings.type_v,
-        n_ubatch=settings.n_ubatch,
-        n_batch=settings.n_batch,
-        flash_attn=settings.flash_attn,
-        swa_full=swa_full,
-    )
-    compute = compute_buffer_bytes(
-        shape, dims, n_ctx, n_ubatch=settings.n_ubatch, n_batch=settings.n_batch, flash_attn=settings.flash_attn
-    )
-    lazy = _lazy_effective(settings.lazy_mode, ple)
-    lines = _memory_lines(
-        weights=gguf_info.file_size,
-        ple=ple,
-        lazy=lazy,
-        kv=kv,
-        compute=compute,
-        mmproj=mmproj_bytes,
-        mmproj_note="on the GPU (shared memory)" if mmproj_on_gpu else "on the CPU",
-        os_headroom=os_headroom_mb * MIB,
-        load_mode=settings.load_mode,
-    )
-    budget, why = device_budget(device)
-    total = sum(line.bytes for line in lines)
-    available = device.available_memory_bytes
-    needed_now = total - os_headroom_mb * MIB
-    notes = [f"budget: {why}"]
-    if total > budget:
-        notes.append(
-            f"needs {gb(total)} of {gb(budget)}: {gb(total - budget)} over; lower n_ctx, "
-            "turn lazy_mode on or use a smaller quant"
-        )
-    if available and needed_now > available:
-        notes.append(
-            f"loading needs {gb(needed_now)} but only {gb(available)} is free right now "
-            f"({gb(needed_now - available)} short); close other programs"
-        )
-    return FitReport(tuple(lines), total, budget, available, needed_now, tuple(notes))
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

@@ -12,13 +12,14 @@ from pathlib import Path
 from edge.device.info import DeviceInfo, detect, nominal_device
 from edge.errors import DownloadError, HubUnreachableError, MemoryFitError, ModelFileError
 from edge.model.gguf import GGUFInfo, check_loadable_model, inspect_gguf
+from edge.model.memory import check_fits, gb
 from edge.paths import models_dir
 from edge.profiles import Profile, ProfileChoice, choose_profile, family_for_device, load_profiles
 from edge.settings import RunSettings, resolve_settings
 from edge.setup import catalog
 from edge.setup.config import DeviceConfig, InstalledFile, load_device_config, save_device_config
 from edge.setup.download import RemoteListing, fetch_file, import_local, list_remote_files
-from edge.setup.plan import Plan, check_fits, choose_plan, gb
+from edge.setup.plan import Plan, choose_plan
 
 # Settings the plan decides and the device config records; the rest come from the profile.
 PLANNED_SETTINGS = ("n_ctx", "lazy_mode")
@@ -118,32 +119,6 @@ def offline_config() -> DeviceConfig:
         if not Path(item.path).is_file():
             raise DownloadError(f"{item.path} is missing; run `edge-gemma setup` online to fetch it again")
     return config
-
-
-@dataclass(frozen=True)
-class SmokeTest:
-    stats_line: str  # the few generated tokens' numbers, as `run` prints them
-    bench: tuple  # bench.BenchResult for pp128 and tg32
-
-
-def smoke_test(root: Path = Path("/")) -> SmokeTest:
-    """Load the configured model the way `run` does, generate a few tokens, then a short bench."""
-    from edge.bench.measure import BenchTest, run_sweep
-    from edge.cli.output import format_stats
-    from edge.launch import load_model, prepare_run
-
-    plan = prepare_run(None, "auto", root=root)  # the config just saved: its profile, model and plan
-    s = plan.resolved.settings
-    with load_model(plan) as loaded:
-        generation = loaded.chat(
-            [{"role": "user", "content": "Say hello in five words."}], max_tokens=16, temperature=0.0
-        )
-        generation.run()
-        tests = [
-            BenchTest(n, g, 0, s.n_threads, s.n_threads_batch, s.n_batch, s.n_ubatch) for n, g in ((128, 0), (0, 32))
-        ]
-        outcome = run_sweep(loaded, tests, repetitions=2)
-        return SmokeTest(format_stats(generation.stats, loaded, plan.tuned_note), tuple(outcome.results))
 
 
 def gather_listings(model: str) -> tuple[dict[str, RemoteListing], list[str]]:

@@ -15,18 +15,16 @@ How a turn works (and why):
 
 from __future__ import annotations
 
-import codecs
-import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
-from edge.errors import AudioError, GenerationError
+from edge.audio_format import SAMPLE_RATE
+from edge.errors import AudioError
 from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
-from edge.model.context_budget import Fitted, audio_tokens_for, fit_history, pinned_system
-from edge.model.mtmd import AudioEvalResult, MtmdAudio
-from edge.model.runner import Generation, LoadedModel
+from edge.model.context_budget import Fitted, audio_tokens_for
+from edge.model.conversation import Conversation
+from edge.model.engine import GEMMA_SAMPLING, GREEDY, Generation, LoadedModel, PrefillReport, Sampling
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant running offline on a small computer. "
@@ -81,27 +79,37 @@ HEARD_PROMPT = "Write down exactly what I said in my last message, and nothing e
 TRANSCRIPT_MAX_TOKENS = 160
 
 
-@dataclass(frozen=True)
-class HeardAudio:
-    """What one evaluation of audio put into the model (AudioEvalResult plus the clip length)."""
-
-    speech_seconds: float
-    audio: AudioEvalResult
-
-
 class AudioConversation:
-    """A text conversation whose user turns arrive as audio. One per loaded model + mmproj."""
+    """A text conversation whose user turns arrive as audio, on a model loaded with its projector."""
 
-    def __init__(self, loaded: LoadedModel, audio: MtmdAudio, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
-        if loaded.info.architecture != "gemma4":
+    def __init__(self, loaded: LoadedModel, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
+        if loaded.projector is None:
             raise AudioError(
-                f"{loaded.path.name} is a {loaded.info.architecture} model; only Gemma 4 "
-                "E2B/E4B hear audio: run `edge-gemma setup` to install one"
+                f"{loaded.path.name} was loaded without an audio projector; Gemma 4 E2B/E4B hear "
+                "through one: run `edge-gemma setup` or pass --mmproj PATH"
             )
-        self.loaded, self.audio = loaded, audio
-        self.history: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        self.last_heard: HeardAudio | None = None
-        self.last_fit: Fitted | None = None
+        loaded.projector.require_audio()
+        self.loaded = loaded
+        self.marker = loaded.projector.marker
+        self.text = Conversation(loaded, system=system_prompt or None)
+        self._last: Generation | None = None
+
+    @property
+    def history(self) -> list[Message]:
+        return self.text.history
+
+    @history.setter
+    def history(self, messages: list[Message]) -> None:
+        self.text.history = list(messages)
+
+    @property
+    def last_fit(self) -> Fitted | None:
+        return self.text.last_fit
+
+    @property
+    def last_heard(self) -> PrefillReport | None:
+        """What evaluating the last turn's prompt and audio did (audio tokens, encode time)."""
+        return self._last.prefill if self._last is not None else None
 
     # -- one turn --------------------------------------------------------------------------------
 
@@ -110,9 +118,9 @@ class AudioConversation:
         pcm: np.ndarray,
         *,
         instruction: str = "",
-        max_tokens: int = 256,
-        temperature: float = 0.7,
+        sampling: Sampling = GEMMA_SAMPLING,
         on_stage: Callable[[str], None] = lambda stage: None,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> Generation:
         """Stream the reply to a spoken turn. Iterate it; then call `remember()` with its text.
 
@@ -120,21 +128,20 @@ class AudioConversation:
         and the transcript step after it; old turns that do not fit are dropped (see `last_fit`).
         `on_stage` is told "prompt_ready", "audio_eval_start" and "audio_eval_end" (a turn's timeline).
         """
-        asked: Message = {"role": "user", "content": self.audio.marker + instruction}
-        seconds = len(pcm) / self.audio.audio_sample_rate
-        reserve = audio_tokens_for(seconds) + max_tokens + self.transcript_room
-        fitted = fit_history(
-            self.history,
-            asked,
-            n_ctx=self.loaded.n_ctx,
-            reserve=reserve,
-            count_tokens=self.loaded.count_chat_tokens,
+        seconds = len(pcm) / SAMPLE_RATE
+        generation = self.text.reply(
+            self.marker + instruction,
+            sampling,
+            clips=[pcm],
+            reserve_extra=audio_tokens_for(seconds) + self.transcript_room,
             what=f"a {seconds:.1f} s clip",
             fix="raise --ctx or speak in shorter turns",
+            on_stage=on_stage,
+            cancelled=cancelled,
         )
-        self.history, self.last_fit = fitted.history, fitted
-        pieces = self._pieces(self.history + [asked], pcm, max_tokens, temperature, on_stage)
-        return Generation(self.loaded, pieces)
+        on_stage("prompt_ready")
+        self._last = generation
+        return generation
 
     @property
     def transcript_room(self) -> int:
@@ -143,97 +150,25 @@ class AudioConversation:
 
     def forget(self) -> None:
         """Start a fresh conversation; the system prompt stays."""
-        self.history = pinned_system(self.history)
+        self.text.clear()
 
     def remember(self, reply_text: str, *, transcribe: bool = True) -> str:
         """Put the finished turn into the text history; returns what the model heard ('' if skipped)."""
         heard = self._heard_in_context() if transcribe else ""
-        self.history += [
-            {"role": "user", "content": heard or "(spoken message)"},
-            {"role": "assistant", "content": reply_text.strip()},
-        ]
+        self.text.remember(reply_text, user_text=heard or "(spoken message)")
         return heard
 
     def transcribe(self, pcm: np.ndarray, *, language: str = "English") -> Generation:
         """A one-shot transcription (no history), greedy as the model card advises."""
-        prompt = [{"role": "user", "content": self.audio.marker + TRANSCRIBE_PROMPT.format(language=language)}]
-        return Generation(self.loaded, self._pieces(prompt, pcm, 512, 0.0))
-
-    # -- the model side --------------------------------------------------------------------------
-
-    def _pieces(
-        self,
-        messages: list[Message],
-        pcm: np.ndarray,
-        max_tokens: int,
-        temperature: float,
-        on_stage: Callable[[str], None] = lambda stage: None,
-    ) -> Iterator[str]:
-        """Evaluate text prefix + audio + suffix, then sample; runs lazily inside Generation's timing."""
-        prompt = self.loaded.chat_prompt(messages)
-        before, after = prompt.text.split(self.audio.marker, 1)
-        on_stage("prompt_ready")
-        with _llama_failures("evaluating the conversation"):
-            self._eval_text_prefix(before)
-        on_stage("audio_eval_start")
-        result = self.audio.eval_prompt_with_audio(self.loaded.llama, self.audio.marker + after, pcm, append=True)
-        on_stage("audio_eval_end")
-        self.last_heard = HeardAudio(len(pcm) / self.audio.audio_sample_rate, result)
-        yield from self._sample(max_tokens, temperature, prompt.stop)
-
-    def _eval_text_prefix(self, text: str) -> None:
-        """Reuse the longest cached prefix (the system prompt, earlier text turns); evaluate the rest."""
-        llama = self.loaded.llama
-        tokens = llama.tokenize(text.encode(), add_bos=True, special=True)
-        cached = llama.input_ids[: llama.n_tokens]
-        same = 0
-        for ours, theirs in zip(tokens, cached):
-            if ours != theirs:
-                break
-            same += 1
-        same = min(same, len(tokens) - 1)  # evaluate at least one token so logits are fresh
-        llama.n_tokens = same
-        llama.eval(tokens[same:])  # llama.eval drops cached positions past n_tokens first
-
-    def _sample(self, max_tokens: int, temperature: float, stop: list[str]) -> Iterator[str]:
-        """Sample after what is in the KV cache, until end of turn, a stop string or max_tokens."""
-        import llama_cpp
-
-        llama = self.loaded.llama
-        vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        history = llama.input_ids[: llama.n_tokens].tolist()
-        text = ""
-        with _llama_failures("generating the reply"):
-            for count, token in enumerate(llama.generate(history, temp=temperature, top_k=64, top_p=0.95, reset=True)):
-                if llama_cpp.llama_vocab_is_eog(vocab, token) or count >= max_tokens:
-                    return
-                piece = decoder.decode(llama.detokenize([token], special=False))
-                text += piece
-                if any(s and s in text for s in stop):
-                    return
-                if piece:
-                    yield piece
+        prompt = [{"role": "user", "content": self.marker + TRANSCRIBE_PROMPT.format(language=language)}]
+        return self.loaded.chat(prompt, GREEDY.with_(max_tokens=512), clips=[pcm])
 
     def _heard_in_context(self) -> str:
         """Ask, with the audio still in the KV cache, what the user said (greedy, short)."""
-        llama = self.loaded.llama
         follow_up = self.loaded.chat_prompt([{"role": "user", "content": HEARD_PROMPT}])
         # follow_up.text is "<turn opener>user\n...<generation prompt>": close the model's turn first.
         closer = (GEMMA4_STOP if "<|turn>" in follow_up.text else GEMMA3_STOP)[0] + "\n"
-        with _llama_failures("writing down what was heard"):
-            llama.eval(llama.tokenize((closer + follow_up.text).encode(), add_bos=False, special=True))
-        heard = "".join(self._sample(TRANSCRIPT_MAX_TOKENS, 0.0, follow_up.stop))
+        self.loaded.engine.extend(closer + follow_up.text)
+        sampling = GREEDY.with_(max_tokens=TRANSCRIPT_MAX_TOKENS, stop=tuple(follow_up.stop))
+        heard = Generation(self.loaded.engine, None, sampling).run()
         return " ".join(heard.split())
-
-
-@contextlib.contextmanager
-def _llama_failures(doing: str):
-    """llama-cpp-python reports a failed llama_decode (a full KV cache, say) as RuntimeError/ValueError."""
-    try:
-        yield
-    except (RuntimeError, ValueError) as exc:
-        raise GenerationError(
-            f"llama.cpp failed while {doing} ({exc}); the turn was dropped and the "
-            "conversation kept: try again, or raise --ctx if it repeats"
-        ) from exc

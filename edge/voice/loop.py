@@ -23,6 +23,7 @@ from edge.audio.capture import AudioSource
 from edge.audio.playback import AudioSink
 from edge.audio.tts import Speaker
 from edge.audio.vad import Clip, Endpointer, PushToTalk
+from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.voice.conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
 from edge.voice.turns import Turn, TurnSettings, TurnStats, TurnWorker
@@ -48,8 +49,7 @@ class VoiceLoop:
         sink: AudioSink | None = None,
         speaker_factory: Callable[[AudioSink], Speaker] | None = None,
         barge_in: bool = True,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
+        sampling: Sampling = GEMMA_SAMPLING,
         on_text: Callable[[str], None] = lambda piece: None,
         on_turn: Callable[[TurnStats], None] = lambda stats: None,
         on_note: Callable[[str], None] = lambda message: None,
@@ -69,7 +69,7 @@ class VoiceLoop:
         self.speaker = speaker_factory(sink) if speaker_factory and sink else None
         self.barge_in = barge_in
         self.speculate_after_s = speculate_after_s if barge_in else None
-        self.settings = TurnSettings(max_tokens, temperature, forget_after_s, log_path)
+        self.settings = TurnSettings(sampling, forget_after_s, log_path)
         self.on_text, self.on_turn, self.on_note = on_text, on_turn, on_note
         self.discarded_starts = 0  # speculative replies thrown away in this session
         self._worker: TurnWorker | None = None

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from edge.audio.tts import Speaker
 from edge.audio.vad import Clip, trim_silence
+from edge.audio_format import SAMPLE_RATE
 from edge.errors import EdgeError
+from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.voice.conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
 
@@ -29,9 +31,11 @@ class TurnStats:
     endpoint_delay_s: float  # from the end of speech to the clip being closed (the full silence)
     audio_encode_ms: float
     audio_tokens: int
-    prompt_tps: float  # prefill rate, audio embeddings included
+    prompt_tokens: int  # context positions of the turn's prompt, audio included
+    prompt_reused: int  # of those, found in the KV cache (the system prompt, earlier turns)
+    prompt_tps: float | None  # prefill rate of what was evaluated (None: too little to measure)
     ttft_s: float  # reply start -> first reply text
-    decode_tps: float
+    decode_tps: float | None
     reply_tokens: int
     first_sound_s: float | None  # end of speech -> the first reply sound is heard (None: no TTS)
     heard: str  # the model's transcript of the turn, kept in the text history
@@ -84,8 +88,7 @@ class Turn:
 
 @dataclass
 class TurnSettings:
-    max_tokens: int = 256
-    temperature: float = 0.7
+    sampling: Sampling = GEMMA_SAMPLING  # max_tokens caps a spoken reply
     forget_after_s: float | None = 300.0  # quiet (stream seconds) after which a new conversation starts
     log_path: Path | None = None
 
@@ -157,8 +160,9 @@ class TurnWorker:
         if self.speaker is not None:
             self.speaker.on_stage = timeline.mark
             timeline.output_latency_s = self.speaker.sink.output_latency_s
+        heard_pcm = trim_silence(clip)
         generation = self.conversation.reply(
-            trim_silence(clip), max_tokens=s.max_tokens, temperature=s.temperature, on_stage=timeline.mark
+            heard_pcm, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
         )
         held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
         yielded = False  # the worker has waited once for the first clause's synthesis
@@ -191,7 +195,7 @@ class TurnWorker:
             # stop waiting once nothing is left to speak (a barge-in, a reply with no words).
             timeline.wait_for("first_sample", 10.0, unless=lambda: not self.speaker.speaking)
         self._last_turn_at = turn.clip.speech_end_s
-        stats = self._stats(turn, generation, heard)
+        stats = self._stats(turn, generation, heard, len(heard_pcm) / SAMPLE_RATE)
         self.turns.append(stats)
         self.on_turn(stats)
         if s.log_path is not None:
@@ -203,17 +207,19 @@ class TurnWorker:
             self.on_text(piece)
         held.clear()
 
-    def _stats(self, turn: Turn, generation, heard: str) -> TurnStats:
-        g, heard_audio, timeline = generation.stats, self.conversation.last_heard, turn.timeline
+    def _stats(self, turn: Turn, generation, heard: str, speech_s: float) -> TurnStats:
+        g, timeline = generation.stats, turn.timeline
         seconds = timeline.seconds()
         return TurnStats(
-            speech_s=round(heard_audio.speech_seconds if heard_audio else turn.clip.duration_s, 3),
+            speech_s=round(speech_s, 3),
             endpoint_delay_s=round(turn.clip.endpoint_delay_s, 3),
-            audio_encode_ms=heard_audio.audio.encode_ms if heard_audio else 0.0,
-            audio_tokens=heard_audio.audio.n_audio_tokens if heard_audio else 0,
-            prompt_tps=round(g.prompt_tps, 2),
+            audio_encode_ms=g.prefill.encode_ms,
+            audio_tokens=g.prefill.media_tokens,
+            prompt_tokens=g.prefill.prompt_tokens,
+            prompt_reused=g.prefill.reused,
+            prompt_tps=_rounded(g.prompt_tps),
             ttft_s=round(g.time_to_first_token, 3),
-            decode_tps=round(g.generation_tps, 2),
+            decode_tps=_rounded(g.generation_tps),
             reply_tokens=g.generated_tokens,
             first_sound_s=seconds.get("audible"),
             heard=heard,
@@ -226,3 +232,7 @@ class TurnWorker:
             model_s=timeline.model_s(),
             pipeline_s=timeline.pipeline_s(),
         )
+
+
+def _rounded(rate: float | None) -> float | None:
+    return round(rate, 2) if rate is not None else None

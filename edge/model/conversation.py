@@ -1,24 +1,28 @@
-"""A text conversation that never outgrows the context: `chat` (and serve, later) keep one of these.
+"""A conversation that never outgrows the context: chat, voice and serve all keep their turns here.
 
 Each reply is prompted with the pinned system prompt and as many recent turns as the context budget
-allows (context_budget.fit_history); turns that had to go are gone for good, so the prompt's cached
-prefix stays valid until the next drop. A failed reply leaves the history as it was.
+allows (context_budget.fit_history, the one history fitter); turns that had to go are gone for good,
+so the prompt's cached prefix stays valid until the next drop. A failed reply leaves the history as
+it was: a turn joins the history only through `remember()`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from edge.errors import EdgeError
 from edge.jsonio import read_json, write_json_atomic
 from edge.model.chat_format import Message
 from edge.model.context_budget import Fitted, fit_history, pinned_system
-from edge.model.runner import Generation, LoadedModel
+from edge.model.engine import GEMMA_SAMPLING, Generation, LoadedModel, Sampling
 
 SAVE_FORMAT = "edge-gemma-chat/1"
 
 
-class ChatSession:
+class Conversation:
     def __init__(self, loaded: LoadedModel, *, system: str | None = None, history: list[Message] | None = None):
         self.loaded = loaded
         self.history: list[Message] = (
@@ -27,27 +31,43 @@ class ChatSession:
         self.last_fit: Fitted | None = None
         self._asked: Message | None = None
 
-    def reply(self, text: str, *, max_tokens: int = 512, temperature: float = 0.7) -> Generation:
-        """Stream the reply to `text`; call `remember()` with the finished text to keep the turn."""
-        asked: Message = {"role": "user", "content": text}
+    def reply(
+        self,
+        content: str,
+        sampling: Sampling = GEMMA_SAMPLING,
+        *,
+        clips: Sequence[np.ndarray] = (),
+        reserve_extra: int = 0,
+        what: str = "this message",
+        fix: str = "raise --ctx, lower --max-tokens or send a shorter message",
+        **generation_args,
+    ) -> Generation:
+        """Stream the reply to a user message; call `remember()` with the finished text to keep the turn.
+
+        `reserve_extra`: context the turn takes beyond its text and reply (a clip's audio tokens, a
+        transcript step). Old turns that do not fit are dropped first (see `last_fit`).
+        """
+        asked: Message = {"role": "user", "content": content}
         # Room for the reply, but never more than half the context: llama.cpp stops a reply that
         # reaches the end of the context, which is better than refusing a long conversation.
-        reserve = min(max_tokens, self.loaded.n_ctx // 2)
+        reserve = min(sampling.max_tokens, self.loaded.n_ctx // 2) + reserve_extra
         fitted = fit_history(
             self.history,
             asked,
             n_ctx=self.loaded.n_ctx,
             reserve=reserve,
             count_tokens=self.loaded.count_chat_tokens,
-            what="this message",
-            fix="raise --ctx, lower --max-tokens or send a shorter message",
+            what=what,
+            fix=fix,
         )
         self.history, self.last_fit, self._asked = fitted.history, fitted, asked
-        return self.loaded.chat(self.history + [asked], max_tokens=max_tokens, temperature=temperature)
+        return self.loaded.chat(self.history + [asked], sampling, clips=clips, **generation_args)
 
-    def remember(self, reply_text: str) -> None:
+    def remember(self, reply_text: str, *, user_text: str | None = None) -> None:
+        """Keep the last turn; `user_text` replaces what was asked (a transcript in place of audio)."""
         if self._asked is not None:
-            self.history += [self._asked, {"role": "assistant", "content": reply_text.strip()}]
+            asked = self._asked if user_text is None else {"role": "user", "content": user_text}
+            self.history += [asked, {"role": "assistant", "content": reply_text.strip()}]
             self._asked = None
 
     def clear(self) -> None:

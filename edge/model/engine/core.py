@@ -1,0 +1,353 @@
+"""The engine: the only code that changes a llama context's state.
+
+Everything the model reads or writes goes through `Engine`: prompts (text, and media through the
+projector) are prefilled after the longest cached prefix, tokens are sampled with one sampler
+chain (sampling.py), and text comes out through one incremental detokenizer (text.py).
+
+The engine keeps its own record of what the KV cache holds (`cached`: one entry per position, the
+token id, or MEDIA under media embeddings, which never match a later prompt), so prefix reuse,
+continuing after a reply (`extend`) and rolling back (`truncate`) are exact.
+
+Seeds: a seeded request is evaluated from an empty cache, in the same batches every time. On some
+CPUs a token's logits differ in the last bits with the batch it was evaluated in, so a prompt
+served partly from the cache could draw another token at the same seed. The promise is: the same
+seed, request, model and settings give the same reply in this process, whatever ran before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.errors import AudioError, ContextFullError, GenerationError
+from edge.model.engine.media import MediaPiece, Projector, TextPiece
+from edge.model.engine.sampling import Sampling, sampler_chain
+from edge.model.engine.text import TextStream
+
+MEDIA = -1  # cached-token value under media embeddings: no token has it, so no prompt matches it
+MIN_TOKENS_FOR_RATE = 16  # fewer evaluated tokens than this make a tokens/s figure meaningless
+MIN_SECONDS_FOR_RATE = 0.02
+
+
+@dataclass(frozen=True)
+class PrefillReport:
+    """What one prompt evaluation did."""
+
+    prompt_tokens: int  # context positions the prompt takes (media included)
+    reused: int  # of those, found in the KV cache and not evaluated again
+    evaluated: int  # evaluated now
+    seconds: float  # evaluating, media encoding included
+    media_tokens: int = 0  # embeddings decoded for media
+    media_chunks: int = 0
+    encode_ms: float = 0.0  # time in the media encoder alone
+
+    @property
+    def tps(self) -> float | None:
+        """Prefill tokens/s, or None when too little was evaluated for the figure to mean anything."""
+        if self.evaluated < MIN_TOKENS_FOR_RATE or self.seconds < MIN_SECONDS_FOR_RATE:
+            return None
+        return self.evaluated / self.seconds
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prefill: PrefillReport
+    generated_tokens: int  # tokens sampled (the stop token not counted)
+    generation_seconds: float  # from the first sampled token to the last
+    time_to_first_token: float  # wall clock, from the start of the request to the first text
+    total_seconds: float
+    finish_reason: str  # "stop" | "length" | "cancelled" | "interrupted"
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prefill.prompt_tokens
+
+    @property
+    def prompt_tps(self) -> float | None:
+        return self.prefill.tps
+
+    @property
+    def generation_tps(self) -> float | None:
+        steps = self.generated_tokens - 1  # the first token came from the prompt's logits
+        if steps < 2 or self.generation_seconds < MIN_SECONDS_FOR_RATE:
+            return None
+        return steps / self.generation_seconds
+
+    @property
+    def stopped_by_user(self) -> bool:
+        return self.finish_reason == "interrupted"
+
+
+class Engine:
+    """One llama context's state: prefill, media, sampling, detokenizing. One thread at a time."""
+
+    def __init__(self, llama, *, n_batch: int):
+        import llama_cpp as lc
+
+        self._lc = lc
+        self._llama = llama
+        self._ctx, self._model = llama.ctx, llama.model
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self._memory = lc.llama_get_memory(self._ctx)
+        self.n_ctx = llama.n_ctx()
+        self.n_batch = n_batch
+        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self.cached: list[int] = []
+        self.projector: Projector | None = None
+        self.last_prefill: PrefillReport | None = None
+        self.last_finish, self.last_generated = "stop", 0  # how the last generate() ended
+        self.bos_text = self.token_text(llama.token_bos())
+
+    def close(self) -> None:
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
+        if self._batch is not None:
+            self._lc.llama_batch_free(self._batch)
+            self._batch = None
+
+    # -- text <-> tokens -------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, bos: bool) -> list[int]:
+        return self._llama.tokenize(text.encode(), add_bos=bos, special=True)
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        """A special token's own text ('' for none), e.g. '<bos>'."""
+        return self.token_bytes(token, special=True).decode(errors="replace") if token >= 0 else ""
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+
+    # -- the KV cache ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """An empty cache, laid out as in a fresh context."""
+        self._lc.llama_memory_clear(self._memory, True)
+        self.cached = []
+
+    def truncate(self, n_positions: int) -> None:
+        """Forget every cached position from `n_positions` on."""
+        if n_positions < len(self.cached):
+            self._lc.llama_memory_seq_rm(self._memory, -1, n_positions, -1)
+            del self.cached[n_positions:]
+
+    def prefill(
+        self,
+        text: str,
+        clips: Sequence[np.ndarray] = (),
+        *,
+        fresh: bool = False,
+        on_stage: Callable[[str], None] = lambda stage: None,
+    ) -> PrefillReport:
+        """Evaluate a whole prompt (BOS added), reusing the longest cached prefix unless `fresh`.
+
+        `clips`: 16 kHz mono PCM, one per media marker in `text` (needs a projector).
+        `on_stage` hears "audio_eval_start" / "audio_eval_end" around each audio chunk (a turn's timeline).
+        """
+        # A rendered template may begin with <bos> itself: a second one degrades the model.
+        bos = not (self.bos_text and text.startswith(self.bos_text))
+        with self._pieces(text, clips, bos=bos) as pieces:
+            wanted = [t for p in pieces for t in (p.tokens if isinstance(p, TextPiece) else [MEDIA] * p.n_pos)]
+            self._check_room(len(wanted))
+            if fresh:
+                self.reset()
+                keep = 0
+            else:
+                keep = _common_prefix(self.cached, wanted)
+                keep = min(keep, len(wanted) - 1)  # the last token is evaluated again: fresh logits
+                self.truncate(keep)
+            report = self._evaluate(pieces, skip=keep, on_stage=on_stage)
+        self.last_prefill = report
+        return report
+
+    def extend(self, text: str) -> PrefillReport:
+        """Evaluate `text` (no BOS) after what the cache holds, e.g. a question after a reply."""
+        return self.extend_tokens(self.tokenize(text, bos=False))
+
+    def extend_tokens(self, tokens: list[int]) -> PrefillReport:
+        """Evaluate token ids after what the cache holds."""
+        self._check_room(len(self.cached) + len(tokens))
+        report = self._evaluate([TextPiece(tokens)], skip=0, start=len(self.cached))
+        self.last_prefill = report
+        return report
+
+    def _check_room(self, positions: int) -> None:
+        if positions + 1 > self.n_ctx:
+            raise ContextFullError(
+                f"the prompt is {positions} tokens but the context holds {self.n_ctx}: "
+                "raise --ctx or shorten the prompt"
+            )
+
+    def _pieces(self, text: str, clips: Sequence[np.ndarray], *, bos: bool):
+        if clips:
+            if self.projector is None:
+                raise AudioError("this model was loaded without a projector, so it cannot hear audio")
+            return self.projector.tokenize(text, clips, add_bos=bos)
+        return _Just([TextPiece(self.tokenize(text, bos=bos))])
+
+    def _evaluate(
+        self, pieces: list, *, skip: int, start: int = 0, on_stage: Callable[[str], None] = lambda stage: None
+    ) -> PrefillReport:
+        """Evaluate `pieces` from prompt position `skip` on; the prompt begins at cache position `start`."""
+        t0 = time.perf_counter()
+        position, evaluated, media_tokens, media_chunks, encode_s = start, 0, 0, 0, 0.0
+        last_index = len(pieces) - 1
+        for index, piece in enumerate(pieces):
+            if isinstance(piece, TextPiece):
+                tokens = piece.tokens
+                offset = max(0, min(len(tokens), skip - (position - start)))
+                position += offset
+                rest = tokens[offset:]
+                if rest:
+                    self._decode_tokens(rest, logits_last=index == last_index)
+                    evaluated += len(rest)
+                position += len(rest)
+                continue
+            # Media never matches the cache (MEDIA), so `skip` never reaches into it.
+            on_stage(f"{piece.kind}_eval_start")
+            encode_s += self._decode_media(piece)
+            on_stage(f"{piece.kind}_eval_end")
+            position += piece.n_pos
+            evaluated += piece.n_pos
+            media_tokens += piece.n_tokens
+            media_chunks += 1
+        return PrefillReport(
+            prompt_tokens=position - start,
+            reused=position - start - evaluated,
+            evaluated=evaluated,
+            seconds=time.perf_counter() - t0,
+            media_tokens=media_tokens,
+            media_chunks=media_chunks,
+            encode_ms=round(encode_s * 1000, 3),
+        )
+
+    def _decode_tokens(self, tokens: list[int], *, logits_last: bool) -> None:
+        """Tokens into the cache in batches of n_batch (the same split for the same prompt)."""
+        batch = self._batch
+        for begin in range(0, len(tokens), self.n_batch):
+            part = tokens[begin : begin + self.n_batch]
+            base = len(self.cached)
+            for i, token in enumerate(part):
+                batch.token[i] = token
+                batch.pos[i] = base + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = False
+            batch.logits[len(part) - 1] = logits_last and begin + len(part) == len(tokens)
+            batch.n_tokens = len(part)
+            rc = self._lc.llama_decode(self._ctx, batch)
+            if rc != 0:
+                self._resync()
+                raise GenerationError(
+                    f"llama.cpp could not evaluate the prompt (llama_decode returned {rc}); "
+                    "the context may be full: raise --ctx or start a new conversation"
+                )
+            self.cached.extend(part)
+
+    def _decode_media(self, piece: MediaPiece) -> float:
+        """Encode one media chunk and decode its embeddings into the cache; returns encode seconds."""
+        from edge.model.engine.media import mtmd
+
+        m, projector = mtmd(), self.projector
+        t0 = time.perf_counter()
+        rc = m.mtmd_encode_chunk(projector.handle, piece.chunk)
+        encode_s = time.perf_counter() - t0
+        if rc != 0:
+            raise AudioError(f"the {piece.kind} encoder failed (code {rc})")
+        n_past = len(self.cached)
+        new_n_past = self._lc.llama_pos(n_past)
+        rc = m.mtmd_helper_decode_image_chunk(
+            projector.handle,
+            self._ctx,
+            piece.chunk,
+            m.mtmd_get_output_embd(projector.handle),
+            n_past,
+            0,
+            self.n_batch,
+            ctypes.byref(new_n_past),
+            m.mtmd_helper_post_decode_callback(),
+            None,
+        )
+        if rc != 0:
+            self._resync()
+            raise AudioError(f"decoding the {piece.kind} embeddings failed (code {rc}); try a larger --ctx")
+        self.cached.extend([MEDIA] * (new_n_past.value - n_past))
+        return encode_s
+
+    def _resync(self) -> None:
+        """After a failed decode, some ubatches may be in the cache: forget past what we know."""
+        self._lc.llama_memory_seq_rm(self._memory, -1, len(self.cached), -1)
+
+    # -- sampling ----------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        sampling: Sampling,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        special: bool = False,
+    ) -> Iterator[str]:
+        """Text pieces sampled after the cache's last logits, until end of generation, a stop string,
+        max_tokens or `cancelled()`. `special`: render control tokens (a tool call's markup) as text.
+        The outcome is in `self.last_finish` and `self.last_generated` once the iterator ends."""
+        lc = self._lc
+        sampler = sampler_chain(sampling, self._vocab)
+        stream = TextStream(sampling.stop)
+        self.last_finish, self.last_generated = "length", 0
+        try:
+            while self.last_generated < sampling.max_tokens:
+                if cancelled():
+                    self.last_finish = "cancelled"
+                    return
+                token = lc.llama_sampler_sample(sampler, self._ctx, -1)
+                if self.is_end_of_generation(token):
+                    self.last_finish = "stop"
+                    break
+                self.last_generated += 1
+                piece = stream.push(self.token_bytes(token, special=special))
+                if piece:
+                    yield piece
+                if stream.stopped:
+                    self.last_finish = "stop"
+                    return
+                if self.last_generated < sampling.max_tokens:
+                    self._decode_tokens([token], logits_last=True)
+            tail = stream.flush()
+            if tail:
+                yield tail
+        finally:
+            lc.llama_sampler_free(sampler)
+
+
+class _Just:
+    """A context manager that yields a ready value (text-only prompts need no media cleanup)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y or x == MEDIA:
+            break
+        n += 1
+    return n

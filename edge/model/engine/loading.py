@@ -1,0 +1,216 @@
+"""Load a GGUF (and its projector) into llama.cpp with resolved settings; hand out its engine.
+
+`LoadedModel.complete()` / `.chat()` return a `Generation` (generation.py): iterate it for text
+pieces, then read `.stats` (prompt tokens evaluated and reused, prefill and decode tokens/s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from edge.errors import AudioError, ModelFileError
+from edge.model.backend import BackendChoice, backend_choice
+from edge.model.buffer_overrides import TensorOverrides, overrides_for
+from edge.model.chat_format import ChatPrompt, Message, build_chat_prompt
+from edge.model.engine.core import Engine
+from edge.model.engine.generation import Generation
+from edge.model.engine.media import Projector
+from edge.model.engine.sampling import GEMMA_SAMPLING, Sampling
+from edge.model.gguf import GGUFInfo, check_loadable_model
+from edge.settings import RunSettings
+
+# llama.cpp enum values (llama.h / ggml.h of the pinned llama-cpp-python).
+_LOAD_MODES = {"none": 0, "mmap": 1, "mlock": 2, "mmap+mlock": 3, "direct-io": 4}
+_LAZY_MODES = {"off": 0, "auto": 1, "on": 2}
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+
+
+@contextlib.contextmanager
+def _llama_load_params(settings: RunSettings, backend: BackendChoice, overrides: TensorOverrides | None):
+    """Set the model params llama_cpp.Llama does not expose, for one model load.
+
+    Llama() maps only use_mmap/use_mlock onto load_mode and has no say over the CPU's extra buffer
+    types, so the model-params struct is adjusted just before llama_model_load_from_file sees it;
+    the original class is restored afterwards.
+    """
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.internals.LlamaModel
+
+    class _WithLoadModes(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *, path_model, params, verbose=True):
+            params.load_mode = _LOAD_MODES[settings.load_mode]
+            params.lazy_mode = _LAZY_MODES[settings.lazy_mode]
+            params.use_extra_bufts = backend.use_extra_bufts
+            params.tensor_buft_overrides = overrides.address if overrides else None
+            super().__init__(path_model=path_model, params=params, verbose=verbose)
+
+    llama_module.internals.LlamaModel = _WithLoadModes
+    try:
+        yield
+    finally:
+        llama_module.internals.LlamaModel = original
+
+
+class LoadedModel:
+    """One GGUF loaded into llama.cpp with one set of settings, its engine and (maybe) its projector."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: RunSettings,
+        *,
+        verbose: bool = False,
+        info: GGUFInfo | None = None,
+        backend: BackendChoice | None = None,
+    ):
+        """`info`: the file's already-checked header (launch.prepare_run has one), else it is read here.
+        `backend`: which extra CPU kernels to use; by default the machine's verdict (model/backend.py).
+        """
+        self.path = Path(path)
+        self.info: GGUFInfo = info or check_loadable_model(self.path)  # before llama.cpp can abort on it
+        self.settings = settings
+        self.verbose = verbose
+        self.backend = backend or backend_choice()
+        started = time.perf_counter()
+        self.llama = self._load(verbose, self.info.usable_ctx(settings.n_ctx))
+        self.load_seconds = time.perf_counter() - started
+        self.n_ctx = self.llama.n_ctx()  # what llama.cpp allocated (it may pad the request)
+        self.engine = Engine(self.llama, n_batch=self.llama.n_batch)
+
+    def _load(self, verbose: bool, n_ctx: int):
+        import llama_cpp
+
+        s = self.settings
+        overrides = overrides_for(self.backend, self.info.tensors)
+        try:
+            with _llama_load_params(s, self.backend, overrides):
+                return llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_batch=s.n_batch,
+                    n_ubatch=s.n_ubatch,
+                    n_threads=s.n_threads,
+                    n_threads_batch=s.n_threads_batch,
+                    n_gpu_layers=s.n_gpu_layers,
+                    flash_attn=s.flash_attn,
+                    type_k=GGML_TYPES[s.type_k],
+                    type_v=GGML_TYPES[s.type_v],
+                    use_mmap=s.load_mode.startswith("mmap"),
+                    use_mlock="mlock" in s.load_mode,
+                    # Sliding-window layers keep only the window (+ a ubatch), as llama-server does:
+                    # a full-size SWA cache would cost Gemma 4 E4B ~2 GiB at 128K instead of ~0.1.
+                    swa_full=False,
+                    verbose=verbose,
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(
+                f"llama.cpp could not load {self.path} ({exc}): the file may be damaged or "
+                "need a newer llama.cpp; download it again (edge-gemma setup)"
+            ) from exc
+
+    # -- the projector ----------------------------------------------------------------------------
+
+    def attach_projector(self, path: str | Path, *, use_gpu: bool = False) -> Projector:
+        """Open the mmproj that gives this model ears (and eyes). Only Gemma 4 E2B/E4B take one."""
+        if self.info.architecture != "gemma4":
+            raise AudioError(
+                f"{self.path.name} is a {self.info.architecture} model and takes no projector; "
+                "Gemma 4 E2B/E4B hear and see: run `edge-gemma setup` or pass --model PATH"
+            )
+        projector = Projector(
+            self.model_handle,
+            path,
+            n_threads=self.settings.n_threads_batch,
+            use_gpu=use_gpu,
+            flash_attn_type=self.llama.context_params.flash_attn_type,
+            verbose=self.verbose,
+        )
+        if self.engine.projector is not None:
+            self.engine.projector.close()
+        self.engine.projector = projector
+        return projector
+
+    @property
+    def projector(self) -> Projector | None:
+        return self.engine.projector
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def complete(self, prompt: str, sampling: Sampling = GEMMA_SAMPLING, **kwargs) -> Generation:
+        """Raw text completion of `prompt`. A prompt the context cannot hold is refused before any work."""
+        self.engine._check_room(self.count_tokens(prompt))
+        return Generation(self.engine, prompt, sampling, **kwargs)
+
+    def chat(self, messages: list[Message], sampling: Sampling = GEMMA_SAMPLING, **kwargs) -> Generation:
+        """A reply to `messages`, formatted with the model's chat format (chat_format.py); the format's
+        end-of-turn strings are added to the sampling's stop strings."""
+        prompt = self.chat_prompt(messages)
+        sampling = sampling.with_(stop=tuple(sampling.stop) + tuple(prompt.stop))
+        return Generation(self.engine, prompt.text, sampling, **kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in the context (with the BOS llama.cpp adds)."""
+        return len(self.engine.tokenize(text, bos=True))
+
+    def count_chat_tokens(self, messages: list[Message]) -> int:
+        """Tokens a chat prompt of `messages` takes, rendered as `chat()` renders it."""
+        return self.count_tokens(self.chat_prompt(messages).text)
+
+    def chat_prompt(self, messages: list[Message]) -> ChatPrompt:
+        return build_chat_prompt(
+            self.info,
+            messages,
+            bos_text=self.engine.token_text(self.llama.token_bos()),
+            eos_text=self.engine.token_text(self.llama.token_eos()),
+        )
+
+    # -- handles for code that drives llama.cpp's C API on contexts of its own (bench) --------------
+
+    @property
+    def model_handle(self):
+        """The llama_model pointer."""
+        return self.llama.model
+
+    @property
+    def context_handle(self):
+        """The llama_context pointer of this model's own context."""
+        return self.llama.ctx
+
+    @property
+    def context_params(self):
+        """The llama_context_params this context was made with (copy before changing)."""
+        return self.llama.context_params
+
+    def describe(self) -> tuple[str, int, int]:
+        """(llama.cpp's model description, file bytes of the weights, parameter count), as llama-bench."""
+        import ctypes
+
+        import llama_cpp
+
+        buf = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self.model_handle, buf, len(buf))
+        return (
+            buf.value.decode(errors="replace"),
+            llama_cpp.llama_model_size(self.model_handle),
+            llama_cpp.llama_model_n_params(self.model_handle),
+        )
+
+    def restore(self) -> None:
+        """Back to a fresh state after C-API use on this context: own thread counts, an empty cache."""
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(self.context_handle, self.settings.n_threads, self.settings.n_threads_batch)
+        self.engine.reset()
+
+    def close(self) -> None:
+        self.engine.close()  # the projector goes before the model it was opened for
+        self.llama.close()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

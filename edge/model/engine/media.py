@@ -1,0 +1,200 @@
+"""The projector (mmproj) through libmtmd: audio (and later images) turned into prompt pieces.
+
+`Projector` opens an mmproj for a loaded model. `Projector.tokenize(text, clips)` splits a prompt
+holding one media marker per clip into text tokens and media chunks; the engine evaluates them
+(core.py), so the projector itself never changes the model's state. libmtmd is not thread-safe:
+one projector, one worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.audio_format import MAX_CLIP_SECONDS, SAMPLE_RATE
+from edge.errors import AudioError, ModelFileError
+
+# libmtmd aborts the whole process on a 1-sample buffer and fails on a 30 s split whose tail is
+# too short to frame; 100 ms is well above both limits and below any real utterance.
+MIN_AUDIO_SAMPLES = SAMPLE_RATE // 10
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
+class MediaPiece:
+    """One media chunk of a tokenized prompt; valid while its `MediaPrompt` is open."""
+
+    chunk: Any  # mtmd_input_chunk pointer
+    n_tokens: int  # embeddings it decodes into
+    n_pos: int  # context positions it takes
+    kind: str  # "audio" | "image"
+
+
+def mtmd() -> Any:
+    try:
+        from llama_cpp import mtmd_cpp
+    except (ImportError, OSError) as e:  # OSError: libmtmd missing from the build
+        raise AudioError(f"llama-cpp-python has no usable libmtmd ({e}); reinstall llama-cpp-python==0.3.36") from e
+    return mtmd_cpp
+
+
+def check_pcm(pcm: Any) -> np.ndarray:
+    """Validate a 16 kHz mono float32 buffer for mtmd; return a contiguous copy clipped to [-1, 1].
+
+    Everything is checked here because mtmd aborts the whole process on some bad buffers.
+    """
+    if not isinstance(pcm, np.ndarray):
+        raise AudioError(f"audio must be a numpy float32 array, got {type(pcm).__name__}")
+    if pcm.dtype != np.float32:
+        raise AudioError(
+            f"audio must be float32 PCM in [-1, 1], got dtype {pcm.dtype}: convert it first "
+            "(int16: pcm.astype(np.float32) / 32768)"
+        )
+    if pcm.ndim != 1:
+        raise AudioError(f"audio must be mono, a 1-D array; got shape {pcm.shape} (mix down or take one channel)")
+    if pcm.size < MIN_AUDIO_SAMPLES:
+        raise AudioError(
+            f"audio is too short: {pcm.size} samples, need at least {MIN_AUDIO_SAMPLES} "
+            f"({1000 * MIN_AUDIO_SAMPLES // SAMPLE_RATE} ms at {SAMPLE_RATE} Hz)"
+        )
+    if not np.isfinite(pcm).all():
+        raise AudioError("audio contains NaN or infinite samples: check the capture or decoder")
+    out = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
+    # A tail shorter than the minimum after mtmd's 30 s split would hit the same abort: pad it with silence.
+    piece = int(MAX_CLIP_SECONDS * SAMPLE_RATE)
+    tail = out.size % piece
+    if out.size > piece and 0 < tail < MIN_AUDIO_SAMPLES:
+        out = np.concatenate([out, np.zeros(MIN_AUDIO_SAMPLES - tail, dtype=np.float32)])
+    return np.ascontiguousarray(out)
+
+
+class Projector:
+    """An mmproj opened for one loaded llama model. Close it before the model (LoadedModel does)."""
+
+    def __init__(self, model_handle, path: str | Path, *, n_threads: int, use_gpu: bool, flash_attn_type: int, verbose):
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"mmproj file not found: {path}; run `edge-gemma setup` to download it")
+        self.path = path
+        self._m = m = mtmd()
+        params = m.mtmd_context_params_default()
+        params.n_threads = n_threads  # encoding is a batch job like prompt processing
+        params.use_gpu = use_gpu
+        params.print_timings = False
+        params.warmup = True
+        params.flash_attn_type = flash_attn_type
+        _route_logs(m)
+        # libmtmd prints an "audio is experimental" warning straight to stderr on every load, past
+        # the log callback: silence the C streams unless the model was loaded verbose.
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=verbose):
+            self._ctx = m.mtmd_init_from_file(str(path).encode(), model_handle, params)
+        if not self._ctx:
+            self._ctx = None
+            raise ModelFileError(
+                f"libmtmd could not load {path.name} for this model: it is not an mmproj, is truncated, "
+                "or belongs to another model size; run `edge-gemma setup` or pass the matching --mmproj"
+            )
+        self.marker: str = m.mtmd_default_marker().decode()
+        self.supports_audio = bool(m.mtmd_support_audio(self._ctx))
+        self.supports_vision = bool(m.mtmd_support_vision(self._ctx))
+        if self.supports_audio and int(m.mtmd_get_audio_sample_rate(self._ctx)) != SAMPLE_RATE:
+            rate = int(m.mtmd_get_audio_sample_rate(self._ctx))
+            self.close()
+            raise ModelFileError(f"{path.name} wants audio at {rate} Hz; edge-gemma feeds Gemma 4's {SAMPLE_RATE} Hz")
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._m.mtmd_free(self._ctx)
+            self._ctx = None
+
+    @property
+    def handle(self):
+        if self._ctx is None:
+            raise AudioError("the projector is closed; load the model again")
+        return self._ctx
+
+    def require_audio(self) -> None:
+        if not self.supports_audio:
+            raise AudioError(
+                f"{self.path.name} has no audio encoder; run `edge-gemma setup` to get the Gemma 4 "
+                "E2B/E4B mmproj that carries one (projector gemma4a)"
+            )
+
+    @contextlib.contextmanager
+    def tokenize(self, text: str, clips: Sequence[np.ndarray], *, add_bos: bool) -> Iterator[list]:
+        """The prompt `text` (one marker per clip) as TextPiece/MediaPiece items, valid inside the `with`."""
+        if text.count(self.marker) != len(clips):
+            raise AudioError(
+                f"the prompt must hold the media marker {self.marker!r} once per clip "
+                f"({len(clips)}), found {text.count(self.marker)}"
+            )
+        if clips:
+            self.require_audio()
+        m = self._m
+        bitmaps = []
+        chunks = m.mtmd_input_chunks_init()
+        try:
+            for pcm in clips:
+                samples = check_pcm(pcm)
+                bitmap = m.mtmd_bitmap_init_from_audio(
+                    samples.size, samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+                )
+                if not bitmap:
+                    raise AudioError("libmtmd could not take the audio buffer")
+                bitmaps.append(bitmap)
+            prompt = m.mtmd_input_text()
+            raw = text.encode()
+            prompt.text, prompt.text_len = raw, len(raw)
+            prompt.add_special, prompt.parse_special = add_bos, True
+            array = (m.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            rc = m.mtmd_tokenize(self.handle, chunks, ctypes.byref(prompt), array, len(bitmaps))
+            if rc != 0:
+                raise AudioError(f"libmtmd could not tokenize the prompt with its media (code {rc})")
+            yield [self._piece(m.mtmd_input_chunks_get(chunks, i)) for i in range(m.mtmd_input_chunks_size(chunks))]
+        finally:
+            m.mtmd_input_chunks_free(chunks)
+            for bitmap in bitmaps:
+                m.mtmd_bitmap_free(bitmap)
+
+    def _piece(self, chunk) -> TextPiece | MediaPiece:
+        m = self._m
+        kind = m.mtmd_input_chunk_get_type(chunk)
+        if kind == m.MTMD_INPUT_CHUNK_TYPE_TEXT:
+            n = ctypes.c_size_t()
+            ptr = m.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+            return TextPiece([ptr[j] for j in range(n.value)])
+        return MediaPiece(
+            chunk,
+            int(m.mtmd_input_chunk_get_n_tokens(chunk)),
+            int(m.mtmd_input_chunk_get_n_pos(chunk)),
+            "audio" if kind == m.MTMD_INPUT_CHUNK_TYPE_AUDIO else "image",
+        )
+
+
+_LOGS_ROUTED = False
+
+
+def _route_logs(m: Any) -> None:
+    """Send libmtmd's logs through llama-cpp-python's callback, so Llama(verbose=False) quiets them too."""
+    global _LOGS_ROUTED
+    if _LOGS_ROUTED:
+        return
+    try:
+        from llama_cpp._logger import llama_log_callback
+    except ImportError:  # private module moved: keep libmtmd's default stderr logging
+        return
+    m.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
+    m.mtmd_helper_log_set(llama_log_callback, ctypes.c_void_p(0))
+    _LOGS_ROUTED = True
