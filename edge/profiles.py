@@ -184,12 +184,16 @@ def family_for_device(device) -> tuple[str, str]:
     return "generic", f"no profile family for this machine (kind {device.kind}, {device.arch}): generic CPU"
 
 
+SOLD_SIZES_GB = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
 def device_ram_gb(device) -> int:
-    """RAM as sold: the board's nominal size when known, else MemTotal rounded up to a power of two."""
+    """RAM as sold: the board's nominal size when known, else MemTotal rounded up to the next size
+    memory is sold in (the kernel keeps some for itself: 8 GB shows as ~7.8 GiB, 24 GB as ~23.5)."""
     if device.board_ram_gb:
         return int(device.board_ram_gb)
     gib = device.total_memory_bytes / 2**30
-    return 2 ** math.ceil(math.log2(max(gib, 1)))
+    return next((size for size in SOLD_SIZES_GB if size >= gib), 2 ** math.ceil(math.log2(max(gib, 1))))
 
 
 def choose_profile(requested: str, profiles: dict[str, Profile], device=None) -> ProfileChoice:

@@ -46,16 +46,17 @@ def mutated_gguf(draw) -> bytes:
     return bytes(data)
 
 
-def gguf_target(data: bytes) -> None:
+def gguf_target(data: bytes):
+    """The checked header, or the ModelFileError that refused the file."""
     from edge.model.gguf import check_loadable_model
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzzed.gguf"
         path.write_bytes(data)
         try:
-            check_loadable_model(path)
-        except ModelFileError:
-            pass
+            return check_loadable_model(path)
+        except ModelFileError as exc:
+            return exc
 
 
 # Profile TOML: real keys with random values, random keys, and random text.
@@ -108,16 +109,17 @@ def profile_toml(draw) -> bytes:
     return "\n".join(lines).encode()
 
 
-def profile_target(data: bytes) -> None:
+def profile_target(data: bytes):
+    """The loaded profile, or the ProfileError that refused the file."""
     from edge.profiles import load_profile_file
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzzed.toml"
         path.write_bytes(data)
         try:
-            load_profile_file(path)
-        except ProfileError:
-            pass
+            return load_profile_file(path)
+        except ProfileError as exc:
+            return exc
 
 
 @st.composite
@@ -151,13 +153,14 @@ def audio_bytes(draw) -> bytes:
     )
 
 
-def audio_target(data: bytes) -> None:
+def audio_target(data: bytes):
+    """The decoded PCM, or the AudioError that refused the bytes."""
     from edge.audio.files import decode_audio
 
     try:
-        decode_audio(data, name="fuzzed", max_seconds=600)
-    except AudioError:
-        pass
+        return decode_audio(data, name="fuzzed", max_seconds=600)
+    except AudioError as exc:
+        return exc
 
 
 json_scalars = st.one_of(
@@ -196,12 +199,12 @@ def hub_model_info(draw) -> dict:
     )
 
 
-def hub_target(hub, repo_id: str, body) -> None:
+def hub_target(hub, repo_id: str, body):
     """Serve `body` as the answer to model_info and list the repo through the real client."""
     from edge.setup.download import list_remote_files
 
     hub.raw_model_info[repo_id] = json.dumps(body).encode()
     try:
-        list_remote_files(repo_id)
-    except DownloadError:
-        pass
+        return list_remote_files(repo_id)
+    except DownloadError as exc:
+        return exc

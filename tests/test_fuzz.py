@@ -5,8 +5,11 @@ with fresh randomness. Each case must give a result or a one-line EdgeError, nev
 """
 
 import fuzz_targets as targets
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+
+from edge.errors import EdgeError
 
 BOUNDED = settings(
     max_examples=150,
@@ -20,19 +23,25 @@ BOUNDED = settings(
 @BOUNDED
 @given(targets.mutated_gguf())
 def test_gguf_header_checker(data):
-    targets.gguf_target(data)
+    info = accepted_or_refused(targets.gguf_target(data))
+    if info is not None:
+        assert info.file_size == len(data) and info.architecture and info.tensors
 
 
 @BOUNDED
 @given(targets.profile_toml())
 def test_profile_toml(data):
-    targets.profile_target(data)
+    profile = accepted_or_refused(targets.profile_target(data))
+    if profile is not None:
+        assert profile.n_ctx >= 1 and profile.quants
 
 
 @BOUNDED
 @given(targets.audio_bytes())
 def test_audio_file_decoding(data):
-    targets.audio_target(data)
+    pcm = accepted_or_refused(targets.audio_target(data))
+    if pcm is not None:
+        assert pcm.dtype == np.float32 and pcm.ndim == 1 and np.isfinite(pcm).all() and np.abs(pcm).max(initial=0) <= 1
 
 
 @pytest.fixture(scope="module")
@@ -49,4 +58,16 @@ def hub_for_fuzzing():
 @settings(BOUNDED, max_examples=60)
 @given(targets.hub_model_info())
 def test_hub_json_answers(hub_for_fuzzing, body):
-    targets.hub_target(hub_for_fuzzing, "ggml-org/gemma-4-E2B-it-GGUF", body)
+    listing = accepted_or_refused(targets.hub_target(hub_for_fuzzing, "ggml-org/gemma-4-E2B-it-GGUF", body))
+    if listing is not None:
+        assert all((f.size is None or f.size >= 0) and f.name for f in listing.files)
+
+
+def accepted_or_refused(outcome):
+    """A result (returned for the test to check), or a refusal that is one line saying what to do."""
+    if isinstance(outcome, EdgeError):
+        message = str(outcome)
+        assert message and "\n" not in message and "Traceback" not in message, message
+        return None
+    assert outcome is not None
+    return outcome

@@ -329,3 +329,23 @@ def test_the_systemd_unit_passes_systemd_analyze(tmp_path, monkeypatch):
         assert done.returncode == 0 and not problems, done.stderr
         assert "Restart=on-failure" in unit.text and "--port 8000" in unit.text
     assert "SupplementaryGroups=audio" in unit_for("voice", user_mode=False).text
+
+
+def test_an_api_key_goes_to_a_private_environment_file_not_the_unit(tmp_path, monkeypatch):
+    import stat
+
+    from edge.serve import service
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(service, "systemd_running", lambda: False)  # write the files, print the commands
+    unit = service.unit_for("serve", user_mode=True, args=("--host", "0.0.0.0", "--api-key", "s3cret"))
+    assert "s3cret" not in unit.text and "--host 0.0.0.0" in unit.text
+    assert f"EnvironmentFile=-{unit.env_path}" in unit.text and "NoNewPrivileges=yes" in unit.text
+    lines = service.install(unit)
+    assert any("0600" in line for line in lines)
+    assert unit.env_path.read_text() == "EDGE_GEMMA_API_KEY=s3cret\n"
+    assert stat.S_IMODE(unit.env_path.stat().st_mode) == 0o600
+    assert "s3cret" not in unit.path.read_text()
+    assert "ProtectSystem=full" in service.unit_for("serve", user_mode=False).text  # system units are sandboxed
+    service.uninstall(unit)
+    assert not unit.env_path.exists() and not unit.path.exists()

@@ -20,6 +20,20 @@ from pathlib import Path
 from edge.errors import EdgeError, UsageError
 
 KINDS = {"serve": "an OpenAI-compatible Gemma 4 server", "voice": "an offline Gemma 4 voice assistant"}
+# Flags whose values are secrets: they go to a 0600 environment file the unit loads, never into
+# ExecStart, which every local user can read (`ps`, `systemctl cat`).
+SECRET_FLAGS = {"--api-key": "EDGE_GEMMA_API_KEY"}
+# systemd's usual sandboxing, where it costs nothing: the model and config in $HOME stay writable.
+HARDENING = (
+    "NoNewPrivileges=yes",
+    "PrivateTmp=yes",
+    "ProtectSystem=full",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectControlGroups=yes",
+    "RestrictSUIDSGID=yes",
+    "LockPersonality=yes",
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,8 @@ class ServiceUnit:
     path: Path
     text: str
     user_mode: bool
+    env_path: Path  # the secrets file the unit loads (written 0600 only when there are secrets)
+    secrets: tuple[tuple[str, str], ...] = ()
 
     def systemctl(self, *args: str) -> list[str]:
         return ["systemctl", *(["--user"] if self.user_mode else []), *args]
@@ -40,9 +56,13 @@ def unit_for(kind: str, *, user_mode: bool, args: tuple[str, ...] = (), executab
     exe = executable or _edge_gemma_executable()
     user = getpass.getuser()
     name = f"edge-gemma-{kind}.service"
+    args, secrets = split_secrets(args)
+    env_dir = Path.home() / ".config/edge-gemma" if user_mode else Path("/etc/edge-gemma")
+    env_path = env_dir / f"{kind}.env"
     service = [
         "Type=simple",
         f"ExecStart={shlex.join([str(exe), kind, *args])}",
+        f"EnvironmentFile=-{env_path}",
         "Restart=on-failure",
         "RestartSec=5",
         "Environment=PYTHONUNBUFFERED=1",
@@ -54,6 +74,9 @@ def unit_for(kind: str, *, user_mode: bool, args: tuple[str, ...] = (), executab
         if kind == "voice":
             # The sound devices, and the user's audio server (PipeWire/PulseAudio) socket.
             service += ["SupplementaryGroups=audio", f"Environment=XDG_RUNTIME_DIR=/run/user/{os.getuid()}"]
+        service += HARDENING
+    else:
+        service += ["NoNewPrivileges=yes"]  # the rest needs privileges a user manager may not have
     after = "network-online.target" if kind == "serve" else "sound.target"
     text = "\n".join(
         [
@@ -74,7 +97,33 @@ def unit_for(kind: str, *, user_mode: bool, args: tuple[str, ...] = (), executab
         ]
     )
     base = Path.home() / ".config/systemd/user" if user_mode else Path("/etc/systemd/system")
-    return ServiceUnit(kind, name, base / name, text, user_mode)
+    return ServiceUnit(kind, name, base / name, text, user_mode, env_path, secrets)
+
+
+def split_secrets(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(the arguments without secret flags, (ENV_NAME, value) for each secret found)."""
+    kept: list[str] = []
+    secrets: list[tuple[str, str]] = []
+    items = iter(args)
+    for arg in items:
+        flag, eq, value = arg.partition("=")
+        if flag in SECRET_FLAGS:
+            value = value if eq else next(items, "")
+            if not value:
+                raise UsageError(f"{flag} needs a value")
+            secrets.append((SECRET_FLAGS[flag], value))
+        else:
+            kept.append(arg)
+    return tuple(kept), tuple(secrets)
+
+
+def _write_secrets(unit: ServiceUnit) -> None:
+    """KEY=value lines, created 0600 so no other user reads them (not even for an instant)."""
+    unit.env_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(unit.env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as env:
+        os.fchmod(env.fileno(), 0o600)  # an older file may have had looser bits
+        env.writelines(f"{key}={shlex.quote(value)}\n" for key, value in unit.secrets)
 
 
 def systemd_running() -> bool:
@@ -86,12 +135,14 @@ def install(unit: ServiceUnit) -> list[str]:
     if not unit.user_mode and os.geteuid() != 0:
         raise UsageError("a system service needs root: run it with sudo, or use --user for your own systemd")
     try:
+        if unit.secrets:
+            _write_secrets(unit)
         unit.path.parent.mkdir(parents=True, exist_ok=True)
         unit.path.write_text(unit.text)
     except OSError as exc:
         raise EdgeError(f"cannot write {unit.path} ({exc.strerror or exc}); check permissions") from exc
     commands = [unit.systemctl("daemon-reload"), unit.systemctl("enable", "--now", unit.name)]
-    lines = [f"wrote {unit.path}"]
+    lines = [f"wrote {unit.path}"] + ([f"wrote {unit.env_path} (mode 0600: the API key)"] if unit.secrets else [])
     if not systemd_running():
         return lines + ["systemd is not running here; on the board run:"] + [f"  {shlex.join(c)}" for c in commands]
     for command in commands:
@@ -123,6 +174,7 @@ def uninstall(unit: ServiceUnit) -> list[str]:
         subprocess.run(unit.systemctl("disable", "--now", unit.name), capture_output=True)
     try:
         unit.path.unlink()
+        unit.env_path.unlink(missing_ok=True)
     except OSError as exc:
         raise EdgeError(f"cannot remove {unit.path} ({exc.strerror or exc}); run with sudo for a system unit") from exc
     lines.append(f"removed {unit.path}")

@@ -108,7 +108,10 @@ def list_remote_files(repo_id: str, revision: str | None = None) -> RemoteListin
     """The files of a model repo at `revision` (default: main) with sizes, LFS sha256 and the commit."""
     hub = _hub()
     if hub.offline:
-        raise DownloadError(f"Cannot list {repo_id}: offline mode is on (HF_HUB_OFFLINE); listing needs the network.")
+        # HubUnreachableError: a plan then falls back to the catalog's recorded sizes, as with no network.
+        raise HubUnreachableError(
+            f"Cannot list {repo_id}: offline mode is on (HF_HUB_OFFLINE); listing needs the network."
+        )
     try:
         with api_answers_checked(hub.endpoint):
             api = HfApi(endpoint=hub.endpoint, token=hub.token)
