@@ -101,33 +101,22 @@ def bench(
     from edge.bench import report
 
     if list_saved or compare:
-        runs = report.load_saved()
-        if list_saved:
-            click.echo(report.list_runs(runs) if runs else f"no saved runs in {report.results_path()}")
-            return
-        table, warnings = report.compare_runs(report.find_run(runs, compare[0]), report.find_run(runs, compare[1]))
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(table)
+        _show_saved(list_saved, compare)
         return
 
-    from edge.bench.measure import parse_int_list
     from edge.bench.run import bench_model, plan_bench
     from edge.device.thermal import ThermalReader
 
     fmt = "json" if as_json else fmt
-    lists = {
-        name: parse_int_list(value, flag) if value is not None else None
-        for name, value, flag in (
-            ("p", n_prompt, "-p/--n-prompt"),
-            ("n", n_gen, "-n/--n-gen"),
-            ("d", depth, "--depth"),
-            ("t", threads, "-t/--threads"),
-            ("tb", threads_batch, "-tb/--threads-batch"),
-            ("b", batch_size, "-b/--batch-size"),
-            ("ub", ubatch_size, "-ub/--ubatch-size"),
-        )
-    }
+    lists = _sweep_lists(
+        p=(n_prompt, "-p/--n-prompt"),
+        n=(n_gen, "-n/--n-gen"),
+        d=(depth, "--depth"),
+        t=(threads, "-t/--threads"),
+        tb=(threads_batch, "-tb/--threads-batch"),
+        b=(batch_size, "-b/--batch-size"),
+        ub=(ubatch_size, "-ub/--ubatch-size"),
+    )
     planned = plan_bench(
         lists,
         only=only,
@@ -166,6 +155,27 @@ def bench(
         sys.exit(EXIT_INTERRUPTED)
 
 
+def _show_saved(list_saved: bool, compare: tuple[str, str] | None) -> None:
+    """`bench --list` and `bench --compare A B`: saved runs, no model loaded."""
+    from edge.bench import report
+
+    runs = report.load_saved()
+    if list_saved:
+        click.echo(report.list_runs(runs) if runs else f"no saved runs in {report.results_path()}")
+        return
+    table, warnings = report.compare_runs(report.find_run(runs, compare[0]), report.find_run(runs, compare[1]))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(table)
+
+
+def _sweep_lists(**flags: tuple[str | None, str]) -> dict[str, list[int] | None]:
+    """llama-bench style comma lists ("1,2,4") per sweep key; None where the flag was not given."""
+    from edge.bench.measure import parse_int_list
+
+    return {key: parse_int_list(value, flag) if value is not None else None for key, (value, flag) in flags.items()}
+
+
 @click.command()
 @options.model()
 @options.device
@@ -196,28 +206,9 @@ def tune(model, device_name, budget, show, reset, as_json, root):
     """
     from edge import tuned as stored_tuning
     from edge.bench import tune as tuning
-    from edge.device.info import detect
 
     if show or reset:
-        info = detect(root)
-        if reset:
-            from edge.model.files import resolve_model
-
-            removed = stored_tuning.reset(info, resolve_model(model) if model else None)
-            click.echo(f"removed {removed} tuned setting(s) for this device from {stored_tuning.tuned_path()}")
-            return
-        mine = stored_tuning.load_all().get(stored_tuning.device_key(info), {})
-        if as_json:
-            click.echo(json.dumps(mine, indent=2))
-        elif not mine:
-            click.echo(f"nothing tuned for this device yet ({stored_tuning.tuned_path()}); run `edge-gemma tune`")
-        for key, entry in mine.items():
-            ub = f", ubatch {entry['n_ubatch']}" if entry.get("n_ubatch") else ""
-            click.echo(
-                f"{key.split('|')[0]}: threads {entry['n_threads']}/{entry['n_threads_batch']}{ub} "
-                f"(decode {entry['decode_tps']:.2f} t/s, prompt {entry['prefill_tps']:.2f} t/s, "
-                f"{entry['tuned_at']})"
-            )
+        _show_or_reset_tuning(model, root, reset=reset, as_json=as_json)
         return
 
     from edge.launch import load_model, prepare_run
@@ -242,25 +233,7 @@ def tune(model, device_name, budget, show, reset, as_json, root):
         )
         stored = stored_tuning.store(result.tuned)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "tuned": asdict(result.tuned) if result.tuned else None,
-                    "stored": str(stored) if stored else None,
-                    "seconds": round(result.seconds, 2),
-                    "interrupted": result.interrupted,
-                    "notes": result.notes,
-                    "races": {
-                        race.setting: {
-                            str(c): {"mean_ts": race.mean(c), "stddev_ts": race.stdev(c), "runs": len(v)}
-                            for c, v in race.samples.items()
-                        }
-                        for race in result.races
-                    },
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(_tune_json(result, stored), indent=2))
     else:
         click.echo(_tune_table(result))
     for note in result.notes:
@@ -277,6 +250,49 @@ def tune(model, device_name, budget, show, reset, as_json, root):
             "and `bench` use them from now on (--no-tune on bench ignores them)",
             err=True,
         )
+
+
+def _show_or_reset_tuning(model, root, *, reset: bool, as_json: bool) -> None:
+    """`tune --show` / `tune --reset`: the stored settings of this device, no model loaded."""
+    from edge import tuned as stored_tuning
+    from edge.device.info import detect
+
+    info = detect(root)
+    if reset:
+        from edge.model.files import resolve_model
+
+        removed = stored_tuning.reset(info, resolve_model(model) if model else None)
+        click.echo(f"removed {removed} tuned setting(s) for this device from {stored_tuning.tuned_path()}")
+        return
+    mine = stored_tuning.load_all().get(stored_tuning.device_key(info), {})
+    if as_json:
+        click.echo(json.dumps(mine, indent=2))
+    elif not mine:
+        click.echo(f"nothing tuned for this device yet ({stored_tuning.tuned_path()}); run `edge-gemma tune`")
+    for key, entry in mine.items():
+        ub = f", ubatch {entry['n_ubatch']}" if entry.get("n_ubatch") else ""
+        click.echo(
+            f"{key.split('|')[0]}: threads {entry['n_threads']}/{entry['n_threads_batch']}{ub} "
+            f"(decode {entry['decode_tps']:.2f} t/s, prompt {entry['prefill_tps']:.2f} t/s, "
+            f"{entry['tuned_at']})"
+        )
+
+
+def _tune_json(result, stored) -> dict:
+    return {
+        "tuned": asdict(result.tuned) if result.tuned else None,
+        "stored": str(stored) if stored else None,
+        "seconds": round(result.seconds, 2),
+        "interrupted": result.interrupted,
+        "notes": result.notes,
+        "races": {
+            race.setting: {
+                str(c): {"mean_ts": race.mean(c), "stddev_ts": race.stdev(c), "runs": len(v)}
+                for c, v in race.samples.items()
+            }
+            for race in result.races
+        },
+    }
 
 
 def _tune_table(result) -> str:

@@ -40,6 +40,14 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
     metrics = metrics or Metrics()
     app = FastAPI(title="edge-gemma", docs_url=None, redoc_url=None)
     app.state.worker, app.state.config, app.state.metrics = worker, config, metrics
+    _add_guards(app, config, metrics)
+    _add_status_routes(app, worker, config, metrics)
+    _add_model_routes(app, worker, config)
+    return app
+
+
+def _add_guards(app: FastAPI, config: ServeConfig, metrics: Metrics) -> None:
+    """Auth and body caps before any parsing; every failure in OpenAI's error shape."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -91,6 +99,10 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
             ApiError(500, f"the server failed unexpectedly ({type(exc).__name__}); this is a bug", type_="server_error")
         )
 
+
+def _add_status_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig, metrics: Metrics) -> None:
+    """What a supervisor or a client asks before sending work: health, metrics, the model list."""
+
     @app.get("/health")
     async def health():
         state = worker.state
@@ -112,6 +124,10 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
             "object": "list",
             "data": [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "edge-gemma"}],
         }
+
+
+def _add_model_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig) -> None:
+    """The endpoints that queue work for the model worker."""
 
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest):
@@ -166,8 +182,6 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
                 "segments": result.segments,
             }
         return {"text": result.text}
-
-    return app
 
 
 _KNOWN = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions"}

@@ -5,6 +5,7 @@ arithmetic itself is model/memory.py's, shared with the run-time check (`check_f
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -112,7 +113,6 @@ def choose_plan(
     base = settings or RunSettings(**{f.name: getattr(profile, f.name) for f in fields(RunSettings)})
     budget, budget_why = device_budget(device, profile)
     shape, dims = KNOWN_SHAPES[model], _dims_from_card(card)
-    os_headroom = profile.os_headroom_mb * MIB
     forced = [
         f"--{k} {v}"
         for k, v in (("model", model if model != profile.model else None), ("quant", quant), ("ctx", n_ctx))
@@ -139,37 +139,7 @@ def choose_plan(
     ladder = [start] if n_ctx else _ctx_ladder(start, ctx_floor)
     lazy_options = [True] if base.lazy_mode == "on" else [False, True]
 
-    def evaluate(q: str, lazy: bool, mm: catalog.ResolvedFile | None, ctx: int) -> _Candidate:
-        mf = files[q]
-        ple = catalog.estimate_ple_bytes(mf.size)
-        is_lazy = (lazy and ple > 0) or lazy_effective(base.lazy_mode, ple)
-        kv = kv_cache_bytes(
-            shape,
-            ctx,
-            type_k=base.type_k,
-            type_v=base.type_v,
-            n_ubatch=base.n_ubatch,
-            n_batch=base.n_batch,
-            flash_attn=base.flash_attn,
-            swa_full=swa_full,
-        )
-        compute = compute_buffer_bytes(
-            shape, dims, ctx, n_ubatch=base.n_ubatch, n_batch=base.n_batch, flash_attn=base.flash_attn
-        )
-        where = "GPU (shared memory)" if profile.mmproj_gpu and base.n_gpu_layers != 0 else "CPU"
-        mm_note = f"{mm.precision}, on the {where}" if mm else ""
-        lines = memory_lines(
-            weights=mf.size,
-            ple=ple,
-            lazy=is_lazy,
-            kv=kv,
-            compute=compute,
-            mmproj=mm.size if mm else 0,
-            mmproj_note=mm_note,
-            os_headroom=os_headroom,
-            load_mode=base.load_mode,
-        )
-        return _Candidate(q, is_lazy, mm, ctx, mf, tuple(lines))
+    evaluate = functools.partial(_candidate, files, profile, base, shape, dims, swa_full)
 
     usable = [q for q in quants if files[q] is not None]
     smallest_mm = min(mm_options, key=lambda m: m.size if m else 0)
@@ -187,19 +157,7 @@ def choose_plan(
 
     reasons += _why(chosen, evaluate, base, profile, mm_options, ladder, budget)
     out_settings = replace(base, n_ctx=chosen.n_ctx, lazy_mode="on" if chosen.lazy else base.lazy_mode)
-    planned = [
-        PlannedFile(
-            "model",
-            chosen.model_file.repo,
-            chosen.model_file.name,
-            chosen.model_file.size,
-            chosen.model_file.size_source,
-            chosen.quant,
-        )
-    ]
-    if chosen.mmproj:
-        m = chosen.mmproj
-        planned.append(PlannedFile("mmproj", m.repo, m.name, m.size, m.size_source, m.precision))
+    planned = _planned_files(chosen)
     if any(p.size_source not in ("hub listing", "recorded") for p in planned):
         reasons.append("some sizes are estimates: the plan is redone with the hub's real sizes before downloading")
     plan = Plan(
@@ -217,6 +175,59 @@ def choose_plan(
     )
     reasons.append(f"{gb(plan.headroom_bytes)} left over after everything, OS headroom included")
     return replace(plan, reasons=tuple(reasons))
+
+
+def _candidate(
+    files: dict,
+    profile: Profile,
+    base: RunSettings,
+    shape,
+    dims: ModelDims,
+    swa_full: bool,
+    q: str,
+    lazy: bool,
+    mm: catalog.ResolvedFile | None,
+    ctx: int,
+) -> _Candidate:
+    """One combination of quant, lazy PLE, projector and context, with its memory lines."""
+    mf = files[q]
+    ple = catalog.estimate_ple_bytes(mf.size)
+    is_lazy = (lazy and ple > 0) or lazy_effective(base.lazy_mode, ple)
+    kv = kv_cache_bytes(
+        shape,
+        ctx,
+        type_k=base.type_k,
+        type_v=base.type_v,
+        n_ubatch=base.n_ubatch,
+        n_batch=base.n_batch,
+        flash_attn=base.flash_attn,
+        swa_full=swa_full,
+    )
+    compute = compute_buffer_bytes(
+        shape, dims, ctx, n_ubatch=base.n_ubatch, n_batch=base.n_batch, flash_attn=base.flash_attn
+    )
+    where = "GPU (shared memory)" if profile.mmproj_gpu and base.n_gpu_layers != 0 else "CPU"
+    lines = memory_lines(
+        weights=mf.size,
+        ple=ple,
+        lazy=is_lazy,
+        kv=kv,
+        compute=compute,
+        mmproj=mm.size if mm else 0,
+        mmproj_note=f"{mm.precision}, on the {where}" if mm else "",
+        os_headroom=profile.os_headroom_mb * MIB,
+        load_mode=base.load_mode,
+    )
+    return _Candidate(q, is_lazy, mm, ctx, mf, tuple(lines))
+
+
+def _planned_files(chosen: _Candidate) -> list[PlannedFile]:
+    m = chosen.model_file
+    planned = [PlannedFile("model", m.repo, m.name, m.size, m.size_source, chosen.quant)]
+    if chosen.mmproj:
+        p = chosen.mmproj
+        planned.append(PlannedFile("mmproj", p.repo, p.name, p.size, p.size_source, p.precision))
+    return planned
 
 
 def _why(
