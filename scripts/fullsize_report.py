@@ -35,12 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from fullsize_markdown import render_markdown  # noqa: E402
-from make_fullsize_gemma4 import DEFAULT_OUT as MODELS  # noqa: E402
+from edge.bench.performance_doc import render_markdown
+from edge.model.synthetic import FULLSIZE_DIR as MODELS
+from edge.model.synthetic import REPO
 
 RESULTS = MODELS / "report.json"
 DOC = REPO / "docs" / "performance.md"
@@ -67,7 +64,7 @@ def mmproj_file(model: str, precision: str) -> Path:
 
 def speech(seconds: float) -> np.ndarray:
     """`seconds` of real espeak-ng speech at 16 kHz: sentences back to back, cut to length."""
-    from voice_latency import spoken
+    from edge.audio.tts import espeak_pcm as spoken
 
     text = (
         "Turn on the kitchen lights, then set a timer for ten minutes and read me the weather. "
@@ -207,7 +204,7 @@ def run_child(
 
 
 def files() -> dict:
-    from make_fullsize_gemma4 import SHAPES, file_names
+    from edge.model.synthetic import SHAPES, file_names
 
     out = {}
     for key in ("e2b", "e4b"):

@@ -36,125 +36,24 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, quants
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tiny_gemma4 import DEFAULT_OUT as TINY_DIR  # noqa: E402
-from make_tiny_gemma4 import TEXT_NAME as TINY_TEXT  # noqa: E402
-from make_tiny_gemma4 import (
-    add_mmproj_keys,  # noqa: E402
-    read_tokenizer,  # noqa: E402
+from edge.model.synthetic import (
+    FTYPES,
+    SHAPES,
+    TINY_DIR,
+    Shape,
+    add_mmproj_keys,
+    file_names,
+    read_tokenizer,
 )
+from edge.model.synthetic import FULLSIZE_DIR as DEFAULT_OUT
+from edge.model.synthetic import TINY_TEXT_NAME as TINY_TEXT
 
 SEED = 5_2026
 CHUNK_ELEMENTS = 1 << 25  # 32 M values (128 MB of float32) per random draw keeps memory flat
-DEFAULT_OUT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-gemma" / "fullsize"
-FTYPES = {"Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 # The two embedding tables' types in the published files. llama-quantize's defaults give both Q6_K,
 # 0.5 GB more than ggml-org's E2B Q4_0; these reproduce the published sizes (FACTS.md: E4B Q4_K_M's
 # PLE table is 1.94 GB, which is Q5_K). ggml type ids: Q4_0 2, Q8_0 8, Q5_K 13, Q6_K 14.
 EMBEDDING_TYPES = {"Q4_0": {"token_embd": 8, "per_layer_token_embd": 2}, "Q4_K_M": {"per_layer_token_embd": 13}}
-
-
-@dataclass(frozen=True)
-class Encoders:
-    """The mmproj's audio conformer and vision tower. Same for E2B and E4B: only the projections
-    into the text model differ (the published Q8_0 files differ by exactly those bytes)."""
-
-    a_embd: int = 1024
-    a_layer: int = 12
-    a_head: int = 8
-    a_conv_ch: tuple[int, int] = (128, 32)
-    a_out: int = 1536
-    a_dw_kernel: int = 5
-    v_embd: int = 768
-    v_layer: int = 16
-    v_head: int = 12
-    v_ff: int = 3072
-    v_patch: int = 16
-    v_pos: int = 10240
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One Gemma 4 size, in the HF config's terms (FACTS.md; google/gemma-4-E*B-it config.json)."""
-
-    name: str
-    n_embd: int
-    n_layer: int
-    swa_period: int  # (period - 1) sliding layers, then one global
-    n_shared_kv: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    double_wide: bool  # KV-shared layers have a 2x FFN (use_double_wide_mlp)
-    n_embd_per_layer: int = 256
-    head_dim_swa: int = 256
-    head_dim_full: int = 512
-    encoders: Encoders = Encoders()
-    published: tuple[tuple[str, int], ...] = ()  # (file kind, bytes) of the real files
-
-    def swa(self, i: int) -> bool:
-        return (i + 1) % self.swa_period != 0
-
-    def has_kv(self, i: int) -> bool:
-        return i < self.n_layer - self.n_shared_kv
-
-    def ff(self, i: int) -> int:
-        return self.n_ff * 2 if self.double_wide and not self.has_kv(i) else self.n_ff
-
-
-SHAPES = {
-    "e2b": Shape(
-        "E2B",
-        n_embd=1536,
-        n_layer=35,
-        swa_period=5,
-        n_shared_kv=20,
-        n_head=8,
-        n_head_kv=1,
-        n_ff=6144,
-        double_wide=True,
-        published=(("Q4_0", 2_841_481_184), ("mmproj-Q8_0", 557_367_776), ("mmproj-F16", 985_654_080)),
-    ),
-    "e4b": Shape(
-        "E4B",
-        n_embd=2560,
-        n_layer=42,
-        swa_period=6,
-        n_shared_kv=18,
-        n_head=8,
-        n_head_kv=2,
-        n_ff=10240,
-        double_wide=False,
-        published=(("Q4_0", 4_590_807_392), ("Q4_K_M", 5_335_289_824), ("mmproj-Q8_0", 559_874_528)),
-    ),
-    # A shrunken configuration for the test of this script: real structure, toy widths.
-    "test": Shape(
-        "test",
-        n_embd=64,
-        n_layer=4,
-        swa_period=2,
-        n_shared_kv=2,
-        n_head=2,
-        n_head_kv=1,
-        n_ff=128,
-        double_wide=True,
-        n_embd_per_layer=8,
-        head_dim_swa=32,
-        head_dim_full=64,
-        encoders=Encoders(
-            a_embd=64,
-            a_layer=1,
-            a_head=2,
-            a_conv_ch=(8, 4),
-            a_out=64,
-            v_embd=64,
-            v_layer=1,
-            v_head=2,
-            v_ff=128,
-            v_pos=1024,
-        ),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -389,16 +288,6 @@ def gemma4_tokenizer() -> tuple[list, int]:
     """The real Gemma 4 tokenizer and chat template (from the tiny fixture), and its vocabulary size."""
     tokenizer = read_tokenizer(TINY_DIR / TINY_TEXT)
     return tokenizer, len(next(v for k, v, *_ in tokenizer if k == "tokenizer.ggml.tokens"))
-
-
-def file_names(s: Shape) -> dict[str, str]:
-    base = f"gemma-4-{s.name}-shaped"
-    return {
-        "F16": f"{base}-F16.gguf",
-        **{q: f"{base}-{q}.gguf" for q in FTYPES},
-        "mmproj-F16": f"mmproj-{base}-F16.gguf",
-        "mmproj-Q8_0": f"mmproj-{base}-Q8_0.gguf",
-    }
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int) -> None:

@@ -23,13 +23,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, quants
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, quants
+
+from edge.model.synthetic import N_MEL, TINY_DIR, TINY_MMPROJ_NAME, TINY_TEXT_NAME, add_mmproj_keys, read_tokenizer
 
 SEED = 4_2026
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "tests" / "fixtures" / "gemma4-tiny"
-TEXT_NAME = "tiny-gemma-4-E2B.gguf"
-MMPROJ_NAME = "mmproj-tiny-gemma-4-E2B.gguf"
+DEFAULT_OUT = TINY_DIR
+TEXT_NAME, MMPROJ_NAME = TINY_TEXT_NAME, TINY_MMPROJ_NAME
 
 # Text model: E2B's structure at toy size. E2B: 35 layers = (4 sliding + 1 global) x 7, the last 20
 # reuse the KV of earlier layers, 1 KV head, head dim 256/512, window 512, per-layer input dim 256.
@@ -45,7 +45,7 @@ SLIDING_WINDOW = 512
 PARTIAL_ROTARY_FULL = 0.25  # global layers rotate a quarter of the head ("proportional")
 
 # Audio conformer (projector gemma4a): 128 mel bins in, two stride-2 convs -> 25 tokens/s.
-A_N_MEL = 128
+A_N_MEL = N_MEL
 A_EMBD, A_HEAD, A_LAYER = 32, 2, 2
 A_FF = 4 * A_EMBD  # the converter writes hidden_size * 4
 A_CONV_CH = (8, 4)  # subsampling conv channels (E2B: 128, 32)
@@ -93,30 +93,6 @@ class Tensors:
     def write(self, writer: GGUFWriter) -> None:
         for name, data, raw in self.items:
             writer.add_tensor(name, data, raw_dtype=raw)
-
-
-def read_tokenizer(path: Path) -> list[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
-    """Copy every tokenizer.* key exactly (strings as raw bytes), in file order."""
-    reader = GGUFReader(path)
-    out = []
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        if vtype == GGUFValueType.ARRAY:
-            sub = field.types[-1]
-            if sub == GGUFValueType.STRING:
-                value = [bytes(field.parts[i]) for i in field.data]
-            else:
-                value = field.contents()
-            out.append((key, value, vtype, sub))
-        elif vtype == GGUFValueType.STRING:
-            out.append((key, bytes(field.parts[field.data[0]]), vtype, None))
-        else:
-            out.append((key, field.contents(), vtype, None))
-    if not any(k == "tokenizer.chat_template" for k, *_ in out):
-        sys.exit(f"{path} has no tokenizer.chat_template: not a Gemma 4 vocab file")
-    return out
 
 
 def text_tensors(n_vocab: int) -> Tensors:
@@ -258,40 +234,6 @@ def vision_tensors(t: Tensors) -> None:
     t.f32("v.std_bias", np.zeros(V_EMBD, dtype=np.float32))
     t.f32("v.std_scale", np.ones(V_EMBD, dtype=np.float32))
     t.mat("mm.input_projection.weight", N_EMBD, V_EMBD)
-
-
-def add_mmproj_keys(
-    w: GGUFWriter,
-    *,
-    name: str,
-    file_type: int,
-    text_embd: int,
-    vision: tuple[int, int, int, int],
-    audio: tuple[int, int, int, int],
-    patch_size: int,
-) -> None:
-    """The clip.* metadata of a Gemma 4 audio+vision mmproj; `vision` and `audio` are (embedding,
-    feed-forward, blocks, heads). Shared with make_fullsize_gemma4.py."""
-    w.add_type("mmproj")
-    w.add_name(name)
-    w.add_file_type(file_type)
-    w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.has_audio_encoder", True)
-    w.add_string("clip.vision.projector_type", "gemma4v")
-    w.add_string("clip.audio.projector_type", "gemma4a")
-    w.add_bool("clip.use_gelu", True)
-    for prefix, (n_embd, n_ff, n_layer, n_head) in (("vision", vision), ("audio", audio)):
-        w.add_uint32(f"clip.{prefix}.embedding_length", n_embd)
-        w.add_uint32(f"clip.{prefix}.feed_forward_length", n_ff)
-        w.add_uint32(f"clip.{prefix}.block_count", n_layer)
-        w.add_uint32(f"clip.{prefix}.attention.head_count", n_head)
-        w.add_uint32(f"clip.{prefix}.projection_dim", text_embd)
-        w.add_float32(f"clip.{prefix}.attention.layer_norm_epsilon", 1e-6)
-    w.add_uint32("clip.vision.image_size", 224)  # unused by gemma4v's dynamic resize
-    w.add_uint32("clip.vision.patch_size", patch_size)
-    w.add_key_value("clip.vision.image_mean", [0.0, 0.0, 0.0], GGUFValueType.ARRAY, GGUFValueType.FLOAT32)
-    w.add_key_value("clip.vision.image_std", [1.0, 1.0, 1.0], GGUFValueType.ARRAY, GGUFValueType.FLOAT32)
-    w.add_uint32("clip.audio.num_mel_bins", A_N_MEL)
 
 
 def write_mmproj(path: Path) -> None:

@@ -18,26 +18,21 @@ import ctypes
 import gc
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from edge.audio.capture import ArraySource  # noqa: E402
-from edge.audio.files import load_audio  # noqa: E402
-from edge.audio.playback import NullSink  # noqa: E402
-from edge.audio.tts import EspeakBackend, Speaker  # noqa: E402
-from edge.model.engine import GEMMA_SAMPLING, LoadedModel  # noqa: E402
-from edge.settings import RunSettings  # noqa: E402
-from edge.voice.conversation import AudioConversation  # noqa: E402
-from edge.voice.loop import VoiceLoop  # noqa: E402
-
-TINY = REPO / "tests" / "fixtures" / "gemma4-tiny"
+from edge.audio.capture import ArraySource
+from edge.audio.files import load_audio
+from edge.audio.playback import NullSink
+from edge.audio.tts import EspeakBackend, Speaker
+from edge.model.engine import GEMMA_SAMPLING, LoadedModel
+from edge.model.synthetic import TINY_DIR as TINY
+from edge.settings import RunSettings
+from edge.voice.conversation import AudioConversation
+from edge.voice.loop import VoiceLoop
 
 
 def rss_mb() -> float:

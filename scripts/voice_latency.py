@@ -23,14 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from edge.audio.files import save_wav
+from edge.audio.tts import espeak_pcm as spoken
+from edge.model.synthetic import REPO, TINY_DIR, TINY_MMPROJ_NAME, TINY_TEXT_NAME
+from edge.voice.timeline import STAGES
 
-from edge.audio.files import decode_native, save_wav  # noqa: E402
-from edge.audio.resample import resample  # noqa: E402
-from edge.voice.timeline import STAGES  # noqa: E402
-
-TINY = REPO / "tests" / "fixtures" / "gemma4-tiny"
 QUESTIONS = [
     "What is the capital of France?",
     "How far away is the moon?",
@@ -40,13 +37,6 @@ QUESTIONS = [
     "Why is the sky blue?",
 ]
 SUMMARY = (*STAGES, "model_s", "pipeline_s")
-
-
-def spoken(text: str) -> np.ndarray:
-    """`text` spoken by espeak-ng, as 16 kHz mono float32."""
-    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
-    pcm, rate = decode_native(wav, name="espeak-ng")
-    return resample(pcm, rate, 16000)
 
 
 def speech_file(path: Path, turns: int, gap_s: float) -> None:
@@ -75,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--gap", type=float, default=4.0, help="seconds of silence after each question")
-    ap.add_argument("-m", "--model", default=str(TINY / "tiny-gemma-4-E2B.gguf"))
-    ap.add_argument("--mmproj", default=str(TINY / "mmproj-tiny-gemma-4-E2B.gguf"))
+    ap.add_argument("-m", "--model", default=str(TINY_DIR / TINY_TEXT_NAME))
+    ap.add_argument("--mmproj", default=str(TINY_DIR / TINY_MMPROJ_NAME))
     ap.add_argument("--json", type=Path, help="also write the summary and every turn here")
     ap.add_argument("voice_args", nargs="*", help="more `edge-gemma voice` options (after --)")
     args = ap.parse_args(argv)

@@ -135,7 +135,7 @@ def test_a_plain_reply_has_usage_and_its_seed_repeats_after_other_requests(text_
 
 def test_a_stop_string_ends_the_reply_and_is_not_returned(text_server):
     openai = client(text_server)
-    ask = dict(model="m", max_tokens=16, temperature=0, prompt="1, 2, 3, 4, 5,")
+    ask = dict(model="gemma-3-270m-q4_k_m.gguf", max_tokens=16, temperature=0, prompt="1, 2, 3, 4, 5,")
     free = openai.completions.create(**ask).choices[0].text
     assert " 8" in free
     stopped = openai.completions.create(**ask, stop=[" 8"]).choices[0]

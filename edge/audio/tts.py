@@ -398,3 +398,13 @@ class Speaker:
                 self._error = e
             finally:
                 self._done()
+
+
+def espeak_pcm(text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng as 16 kHz mono float32: test speech for scripts and measurements."""
+    from edge.audio.resample import resample
+
+    pcm, rate = EspeakBackend().synthesize(text)
+    if pcm.size == 0:
+        raise AudioError("espeak-ng made no sound; install it (apt-get install espeak-ng)")
+    return resample(pcm, rate, SAMPLE_RATE)

@@ -261,8 +261,8 @@ def _show_turn(stats, verbose: bool) -> None:
         click.echo(
             f"  [speech {stats.speech_s:.1f} s | end-point {stats.endpoint_delay_s * 1000:.0f} ms | "
             f"encode {stats.audio_encode_ms:.0f} ms, {stats.audio_tokens} audio tok | "
-            f"prefill {stats.prompt_tps:.1f} tok/s | first token {stats.ttft_s:.2f} s | "
-            f"decode {stats.decode_tps:.1f} tok/s | first sound {sound}"
+            f"prompt {stats.prompt_tokens} tok ({stats.prompt_reused} cached){_rate(stats.prompt_tps)} | "
+            f"first token {stats.ttft_s:.2f} s | decode{_rate(stats.decode_tps)} | first sound {sound}"
             + (f" | context: dropped {stats.dropped_turns} old turns" if stats.dropped_turns else "")
             + "]",
             err=True,
@@ -271,6 +271,10 @@ def _show_turn(stats, verbose: bool) -> None:
             stages = " > ".join(f"{name} {s * 1000:.0f}" for name, s in stats.timeline.items())
             share = f" | pipeline {stats.pipeline_s * 1000:.0f} ms" if stats.pipeline_s is not None else ""
             click.echo(f"  [ms after speech end: {stages}{share}]", err=True)
+
+
+def _rate(tps: float | None) -> str:
+    return f" @ {tps:.1f} tok/s" if tps is not None else ""
 
 
 def _enter_toggles(toggles: queue.SimpleQueue) -> None:
