@@ -147,6 +147,15 @@ def test_without_a_hub_the_plan_comes_from_the_catalog_marked_as_estimates(monke
     assert_one_line_error(edge_gemma("setup", "--device", "pi5-4gb", "--yes"), "Cannot reach the hub")
 
 
+def test_offline_mode_plans_from_the_catalog_too(hub, monkeypatch):
+    """HF_HUB_OFFLINE=1 is exactly when a user wants the estimate, as with no network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = edge_gemma("plan", "--device", "pi5")
+    assert result.returncode == 0, result.stderr
+    assert "Plan for pi5-8gb: e2b" in result.stdout and "offline mode is on" in result.stderr
+    assert "estimates" in result.stderr
+
+
 def test_offline_with_nothing_set_up(hub):
     assert_one_line_error(edge_gemma("setup", "--offline"), "offline", "--gguf")
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Required, TypedDict
 
+from edge.errors import UsageError
 from edge.model.gguf import GGUFInfo
 
 
-class Message(TypedDict):
-    role: str  # "system" | "user" | "assistant"
-    content: str
+class Message(TypedDict, total=False):
+    role: Required[str]  # "system" | "user" | "assistant"
+    content: Required[str]
+    # An assistant turn that called tools: [{"function": {"name", "arguments": {...}}}], and the
+    # results given back in the same turn: [{"name", "response": {...} or text}] (Gemma 4's template).
+    tool_calls: list[dict]
+    tool_responses: list[dict]
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,20 @@ GEMMA4_STOP = ["<turn|>"]
 
 
 def build_chat_prompt(
-    info: GGUFInfo, messages: list[Message], *, bos_text: str = "<bos>", eos_text: str = "<eos>"
+    info: GGUFInfo,
+    messages: list[Message],
+    *,
+    bos_text: str = "<bos>",
+    eos_text: str = "<eos>",
+    tools: list[dict] | None = None,
 ) -> ChatPrompt:
-    if not messages or messages[-1]["role"] != "user":
-        raise ValueError("a chat prompt needs messages ending with a user message")
+    """`tools`: OpenAI-style declarations, rendered by the model's own template (Gemma 4 has them)."""
+    if not messages or not (messages[-1]["role"] == "user" or messages[-1].get("tool_responses")):
+        raise ValueError("a chat prompt needs messages ending with a user message or tool results")
     if info.chat_template:
-        return _from_template(info, messages, bos_text, eos_text)
+        return _from_template(info, messages, bos_text, eos_text, tools)
+    if tools:
+        raise UsageError(f"{info.architecture} models here have no tool-call format; use a Gemma 4 model")
     if info.architecture == "gemma4":
         return ChatPrompt(_gemma4_turns(messages), GEMMA4_STOP, "gemma4-turns")
     if info.is_gemma:
@@ -64,10 +77,14 @@ def _formatter(template: str, bos_text: str, eos_text: str):
     return Jinja2ChatFormatter(template=template, eos_token=eos_text, bos_token=bos_text)
 
 
-def _from_template(info: GGUFInfo, messages: list[Message], bos_text: str, eos_text: str) -> ChatPrompt:
+def _from_template(
+    info: GGUFInfo, messages: list[Message], bos_text: str, eos_text: str, tools: list[dict] | None = None
+) -> ChatPrompt:
     formatter = _formatter(info.chat_template, bos_text, eos_text)
+    if tools and "tool_call" not in info.chat_template:
+        raise UsageError("this model's chat template has no tool calls; use a Gemma 4 model")
     # enable_thinking=False: Gemma 4's template then closes the thought channel itself.
-    rendered = formatter(messages=list(messages), enable_thinking=False).prompt
+    rendered = formatter(messages=list(messages), tools=tools or None, enable_thinking=False).prompt
     # The template writes <bos> itself and llama.cpp adds one when tokenizing: keep only one.
     if bos_text and rendered.startswith(bos_text):
         rendered = rendered[len(bos_text) :]

@@ -297,10 +297,11 @@ class Engine:
         sampling: Sampling,
         *,
         cancelled: Callable[[], bool] = lambda: False,
-        special: bool = False,
+        special: bool | frozenset[int] = False,
     ) -> Iterator[str]:
         """Text pieces sampled after the cache's last logits, until end of generation, a stop string,
-        max_tokens or `cancelled()`. `special`: render control tokens (a tool call's markup) as text.
+        max_tokens or `cancelled()`. `special`: render control tokens as text (all, or these ids: a
+        tool call's markup) instead of dropping them.
         The outcome is in `self.last_finish` and `self.last_generated` once the iterator ends."""
         lc = self._lc
         sampler = sampler_chain(sampling, self._vocab)
@@ -316,7 +317,8 @@ class Engine:
                     self.last_finish = "stop"
                     break
                 self.last_generated += 1
-                piece = stream.push(self.token_bytes(token, special=special))
+                shown = special is True or (isinstance(special, frozenset) and token in special)
+                piece = stream.push(self.token_bytes(token, special=shown))
                 if piece:
                     yield piece
                 if stream.stopped:

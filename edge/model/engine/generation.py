@@ -24,7 +24,7 @@ class Generation:
         *,
         clips: Sequence[np.ndarray] = (),
         cancelled: Callable[[], bool] = lambda: False,
-        special: bool = False,
+        special: bool | frozenset[int] = False,
         on_stage: Callable[[str], None] = lambda stage: None,
     ):
         """`prompt` None: continue after what the cache holds (the caller extended it)."""

@@ -144,10 +144,13 @@ class LoadedModel:
         self.engine._check_room(self.count_tokens(prompt))
         return Generation(self.engine, prompt, sampling, **kwargs)
 
-    def chat(self, messages: list[Message], sampling: Sampling = GEMMA_SAMPLING, **kwargs) -> Generation:
+    def chat(
+        self, messages: list[Message], sampling: Sampling = GEMMA_SAMPLING, *, tools: list[dict] | None = None, **kwargs
+    ) -> Generation:
         """A reply to `messages`, formatted with the model's chat format (chat_format.py); the format's
-        end-of-turn strings are added to the sampling's stop strings."""
-        prompt = self.chat_prompt(messages)
+        end-of-turn strings are added to the sampling's stop strings. `tools`: declarations the
+        template renders (tool_turn.py drives calls)."""
+        prompt = self.chat_prompt(messages, tools=tools)
         sampling = sampling.with_(stop=tuple(sampling.stop) + tuple(prompt.stop))
         return Generation(self.engine, prompt.text, sampling, **kwargs)
 
@@ -159,12 +162,13 @@ class LoadedModel:
         """Tokens a chat prompt of `messages` takes, rendered as `chat()` renders it."""
         return self.count_tokens(self.chat_prompt(messages).text)
 
-    def chat_prompt(self, messages: list[Message]) -> ChatPrompt:
+    def chat_prompt(self, messages: list[Message], *, tools: list[dict] | None = None) -> ChatPrompt:
         return build_chat_prompt(
             self.info,
             messages,
             bos_text=self.engine.token_text(self.llama.token_bos()),
             eos_text=self.engine.token_text(self.llama.token_eos()),
+            tools=tools,
         )
 
     # -- handles for code that drives llama.cpp's C API on contexts of its own (bench) --------------

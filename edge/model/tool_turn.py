@@ -1,0 +1,107 @@
+"""A reply that may call tools: declarations rendered by the model's template, decoding held to
+Gemma 4's call syntax by a grammar whenever a call is (or may be) written, and the reply split into
+text and calls as it streams, so call markup never reaches the text.
+
+tool_choice, as OpenAI defines it: "none" (no tools offered, text only), "auto" (text, or calls: the
+grammar starts at the first call token), "required" (calls to any tool from the first token), or a
+function's name (calls to that one from the first token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from edge.model.chat_format import Message
+from edge.model.engine import Generation, LoadedModel, Sampling
+from edge.model.tool_calls import MARKUP_TOKENS, CallSplitter, SplitReply, ToolCall, ToolSchemaError, ToolSpec
+from edge.model.tool_grammar import call_grammar, clamp_to_schema
+
+
+@dataclass(frozen=True)
+class ToolSetup:
+    tools: tuple[ToolSpec, ...]
+    choice: str = "auto"  # "none" | "auto" | "required" | a function name
+    parallel: bool = True  # several calls in one turn
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+        if self.choice not in ("none", "auto", "required") and self.choice not in names:
+            raise ToolSchemaError(
+                f"tool_choice names {self.choice!r}, which is not among the tools ({', '.join(names) or 'none'})"
+            )
+        if self.choice in ("required",) and not names:
+            raise ToolSchemaError("tool_choice 'required' needs at least one tool")
+
+    @property
+    def offered(self) -> bool:
+        return bool(self.tools) and self.choice != "none"
+
+    def declarations(self) -> list[dict] | None:
+        return [t.declaration() for t in self.tools] if self.offered else None
+
+    def sampling(self, base: Sampling) -> Sampling:
+        if not self.offered:
+            return base
+        only = self.choice if self.choice not in ("auto", "required") else None
+        return base.with_(
+            grammar=call_grammar(self.tools, only=only, parallel=self.parallel, lazy=self.choice == "auto")
+        )
+
+
+class ToolTurn:
+    """Iterate for events: ("text", str) as text streams, ("call", ToolCall) as each call completes.
+    Afterwards `.reply` holds the text and the calls, `.stats` the generation's numbers."""
+
+    def __init__(self, loaded: LoadedModel, messages: list[Message], setup: ToolSetup, sampling: Sampling, **kwargs):
+        self.setup = setup
+        ids = (loaded.engine.tokenize(text, bos=False) for text in MARKUP_TOKENS)
+        markup = frozenset(tokens[0] for tokens in ids if len(tokens) == 1)  # rendered; other control tokens not
+        self.generation: Generation = loaded.chat(
+            messages, setup.sampling(sampling), tools=setup.declarations(), special=markup, **kwargs
+        )
+        self._splitter = CallSplitter()
+        self.reply: SplitReply | None = None
+
+    @property
+    def stats(self):
+        return self.generation.stats
+
+    @property
+    def prefill(self):
+        return self.generation.prefill
+
+    def __iter__(self) -> Iterator[tuple[str, object]]:
+        pieces = iter(self.generation)
+        try:
+            for piece in pieces:
+                yield from self._events(*self._splitter.feed(piece))
+            yield from self._events(*self._splitter.finish())
+        finally:
+            pieces.close()
+            self.reply = self._splitter.result()
+            if not self.setup.offered:
+                self.reply.calls = []  # tool_choice none: whatever the weights wrote is not a call
+            self.reply.calls = [clamp_to_schema(c, self.setup.tools) for c in self.reply.calls]
+
+    def _events(self, text: str, calls: list[ToolCall]) -> Iterator[tuple[str, object]]:
+        if text:
+            yield "text", text
+        if self.setup.offered:
+            for call in calls:
+                yield "call", clamp_to_schema(call, self.setup.tools)
+
+    def run(self) -> SplitReply:
+        for _ in self:
+            pass
+        return self.reply
+
+
+def with_results(calls: list[ToolCall], results: list[object], text: str = "") -> Message:
+    """The model's turn as the template renders it: its calls, their results, then (once written) its text."""
+    return {
+        "role": "assistant",
+        "content": text,
+        "tool_calls": [{"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in calls],
+        "tool_responses": [{"name": c.name, "response": r} for c, r in zip(calls, results)],
+    }
