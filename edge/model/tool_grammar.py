@@ -73,8 +73,8 @@ class _Builder:
 
     def object(self, schema: dict, hint: str) -> str:
         properties = schema.get("properties", {})
-        if not properties:
-            return self.rule('"{" ( any-pair ( "," any-pair )* )? "}"', "free-object")
+        if not properties:  # no arguments declared: none may be invented
+            return self.rule('"{}"', "no-arguments")
         required = set(schema.get("required", []))
         keys = sorted(properties)
         pairs = [f"{_literal(k + ':')} {self.value(properties[k], hint + '-' + k)}" for k in keys]
@@ -120,9 +120,10 @@ COMMON_RULES = {
     "boolean": '"true" | "false"',
     "null": '"null"',
     "any-value": "string | number | boolean | null | free-object | free-array",
-    "free-object": '"{" ( any-pair ( "," any-pair )* )? "}"',
-    "free-array": '"[" ( any-value ( "," any-value )* )? "]"',
-    "any-pair": '[A-Za-z_] [A-Za-z0-9_]* ":" any-value',
+    # Values of no declared type: bounded too, so random weights cannot write one forever.
+    "free-object": '"{" ( any-pair ( "," any-pair ){0,7} )? "}"',
+    "free-array": '"[" ( any-value ( "," any-value ){0,7} )? "]"',
+    "any-pair": '[A-Za-z_] [A-Za-z0-9_]{0,31} ":" any-value',
 }
 
 
