@@ -349,3 +349,116 @@ def test_an_api_key_goes_to_a_private_environment_file_not_the_unit(tmp_path, mo
     assert "ProtectSystem=full" in service.unit_for("serve", user_mode=False).text  # system units are sandboxed
     service.uninstall(unit)
     assert not unit.env_path.exists() and not unit.path.exists()
+
+
+# --- tool calls through the real openai client ----------------------------------------------------
+
+LIGHTS = {
+    "type": "function",
+    "function": {
+        "name": "set_light",
+        "description": "Turn a light on or off",
+        "parameters": {
+            "type": "object",
+            "properties": {"room": {"type": "string"}, "on": {"type": "boolean"}},
+            "required": ["room", "on"],
+        },
+    },
+}
+CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The time now", "parameters": {}}}
+HOME = [{"role": "user", "content": "Turn on the kitchen light."}]
+
+
+def _call_args(call) -> dict:
+    import json
+
+    return json.loads(call.function.arguments)
+
+
+def test_a_named_tool_choice_returns_a_valid_call_streamed_and_not(audio_server):
+    openai = client(audio_server, KEY)
+    ask = dict(
+        model="tiny-gemma-4-E2B.gguf",
+        messages=HOME,
+        tools=[LIGHTS, CLOCK],
+        tool_choice={"type": "function", "function": {"name": "set_light"}},
+        parallel_tool_calls=False,
+        max_tokens=300,
+        seed=3,
+    )
+    reply = openai.chat.completions.create(**ask)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0]
+    args = _call_args(call)
+    assert call.type == "function" and call.function.name == "set_light" and call.id.startswith("call_")
+    assert set(args) == {"room", "on"} and isinstance(args["room"], str) and isinstance(args["on"], bool)
+    assert not choice.message.content
+    chunks = list(openai.chat.completions.create(**ask, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert len(deltas) == 1 and deltas[0].index == 0 and deltas[0].function.name == "set_light"
+    assert _call_args(deltas[0]) == args  # same seed, same call
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+
+
+def test_required_calls_some_tool_and_a_result_gets_a_text_answer(audio_server):
+    openai = client(audio_server, KEY)
+    reply = openai.chat.completions.create(
+        model="tiny-gemma-4-E2B.gguf",
+        messages=HOME,
+        tools=[LIGHTS, CLOCK],
+        tool_choice="required",
+        max_tokens=300,
+        seed=5,
+    )
+    calls = reply.choices[0].message.tool_calls
+    assert calls and all(c.function.name in ("set_light", "get_time") for c in calls)
+    history = HOME + [
+        {"role": "assistant", "content": None, "tool_calls": [c.model_dump() for c in calls]},
+        *[{"role": "tool", "tool_call_id": c.id, "content": '{"ok": true}'} for c in calls],
+    ]
+    answer = openai.chat.completions.create(
+        model="tiny-gemma-4-E2B.gguf",
+        messages=history,
+        tools=[LIGHTS, CLOCK],
+        tool_choice="none",
+        max_tokens=12,
+        seed=1,
+    )
+    message = answer.choices[0].message
+    assert answer.choices[0].finish_reason in ("stop", "length") and not message.tool_calls
+    assert "<|" not in (message.content or "") and answer.usage.prompt_tokens > 20
+
+
+def test_auto_and_none_never_put_call_markup_in_content(audio_server):
+    openai = client(audio_server, KEY)
+    for choice in ("auto", "none"):
+        for seed in (1, 2):
+            reply = openai.chat.completions.create(
+                model="tiny-gemma-4-E2B.gguf",
+                messages=HOME,
+                tools=[LIGHTS],
+                tool_choice=choice,
+                max_tokens=40,
+                seed=seed,
+                temperature=1.0,
+            )
+            content = reply.choices[0].message.content or ""
+            assert "<|tool_call>" not in content and "<tool_call|>" not in content and "call:set_light{" not in content
+
+
+def test_bad_tools_and_unknown_forced_names_are_400(audio_server):
+    from openai import BadRequestError
+
+    openai = client(audio_server, KEY)
+    bad = [
+        dict(tools=[{"type": "function", "function": {"name": "bad name"}}]),
+        dict(tools=[LIGHTS], tool_choice={"type": "function", "function": {"name": "open_door"}}),
+        dict(tools=[{"type": "function", "function": {"name": "x", "parameters": {"type": "strnig"}}}]),
+        dict(tool_choice="required"),
+    ]
+    for extra in bad:
+        with pytest.raises(BadRequestError) as err:
+            openai.chat.completions.create(model="tiny-gemma-4-E2B.gguf", messages=HOME, max_tokens=4, **extra)
+        assert err.value.status_code == 400 and err.value.body["message"]

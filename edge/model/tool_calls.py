@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,7 +263,7 @@ class CallSplitter:
         except CallSyntaxError:
             self.malformed += 1
             return None
-        call = ToolCall(call.name, call.arguments, f"call_{len(self.calls) + 1}")
+        call = ToolCall(call.name, call.arguments, f"call_{uuid.uuid4().hex[:16]}")
         self.calls.append(call)
         return call
 

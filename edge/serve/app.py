@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge.errors import AudioError, ContextFullError, EdgeError
+from edge.errors import AudioError, ContextFullError, EdgeError, UsageError
 from edge.serve import openai_api as api
 from edge.serve import tasks
 from edge.serve.metrics import Metrics
@@ -133,8 +133,9 @@ def _add_model_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig) ->
     async def chat(body: api.ChatRequest):
         _check_model(body.model, config)
         messages, audio = api.parse_messages(body, max_audio_seconds=config.max_audio_seconds)
+        tools = body.tool_setup()
         sampling = body.sampling(config.default_max_tokens)
-        job = _submit(worker, lambda job: tasks.chat(worker.resources, messages, audio, sampling, job))
+        job = _submit(worker, lambda job: tasks.chat(worker.resources, messages, audio, sampling, job, tools))
         request_id = api.new_id("chatcmpl")
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -238,6 +239,8 @@ def _as_api_error(exc: Exception) -> ApiError:
         return ApiError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, AudioError):
         return ApiError(400, str(exc), code="invalid_audio")
+    if isinstance(exc, UsageError):  # e.g. tools for a model whose template has none
+        return ApiError(400, str(exc))
     if isinstance(exc, EdgeError):
         return ApiError(500, str(exc), type_="server_error")
     return ApiError(500, f"the model failed unexpectedly ({type(exc).__name__}); this is a bug", type_="server_error")
@@ -257,9 +260,13 @@ def _sse(events: AsyncIterator[dict | str]) -> StreamingResponse:
 
 async def _chat_events(job: Job, request_id: str, model: str, include_usage: bool):
     yield api.chat_chunk(model, request_id, role="assistant", content="")
+    calls = 0
     async for kind, value in job.stream():
         if kind == "piece" and value:
             yield api.chat_chunk(model, request_id, content=value)
+        elif kind == "call":  # a whole call at once: it is only sent once it parsed
+            yield api.chat_chunk(model, request_id, tool_call=(calls, value))
+            calls += 1
         elif kind == "error":
             yield _as_api_error(value).body()  # the status is already sent: the error goes in the stream
         elif kind == "done":

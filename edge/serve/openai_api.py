@@ -21,30 +21,11 @@ from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 from edge.model.chat_format import Message
 from edge.model.engine import GEMMA_SAMPLING, Sampling
+from edge.serve.api_error import ApiError
+from edge.serve.openai_tools import calls_json, merge_tool_turns, tool_setup
 from edge.serve.tasks import Completion
 
 AUDIO_FORMATS = ("wav", "mp3", "flac")
-
-
-class ApiError(Exception):
-    """An error answered as {"error": {"message", "type", "param", "code"}} with `status`."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class _Request(BaseModel):
@@ -72,14 +53,24 @@ class _Request(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool message: which call it answers
+    name: str | None = None
 
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def tool_setup(self):
+        """The tools and how they may be called (None: no tools); bad schemas are a 400."""
+        return tool_setup(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def sampling(self, default_max_tokens: int) -> Sampling:
         return super().sampling(self.max_completion_tokens or default_max_tokens)
@@ -91,7 +82,7 @@ class CompletionRequest(_Request):
 
 def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[list[Message], np.ndarray | None]:
     """Our messages, and the audio of the last user message (16 kHz mono) if it has any."""
-    messages: list[Message] = []
+    messages: list[dict] = []
     audio: np.ndarray | None = None
     for index, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
@@ -112,10 +103,13 @@ def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[l
                     param=f"messages[{index}].content",
                     code="audio_too_long",
                 )
-        messages.append({"role": role, "content": text})
-    if messages[-1]["role"] != "user":
-        raise ApiError(400, "the last message must be from the user", param="messages")
-    return messages, audio
+        messages.append(
+            {"role": role, "content": text, "tool_calls": message.tool_calls, "tool_call_id": message.tool_call_id}
+        )
+    merged = merge_tool_turns(messages)
+    if not (merged[-1]["role"] == "user" or merged[-1].get("tool_responses")):
+        raise ApiError(400, "the last message must be from the user, or a tool's result", param="messages")
+    return merged, audio
 
 
 def _content(content, param: str, max_audio_seconds: float) -> tuple[str, list[np.ndarray]]:
@@ -184,11 +178,16 @@ def chat_response(c: Completion, model: str, request_id: str) -> dict:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
-        ],
+        "choices": [{"index": 0, "message": _assistant_message(c), "finish_reason": c.finish_reason}],
         "usage": usage(c),
     }
+
+
+def _assistant_message(c: Completion) -> dict:
+    message = {"role": "assistant", "content": c.text if c.text or not c.tool_calls else None}
+    if c.tool_calls:
+        message["tool_calls"] = calls_json(c.tool_calls)
+    return message
 
 
 def chat_chunk(
@@ -197,10 +196,15 @@ def chat_chunk(
     *,
     content: str | None = None,
     role: str | None = None,
+    tool_call: tuple[int, object] | None = None,
     finish_reason: str | None = None,
     usage_: dict | None = None,
 ) -> dict:
+    """One streamed chunk; `tool_call` (index, ToolCall) is sent whole, in OpenAI's delta shape."""
     delta = {k: v for k, v in (("role", role), ("content", content)) if v is not None}
+    if tool_call is not None:
+        index, call = tool_call
+        delta["tool_calls"] = [{"index": index, **calls_json([call])[0]}]
     chunk = {
         "id": request_id,
         "object": "chat.completion.chunk",

@@ -13,8 +13,11 @@ import numpy as np
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 from edge.model.chat_format import Message
+from edge.model.context_budget import fit_history
 from edge.model.conversation import Conversation
 from edge.model.engine import Generation, LoadedModel, Sampling
+from edge.model.tool_calls import ToolCall
+from edge.model.tool_turn import ToolSetup, ToolTurn
 from edge.serve.worker import Job
 
 
@@ -27,6 +30,7 @@ class Completion:
     prompt_tps: float | None = None
     generation_tps: float | None = None
     prompt_reused: int = 0  # prompt tokens found in the KV cache
+    tool_calls: list[ToolCall] = field(default_factory=list)
     audio_seconds: float = 0.0
     dropped_turns: int = 0
     kept_history: list[Message] = field(default_factory=list)  # the earlier messages the prompt kept
@@ -40,10 +44,22 @@ class Transcript:
     generation_tps: float | None = None
 
 
-def chat(loaded: LoadedModel, messages: list[Message], audio: np.ndarray | None, sampling: Sampling, job: Job):
-    """A chat reply; `audio` (16 kHz mono) belongs to the last user message, whose text is the instruction."""
+def chat(
+    loaded: LoadedModel,
+    messages: list[Message],
+    audio: np.ndarray | None,
+    sampling: Sampling,
+    job: Job,
+    tools: ToolSetup | None = None,
+):
+    """A chat reply; `audio` (16 kHz mono) belongs to the last user message, whose text is the instruction.
+    With `tools`, the reply may be calls: each one is emitted as a ("call", ToolCall) event."""
     *earlier, last = messages
     cancelled = job.cancelled.is_set
+    if tools is not None:
+        if audio is not None:
+            raise AudioError("tools with audio input are not taken yet: send the request as text, or without tools")
+        return _tool_reply(loaded, messages, tools, sampling, job)
     if audio is None:
         conversation = Conversation(loaded, history=earlier)
         generation = conversation.reply(
@@ -66,6 +82,41 @@ def chat(loaded: LoadedModel, messages: list[Message], audio: np.ndarray | None,
     completion.dropped_turns = fit.dropped_turns if fit else 0
     completion.kept_history = list(conversation.history)
     return completion
+
+
+def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, sampling: Sampling, job: Job):
+    """The messages fitted to the context with the declarations counted, then a tool turn streamed."""
+    declarations = tools.declarations()
+    *earlier, last = messages
+    fitted = fit_history(
+        earlier,
+        last,
+        n_ctx=loaded.n_ctx,
+        reserve=min(sampling.max_tokens, loaded.n_ctx // 2),
+        count_tokens=lambda m: loaded.count_tokens(loaded.chat_prompt(m, tools=declarations).text),
+        what="the messages and tools",
+        fix="send fewer or shorter messages or tools, or start the server with a larger --ctx",
+    )
+    turn = ToolTurn(loaded, fitted.history + [last], tools, sampling, cancelled=job.cancelled.is_set)
+    events = iter(turn)
+    try:
+        for kind, value in events:
+            job.emit("piece" if kind == "text" else "call", value)
+    finally:
+        events.close()
+    stats, reply = turn.stats, turn.reply
+    return Completion(
+        text=reply.content,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.generated_tokens,
+        finish_reason="tool_calls" if reply.calls else "length" if stats.finish_reason == "length" else "stop",
+        prompt_tps=stats.prompt_tps,
+        generation_tps=stats.generation_tps,
+        prompt_reused=stats.prefill.reused,
+        dropped_turns=fitted.dropped_turns,
+        kept_history=fitted.history,
+        tool_calls=reply.calls,
+    )
 
 
 def complete(loaded: LoadedModel, prompt: str, sampling: Sampling, job: Job) -> Completion:
