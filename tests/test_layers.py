@@ -14,7 +14,7 @@ LAYERS = [
     {"settings", "tuned"},
     {"model", "audio"},
     {"setup"},
-    {"launch"},
+    {"launch", "assist"},
     {"bench", "voice"},
     {"serve"},
     {"cli"},

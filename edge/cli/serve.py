@@ -175,6 +175,14 @@ def service_uninstall(kind, user_mode):
 )
 @click.option("--max-audio-seconds", type=click.FloatRange(1, 3600), default=120, show_default=True)
 @click.option(
+    "--home-control",
+    type=click.Choice(["auto", "always", "off"]),
+    default="auto",
+    show_default=True,
+    help="Offer Home Assistant's intents (lights, timers, lists...) to the model: it decides (auto), every "
+    "request is a command (always: a control-only satellite), or only talk (off).",
+)
+@click.option(
     "--idle-timeout",
     type=click.FloatRange(1, 86400),
     default=120,
@@ -193,14 +201,17 @@ def wyoming(
     zeroconf_name,
     tts,
     max_audio_seconds,
+    home_control,
     idle_timeout,
     root,
 ):
     """Be Home Assistant's speech-to-text and conversation agent over Wyoming, with Gemma 4.
 
     Speech to text is Gemma 4 hearing the audio natively; conversations are kept per satellite
-    within the context budget; text to speech with espeak-ng. Add it in Home Assistant as a
-    Wyoming integration at this machine's address and port.
+    within the context budget; text to speech with espeak-ng. The conversation agent controls the
+    home: the model calls Home Assistant's built-in intents (turn on, set brightness, start a timer,
+    add to a list...), which Home Assistant carries out. Add it in Home Assistant as a Wyoming
+    integration at this machine's address and port.
 
     \b
     Examples:
@@ -219,7 +230,11 @@ def wyoming(
             err=True,
         )
     settings = WyomingSettings(
-        model_name=plan.model_path.name, max_audio_seconds=max_audio_seconds, idle_timeout_s=idle_timeout, tts=backend
+        model_name=plan.model_path.name,
+        max_audio_seconds=max_audio_seconds,
+        idle_timeout_s=idle_timeout,
+        tts=backend,
+        home_control=home_control,
     )
     click.echo(f"Wyoming service for {plan.model_path.name} at {uri}. Ctrl-C stops.", err=True)
     run_wyoming(

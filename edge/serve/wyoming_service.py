@@ -10,6 +10,8 @@ protocol). One handler per connection; the model belongs to the same single work
   split at pauses.
 - Conversation: transcript -> handled-start/-chunk/-stop and handled (not-handled for nothing to
   say), with one conversation per Wyoming context or satellite, kept in the shared context budget.
+  Home control (advertised in info): HA's built-in intents are the model's tools, and its calls are
+  answered as `intent` events (intents-start/-stop around several), which Home Assistant executes.
 - synthesize -> audio-start/-chunk/-stop through the same espeak-ng voice the voice loop uses.
 
 A client that sends malformed events, audio without audio-start, too much audio or nothing for a
@@ -40,14 +42,18 @@ from wyoming.info import (
     TtsProgram,
     TtsVoice,
 )
+from wyoming.intent import Entity, Intent, IntentsStart, IntentsStop
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize
 
 from edge import __version__
+from edge.assist.ha_intents import HA_INTENTS, intent_entities
+from edge.assist.ha_intents import SYSTEM_PROMPT as HOME_SYSTEM_PROMPT
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.model.chat_format import Message
 from edge.model.engine import GEMMA_SAMPLING
+from edge.model.tool_turn import ToolSetup, with_results
 from edge.serve import tasks
 from edge.serve.worker import ModelWorker
 from edge.voice.conversation import LANGUAGE_NAMES, language_name
@@ -68,14 +74,17 @@ class WyomingSettings:
     model_name: str
     max_audio_seconds: float = 120.0
     idle_timeout_s: float = 120.0
-    max_tokens: int = 256
+    max_tokens: int = 512  # room for a series of calls (a spoken answer ends long before)
     forget_after_s: float = 300.0
     tts: object | None = None  # an audio.tts backend, or None: no TTS program
+    # HA's built-in intents offered to the model, its calls sent as intent events: "auto" (the model
+    # decides), "always" (every request is a command: tool_choice required) or "off".
+    home_control: str = "auto"
 
 
 @dataclass
 class _Conversation:
-    history: list[Message] = field(default_factory=lambda: [{"role": "system", "content": SYSTEM_PROMPT}])
+    history: list[Message]
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -94,7 +103,8 @@ class WyomingService:
         now = time.monotonic()
         for stale in [k for k, c in self.conversations.items() if now - c.last_used > self.settings.forget_after_s]:
             del self.conversations[stale]  # a smart speaker does not remember yesterday's question
-        conversation = self.conversations.setdefault(key, _Conversation())
+        system = HOME_SYSTEM_PROMPT if self.settings.home_control != "off" else SYSTEM_PROMPT
+        conversation = self.conversations.setdefault(key, _Conversation([{"role": "system", "content": system}]))
         conversation.last_used = now
         return conversation
 
@@ -127,6 +137,7 @@ class WyomingService:
                     "A conversation with Gemma 4, on this device",
                     models=[artifact(HandleModel, self.settings.model_name, "Gemma 4", languages=LANGUAGES)],
                     supports_handled_streaming=True,
+                    supports_home_control=self.settings.home_control != "off",
                 )
             ],
         )
@@ -253,25 +264,50 @@ class GemmaHandler(AsyncEventHandler):
             return
         key = str(context.get("conversation_id") or context.get("satellite_id") or self.peer)
         conversation = self.service.conversation(key)
-        messages = conversation.history + [{"role": "user", "content": text}]
+        asked: Message = {"role": "user", "content": text}
         sampling = GEMMA_SAMPLING.with_(max_tokens=self.service.settings.max_tokens)
-        job = self._submit(lambda job: tasks.chat(self.service.worker.resources, messages, None, sampling, job))
+        control = self.service.settings.home_control
+        tools = ToolSetup(HA_INTENTS, "required" if control == "always" else "auto") if control != "off" else None
+        messages = conversation.history + [asked]
+        job = self._submit(lambda job: tasks.chat(self.service.worker.resources, messages, None, sampling, job, tools))
         await self.write_event(HandledStart(context=context).event())
-        reply = ""
+        reply, calls, result = "", [], None
         async for kind, value in job.stream():
             if kind == "piece" and value:
                 reply += value
                 await self.write_event(HandledChunk(text=value).event())
+            elif kind == "call":
+                calls.append(value)
             elif kind == "error":
                 raise value if isinstance(value, EdgeError) else EdgeError(f"the reply failed: {value}")
             elif kind == "done":
-                # Old turns the budget dropped stay dropped; this turn joins what was kept.
-                conversation.history = value.kept_history + [
-                    {"role": "user", "content": text},
-                    {"role": "assistant", "content": reply.strip()},
-                ]
+                result = value
         await self.write_event(HandledStop().event())
-        await self.write_event(Handled(text=reply.strip(), context=context).event())
+        reply = reply.strip()
+        if calls:
+            await self._intents(calls, reply, context)
+            answer = with_results(calls, [{"status": "sent to Home Assistant"}] * len(calls), reply or "Done.")
+        else:
+            await self.write_event(Handled(text=reply, context=context).event())
+            answer = {"role": "assistant", "content": reply}
+        # Old turns the budget dropped stay dropped; this turn joins what was kept.
+        conversation.history = (result.kept_history if result else conversation.history) + [asked, answer]
+
+    async def _intents(self, calls, text: str, context: dict) -> None:
+        """The model's calls as intents Home Assistant executes (one, or a series)."""
+        intents = [
+            Intent(
+                name=c.name, entities=[Entity(k, v) for k, v in intent_entities(c)], text=text or None, context=context
+            )
+            for c in calls
+        ]
+        if len(intents) == 1:
+            await self.write_event(intents[0].event())
+            return
+        await self.write_event(IntentsStart(context=context).event())
+        for intent in intents:
+            await self.write_event(intent.event())
+        await self.write_event(IntentsStop(context=context).event())
 
     async def _synthesize(self, text: str) -> None:
         backend = self.service.settings.tts
