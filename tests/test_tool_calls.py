@@ -151,7 +151,7 @@ def valid(call: ToolCall) -> bool:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_named_choice_gives_a_valid_call_from_random_weights(tiny, seed):
-    turn = ToolTurn(tiny, ASK, ToolSetup(TOOLS, "set_light"), GEMMA_SAMPLING.with_(max_tokens=400, seed=seed))
+    turn = ToolTurn.chat(tiny, ASK, ToolSetup(TOOLS, "set_light"), GEMMA_SAMPLING.with_(max_tokens=400, seed=seed))
     events = list(turn)
     reply = turn.reply
     assert reply.malformed == 0 and reply.calls and all(c.name == "set_light" and valid(c) for c in reply.calls)
@@ -161,7 +161,7 @@ def test_a_named_choice_gives_a_valid_call_from_random_weights(tiny, seed):
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_a_required_choice_calls_some_declared_tool(tiny, seed):
-    turn = ToolTurn(
+    turn = ToolTurn.chat(
         tiny, ASK, ToolSetup(TOOLS, "required", parallel=False), GEMMA_SAMPLING.with_(max_tokens=400, seed=seed)
     )
     reply = turn.run()
@@ -171,7 +171,7 @@ def test_a_required_choice_calls_some_declared_tool(tiny, seed):
 def test_auto_and_none_never_show_markup(tiny):
     for choice in ("auto", "none"):
         for seed in (6, 7):
-            turn = ToolTurn(tiny, ASK, ToolSetup(TOOLS, choice), GEMMA_SAMPLING.with_(max_tokens=48, seed=seed))
+            turn = ToolTurn.chat(tiny, ASK, ToolSetup(TOOLS, choice), GEMMA_SAMPLING.with_(max_tokens=48, seed=seed))
             reply = turn.run()
             assert "<|tool_call>" not in reply.content and "<tool_call|>" not in reply.content
             assert all(valid(c) for c in reply.calls)
@@ -189,5 +189,5 @@ def test_declarations_and_a_tool_result_are_rendered_by_the_template(tiny):
     assert "<|tool_call>call:start_timer{seconds:600}<tool_call|>" in text
     assert f"<|tool_response>response:start_timer{{name:{Q}pasta{Q},started:true}}<tool_response|>" in text
     assert not text.rstrip().endswith("<|turn>model")  # the model goes on in the same turn
-    turn = ToolTurn(tiny, after, setup, GEMMA_SAMPLING.with_(max_tokens=8, seed=1))
+    turn = ToolTurn.chat(tiny, after, setup, GEMMA_SAMPLING.with_(max_tokens=8, seed=1))
     assert turn.run() is not None and turn.stats.prompt_tokens > 0

@@ -135,6 +135,13 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     help="Start replying after this long a pause; if you go on talking before --silence, that reply is "
     "dropped (0: wait for --silence).",
 )
+@click.option(
+    "--tools",
+    "tool_groups",
+    default="all",
+    show_default=True,
+    help="Tools the assistant may use, comma-separated: time, timers, calculator; or all, none.",
+)
 @click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
 @click.option("--verbose", is_flag=True, help="Print each turn's numbers.")
@@ -176,6 +183,7 @@ def voice(
     pre_roll,
     silence,
     reply_after,
+    tool_groups,
     no_barge_in,
     system_prompt,
     verbose,
@@ -188,6 +196,8 @@ def voice(
     """Talk to Gemma offline: it hears your voice natively and speaks its replies.
 
     Hands-free by default: a turn starts when you speak and ends after a pause. Ctrl-C quits.
+    It can tell the time and date, keep several named timers (announced aloud when they ring)
+    and do arithmetic; --tools chooses which.
 
     \b
     Examples:
@@ -195,6 +205,7 @@ def voice(
       edge-gemma voice --push-to-talk --input USB
       edge-gemma voice --tts none --verbose --log turns.jsonl
       edge-gemma voice --file question.wav --tts none
+      edge-gemma voice --tools timers,time
     """
     from edge.audio.capture import FileSource, MicrophoneSource
     from edge.audio.devices import list_input_devices, list_output_devices
@@ -212,6 +223,9 @@ def voice(
         return
     if tts == "piper" and piper_voice is None:
         raise AudioError("--tts piper needs --piper-voice PATH to a piper .onnx voice")
+    from edge.assist.toolbox import Toolbox
+
+    toolbox = Toolbox(tool_groups)  # an unknown name fails here, before the model loads
     config = EndpointConfig(pre_roll_s=pre_roll, trailing_silence_s=silence, max_seconds=max_seconds)
     backend = make_tts_backend(tts, piper_model=piper_voice)  # checks espeak-ng/piper before the model loads
 
@@ -243,6 +257,7 @@ def voice(
             sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens),
             forget_after_s=forget_after or None,
             speculate_after_s=reply_after if 0 < reply_after < silence else None,
+            toolbox=toolbox or None,
         )
         ptt = PushToTalk(pre_roll_s=pre_roll, max_seconds=max_seconds) if push_to_talk else None
         toggles: queue.SimpleQueue = queue.SimpleQueue()
@@ -256,6 +271,8 @@ def _show_turn(stats, verbose: bool) -> None:
     click.echo()
     if stats.heard:
         click.echo(f"  (heard: {stats.heard})", err=True)
+    for call in stats.tool_calls:
+        click.echo(f"  (used {call})", err=True)
     if verbose:
         sound = f"{stats.first_sound_s:.2f} s" if stats.first_sound_s is not None else "-"
         click.echo(

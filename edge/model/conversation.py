@@ -18,6 +18,7 @@ from edge.jsonio import read_json, write_json_atomic
 from edge.model.chat_format import Message
 from edge.model.context_budget import Fitted, fit_history, pinned_system
 from edge.model.engine import GEMMA_SAMPLING, Generation, LoadedModel, Sampling
+from edge.model.tool_turn import ToolSetup, ToolTurn
 
 SAVE_FORMAT = "edge-gemma-chat/1"
 
@@ -47,6 +48,26 @@ class Conversation:
         `reserve_extra`: context the turn takes beyond its text and reply (a clip's audio tokens, a
         transcript step). Old turns that do not fit are dropped first (see `last_fit`).
         """
+        messages = self._fitted(content, sampling, reserve_extra, what, fix)
+        return self.loaded.chat(messages, sampling, clips=clips, **generation_args)
+
+    def reply_with_tools(
+        self,
+        content: str,
+        tools: ToolSetup,
+        sampling: Sampling = GEMMA_SAMPLING,
+        *,
+        clips: Sequence[np.ndarray] = (),
+        reserve_extra: int = 0,
+        what: str = "this message",
+        fix: str = "raise --ctx, lower --max-tokens or send a shorter message",
+        **generation_args,
+    ) -> ToolTurn:
+        """As `reply`, with tools the model may call (their declarations count against the context)."""
+        messages = self._fitted(content, sampling, reserve_extra, what, fix, tools.declarations())
+        return ToolTurn.chat(self.loaded, messages, tools, sampling, clips=clips, **generation_args)
+
+    def _fitted(self, content, sampling, reserve_extra, what, fix, tools=None) -> list[Message]:
         asked: Message = {"role": "user", "content": content}
         # Room for the reply, but never more than half the context: llama.cpp stops a reply that
         # reaches the end of the context, which is better than refusing a long conversation.
@@ -56,18 +77,19 @@ class Conversation:
             asked,
             n_ctx=self.loaded.n_ctx,
             reserve=reserve,
-            count_tokens=self.loaded.count_chat_tokens,
+            count_tokens=lambda messages: self.loaded.count_tokens(self.loaded.chat_prompt(messages, tools=tools).text),
             what=what,
             fix=fix,
         )
         self.history, self.last_fit, self._asked = fitted.history, fitted, asked
-        return self.loaded.chat(self.history + [asked], sampling, clips=clips, **generation_args)
+        return self.history + [asked]
 
-    def remember(self, reply_text: str, *, user_text: str | None = None) -> None:
-        """Keep the last turn; `user_text` replaces what was asked (a transcript in place of audio)."""
+    def remember(self, reply_text: str, *, user_text: str | None = None, answer: Message | None = None) -> None:
+        """Keep the last turn; `user_text` replaces what was asked (a transcript in place of audio),
+        `answer` the plain reply (a turn with tool calls and their results: tool_turn.with_results)."""
         if self._asked is not None:
             asked = self._asked if user_text is None else {"role": "user", "content": user_text}
-            self.history += [asked, {"role": "assistant", "content": reply_text.strip()}]
+            self.history += [asked, answer or {"role": "assistant", "content": reply_text.strip()}]
             self._asked = None
 
     def clear(self) -> None:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from edge.model.chat_format import Message
 from edge.model.engine import Generation, LoadedModel, Sampling
-from edge.model.tool_calls import MARKUP_TOKENS, CallSplitter, SplitReply, ToolCall, ToolSchemaError, ToolSpec
+from edge.model.tool_calls import (
+    CALL_CLOSE,
+    MARKUP_TOKENS,
+    CallSplitter,
+    SplitReply,
+    ToolCall,
+    ToolSchemaError,
+    ToolSpec,
+)
 from edge.model.tool_grammar import call_grammar, clamp_to_schema
 
 
@@ -53,15 +61,30 @@ class ToolTurn:
     """Iterate for events: ("text", str) as text streams, ("call", ToolCall) as each call completes.
     Afterwards `.reply` holds the text and the calls, `.stats` the generation's numbers."""
 
-    def __init__(self, loaded: LoadedModel, messages: list[Message], setup: ToolSetup, sampling: Sampling, **kwargs):
-        self.setup = setup
-        ids = (loaded.engine.tokenize(text, bos=False) for text in MARKUP_TOKENS)
-        markup = frozenset(tokens[0] for tokens in ids if len(tokens) == 1)  # rendered; other control tokens not
-        self.generation: Generation = loaded.chat(
-            messages, setup.sampling(sampling), tools=setup.declarations(), special=markup, **kwargs
-        )
+    def __init__(self, generation: Generation, setup: ToolSetup):
+        self.generation, self.setup = generation, setup
         self._splitter = CallSplitter()
         self.reply: SplitReply | None = None
+
+    @classmethod
+    def chat(
+        cls, loaded: LoadedModel, messages: list[Message], setup: ToolSetup, sampling: Sampling, **kwargs
+    ) -> ToolTurn:
+        """A reply to `messages` (clips, cancelled... go to the generation)."""
+        generation = loaded.chat(
+            messages, setup.sampling(sampling), tools=setup.declarations(), special=markup_tokens(loaded), **kwargs
+        )
+        return cls(generation, setup)
+
+    @classmethod
+    def after_results(
+        cls, loaded: LoadedModel, calls: list[ToolCall], results: list[object], setup: ToolSetup, sampling: Sampling
+    ) -> ToolTurn:
+        """The same model turn, continued in the KV cache: the results are read, the reply goes on.
+        Nothing before them is evaluated again (a spoken turn's audio included)."""
+        loaded.engine.extend(results_text(loaded, calls, results))
+        generation = Generation(loaded.engine, None, setup.sampling(sampling), special=markup_tokens(loaded))
+        return cls(generation, setup)
 
     @property
     def stats(self):
@@ -95,6 +118,19 @@ class ToolTurn:
         for _ in self:
             pass
         return self.reply
+
+
+def markup_tokens(loaded: LoadedModel) -> frozenset[int]:
+    """The call markup's token ids: rendered as text in a tool turn (other control tokens are not)."""
+    ids = (loaded.engine.tokenize(text, bos=False) for text in MARKUP_TOKENS)
+    return frozenset(tokens[0] for tokens in ids if len(tokens) == 1)
+
+
+def results_text(loaded: LoadedModel, calls: list[ToolCall], results: list[object]) -> str:
+    """What follows the model's calls in its turn: the results and the prompt to go on, exactly as
+    the model's own template renders them (taken from a rendering of the same calls and results)."""
+    rendered = loaded.chat_prompt([{"role": "user", "content": "-"}, with_results(calls, results)]).text
+    return rendered[rendered.rindex(CALL_CLOSE) + len(CALL_CLOSE) :]
 
 
 def with_results(calls: list[ToolCall], results: list[object], text: str = "") -> Message:

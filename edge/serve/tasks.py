@@ -97,7 +97,7 @@ def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, 
         what="the messages and tools",
         fix="send fewer or shorter messages or tools, or start the server with a larger --ctx",
     )
-    turn = ToolTurn(loaded, fitted.history + [last], tools, sampling, cancelled=job.cancelled.is_set)
+    turn = ToolTurn.chat(loaded, fitted.history + [last], tools, sampling, cancelled=job.cancelled.is_set)
     events = iter(turn)
     try:
         for kind, value in events:

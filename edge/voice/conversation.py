@@ -25,6 +25,7 @@ from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
 from edge.model.context_budget import Fitted, audio_tokens_for
 from edge.model.conversation import Conversation
 from edge.model.engine import GEMMA_SAMPLING, GREEDY, Generation, LoadedModel, PrefillReport, Sampling
+from edge.model.tool_turn import ToolSetup, ToolTurn, with_results
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant running offline on a small computer. "
@@ -143,6 +144,36 @@ class AudioConversation:
         self._last = generation
         return generation
 
+    def reply_with_tools(
+        self,
+        pcm: np.ndarray,
+        tools: ToolSetup,
+        *,
+        sampling: Sampling = GEMMA_SAMPLING,
+        on_stage: Callable[[str], None] = lambda stage: None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> ToolTurn:
+        """As `reply`, with tools the model may call; iterate it for ("text", piece) and ("call", call)."""
+        seconds = len(pcm) / SAMPLE_RATE
+        turn = self.text.reply_with_tools(
+            self.marker,
+            tools,
+            sampling,
+            clips=[pcm],
+            reserve_extra=audio_tokens_for(seconds) + self.transcript_room,
+            what=f"a {seconds:.1f} s clip",
+            fix="raise --ctx or speak in shorter turns",
+            on_stage=on_stage,
+            cancelled=cancelled,
+        )
+        on_stage("prompt_ready")
+        self._last = turn.generation
+        return turn
+
+    def continue_after_calls(self, calls, results, tools: ToolSetup, sampling: Sampling = GEMMA_SAMPLING) -> ToolTurn:
+        """The model reads its calls' results and goes on speaking, in the same turn, in the KV cache."""
+        return ToolTurn.after_results(self.loaded, calls, results, tools, sampling)
+
     @property
     def transcript_room(self) -> int:
         """Context the transcript step takes after a reply: its question and the transcript."""
@@ -152,10 +183,12 @@ class AudioConversation:
         """Start a fresh conversation; the system prompt stays."""
         self.text.clear()
 
-    def remember(self, reply_text: str, *, transcribe: bool = True) -> str:
-        """Put the finished turn into the text history; returns what the model heard ('' if skipped)."""
+    def remember(self, reply_text: str, *, transcribe: bool = True, calls=(), results=()) -> str:
+        """Put the finished turn into the text history; returns what the model heard ('' if skipped).
+        A turn that called tools keeps its calls and their results, as the template writes them."""
         heard = self._heard_in_context() if transcribe else ""
-        self.text.remember(reply_text, user_text=heard or "(spoken message)")
+        answer = with_results(list(calls), list(results), reply_text.strip() or "Done.") if calls else None
+        self.text.remember(reply_text, user_text=heard or "(spoken message)", answer=answer)
         return heard
 
     def transcribe(self, pcm: np.ndarray, *, language: str = "English") -> Generation:

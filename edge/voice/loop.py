@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.assist.toolbox import Toolbox, spoken_duration
 from edge.audio.capture import AudioSource
 from edge.audio.playback import AudioSink
 from edge.audio.tts import Speaker
@@ -56,12 +57,14 @@ class VoiceLoop:
         log_path: Path | None = None,
         forget_after_s: float | None = 300.0,
         speculate_after_s: float | None = SPECULATE_AFTER_S,
+        toolbox: Toolbox | None = None,
     ):
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
         a fresh conversation after `forget_after_s` of quiet (None: remember forever).
 
         `speculate_after_s` None waits for the full end-pointing silence before replying. Without
         barge-in (loudspeakers: the microphone hears the reply) replies never start early.
+        `toolbox`: offline tools the model may call; its timers are announced when they ring.
         """
         self.conversation, self.source = conversation, source
         self.endpointer = endpointer or Endpointer()
@@ -69,9 +72,13 @@ class VoiceLoop:
         self.speaker = speaker_factory(sink) if speaker_factory and sink else None
         self.barge_in = barge_in
         self.speculate_after_s = speculate_after_s if barge_in else None
-        self.settings = TurnSettings(sampling, forget_after_s, log_path)
+        self.toolbox = toolbox
+        if toolbox is not None:
+            toolbox.clock = self.stream_time  # timers run on the audio's clock
+        self.settings = TurnSettings(sampling, toolbox, forget_after_s=forget_after_s, log_path=log_path)
         self.on_text, self.on_turn, self.on_note = on_text, on_turn, on_note
         self.discarded_starts = 0  # speculative replies thrown away in this session
+        self.rung: list[str] = []  # timers that rang, by name
         self._worker: TurnWorker | None = None
         self._pending: Turn | None = None  # a speculative turn not yet committed
         self._last: Turn | None = None  # the last committed turn
@@ -139,6 +146,7 @@ class VoiceLoop:
                 else:
                     push_to_talk.start()
             self._check_barge_in()
+            self._ring_timers()
             for clip in clips:
                 self._on_clip(clip)
                 if max_turns is not None and self._committed >= max_turns:
@@ -148,6 +156,23 @@ class VoiceLoop:
         for clip in [] if push_to_talk else self.endpointer.flush():
             if max_turns is None or self._committed < max_turns:
                 self._on_clip(clip)
+
+    def stream_time(self) -> float:
+        """Seconds of audio heard so far: the clock timers run on."""
+        return self._clock[0] if self._clock is not None else 0.0
+
+    def _ring_timers(self) -> None:
+        """A timer that rang is said aloud now, whatever the conversation is doing."""
+        if self.toolbox is None:
+            return
+        for timer in self.toolbox.timers.due(self.stream_time()):
+            message = (
+                f"Your {timer.name} timer is done." if not timer.name.startswith("timer ") else "Your timer is done."
+            )
+            self.rung.append(timer.name)
+            self.on_note(f"timer rang: {timer.name} ({spoken_duration(timer.seconds)})")
+            if self.speaker is not None:
+                self.speaker.say(message)
 
     def _check_barge_in(self) -> None:
         """The user talks over the reply: stop speaking and listen."""

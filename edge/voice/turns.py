@@ -13,14 +13,16 @@ import json
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edge.assist.toolbox import Toolbox
 from edge.audio.tts import Speaker
 from edge.audio.vad import Clip, trim_silence
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.model.engine import GEMMA_SAMPLING, Sampling
+from edge.model.tool_turn import ToolSetup
 from edge.voice.conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
 
@@ -48,6 +50,7 @@ class TurnStats:
     timeline: dict[str, float] = field(default_factory=dict)
     model_s: float | None = None  # the model's share of the wait for the first sound
     pipeline_s: float | None = None  # the rest of end of speech -> audible: edge-gemma's own delay
+    tool_calls: list[str] = field(default_factory=list)  # calls the model made, as name(arguments)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +92,8 @@ class Turn:
 @dataclass
 class TurnSettings:
     sampling: Sampling = GEMMA_SAMPLING  # max_tokens caps a spoken reply
+    toolbox: Toolbox | None = None  # the offline tools the model may call (time, timers, calculator)
+    tool_choice: str = "auto"  # OpenAI's tool_choice: the model decides, or a named tool is forced
     forget_after_s: float | None = 300.0  # quiet (stream seconds) after which a new conversation starts
     log_path: Path | None = None
 
@@ -161,12 +166,56 @@ class TurnWorker:
             self.speaker.on_stage = timeline.mark
             timeline.output_latency_s = self.speaker.sink.output_latency_s
         heard_pcm = trim_silence(clip)
-        generation = self.conversation.reply(
-            heard_pcm, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
-        )
         held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
+        calls, results = [], []
+        toolbox = s.toolbox
+        if toolbox:
+            tools = ToolSetup(toolbox.specs, s.tool_choice)
+            first = self.conversation.reply_with_tools(
+                heard_pcm, tools, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
+            )
+            generation = first.generation
+            text = self._speak((value for kind, value in first if kind == "text"), turn, held)
+            calls = first.reply.calls if first.reply else []
+            turn.decided.wait()  # a tool acts on the world: never for a reply that is thrown away
+            if calls and not turn.cancelled:
+                results = [toolbox.run(call) for call in calls]
+                # Reading the results, the model answers in words (no second round of calls).
+                more = self.conversation.continue_after_calls(calls, results, replace(tools, choice="none"), s.sampling)
+                text += self._speak((value for kind, value in more if kind == "text"), turn, held)
+        else:
+            generation = self.conversation.reply(
+                heard_pcm, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
+            )
+            text = self._speak(generation, turn, held)
+        with self.speech_lock:
+            if not turn.cancelled and self.speaker is not None:
+                self.speaker.finish()
+        turn.decided.wait()
+        if turn.cancelled:
+            return
+        self._show(held)
+        # runs while the reply is being spoken
+        heard = self.conversation.remember(text, calls=calls, results=results)
+        if self.speaker is not None:
+            # The turn's record needs the first sound's time, which may still be on its way out;
+            # stop waiting once nothing is left to speak (a barge-in, a reply with no words).
+            timeline.wait_for("first_sample", 10.0, unless=lambda: not self.speaker.speaking)
+        self._last_turn_at = turn.clip.speech_end_s
+        stats = self._stats(turn, generation, heard, len(heard_pcm) / SAMPLE_RATE)
+        calls_made = [f"{c.name}({c.arguments_json()})" for c in calls]
+        stats = replace(stats, reply=text.strip(), tool_calls=calls_made)
+        self.turns.append(stats)
+        self.on_turn(stats)
+        if s.log_path is not None:
+            with s.log_path.open("a") as log:
+                log.write(json.dumps(stats.to_dict()) + "\n")
+
+    def _speak(self, pieces, turn: Turn, held: list[str]) -> str:
+        """Feed text pieces to the speaker as they come (and to the screen once committed)."""
+        timeline, text = turn.timeline, ""
         yielded = False  # the worker has waited once for the first clause's synthesis
-        for piece in generation:
+        for piece in pieces:
             with self.speech_lock:
                 if turn.cancelled:
                     break
@@ -180,27 +229,10 @@ class TurnWorker:
                 yielded = True
                 timeline.wait_for("synth_done", 1.0, unless=lambda: turn.cancelled or not self.speaker.speaking)
             held.append(piece)
+            text += piece
             if turn.committed:
                 self._show(held)
-        with self.speech_lock:
-            if not turn.cancelled and self.speaker is not None:
-                self.speaker.finish()
-        turn.decided.wait()
-        if turn.cancelled:
-            return
-        self._show(held)
-        heard = self.conversation.remember(generation.text)  # runs while the reply is being spoken
-        if self.speaker is not None:
-            # The turn's record needs the first sound's time, which may still be on its way out;
-            # stop waiting once nothing is left to speak (a barge-in, a reply with no words).
-            timeline.wait_for("first_sample", 10.0, unless=lambda: not self.speaker.speaking)
-        self._last_turn_at = turn.clip.speech_end_s
-        stats = self._stats(turn, generation, heard, len(heard_pcm) / SAMPLE_RATE)
-        self.turns.append(stats)
-        self.on_turn(stats)
-        if s.log_path is not None:
-            with s.log_path.open("a") as log:
-                log.write(json.dumps(stats.to_dict()) + "\n")
+        return text
 
     def _show(self, held: list[str]) -> None:
         for piece in held:
