@@ -1,13 +1,15 @@
 """Gemma 4 tool calls: the syntax parser on documented outputs, the schema checks, and grammar-forced
 calls on the tiny Gemma 4 (random weights, real tokenizer and chat template)."""
 
+from dataclasses import replace
+
 import pytest
 from conftest import FIXTURES
 
 from edge.model.engine import GEMMA_SAMPLING, LoadedModel
 from edge.model.tool_calls import CallSplitter, ToolCall, ToolSchemaError, parse_call, split_reply, tool_specs
 from edge.model.tool_grammar import clamp_to_schema
-from edge.model.tool_turn import ToolSetup, ToolTurn, with_results
+from edge.model.tool_turn import ToolSetup, ToolTurn, results_text, with_results
 from edge.settings import RunSettings
 
 TINY = FIXTURES / "gemma4-tiny" / "tiny-gemma-4-E2B.gguf"
@@ -191,3 +193,17 @@ def test_declarations_and_a_tool_result_are_rendered_by_the_template(tiny):
     assert not text.rstrip().endswith("<|turn>model")  # the model goes on in the same turn
     turn = ToolTurn.chat(tiny, after, setup, GEMMA_SAMPLING.with_(max_tokens=8, seed=1))
     assert turn.run() is not None and turn.stats.prompt_tokens > 0
+
+
+def test_results_continue_the_model_turn_in_the_cache_as_the_template_writes_them(tiny):
+    setup = ToolSetup(TOOLS, "start_timer", parallel=False)
+    first = ToolTurn.chat(tiny, ASK, setup, GEMMA_SAMPLING.with_(max_tokens=300, seed=2))
+    [call] = first.run().calls
+    before = len(tiny.engine.cached)
+    text = results_text(tiny, [call], [{"started": True}])
+    assert text.startswith("<|tool_response>response:start_timer{started:true}<tool_response|>")
+    assert text.endswith("<|channel>thought\n<channel|>")  # thinking off, the model goes on
+    more = ToolTurn.after_results(tiny, [call], [{"started": True}], replace(setup, choice="none"), GEMMA_SAMPLING)
+    reply = more.run()
+    assert more.stats.prefill.reused == before  # nothing before the results was evaluated again
+    assert reply.calls == [] and "<|" not in reply.content

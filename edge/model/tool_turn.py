@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from edge.model.chat_format import Message
-from edge.model.engine import Generation, LoadedModel, Sampling
+from edge.model.engine import Generation, LoadedModel, PrefillReport, Sampling
 from edge.model.tool_calls import (
     CALL_CLOSE,
     MARKUP_TOKENS,
@@ -82,8 +82,12 @@ class ToolTurn:
     ) -> ToolTurn:
         """The same model turn, continued in the KV cache: the results are read, the reply goes on.
         Nothing before them is evaluated again (a spoken turn's audio included)."""
-        loaded.engine.extend(results_text(loaded, calls, results))
-        generation = Generation(loaded.engine, None, setup.sampling(sampling), special=markup_tokens(loaded))
+        before = len(loaded.engine.cached)
+        added = loaded.engine.extend(results_text(loaded, calls, results))
+        report = PrefillReport(before + added.evaluated, before, added.evaluated, added.seconds)
+        generation = Generation(
+            loaded.engine, None, setup.sampling(sampling), special=markup_tokens(loaded), prefilled=report
+        )
         return cls(generation, setup)
 
     @property

@@ -26,12 +26,15 @@ class Generation:
         cancelled: Callable[[], bool] = lambda: False,
         special: bool | frozenset[int] = False,
         on_stage: Callable[[str], None] = lambda stage: None,
+        prefilled: PrefillReport | None = None,
     ):
-        """`prompt` None: continue after what the cache holds (the caller extended it)."""
+        """`prompt` None: continue after what the cache holds (`prefilled`: what the caller's own
+        extension of the cache did, for the stats)."""
         self._engine, self._prompt, self._clips = engine, prompt, clips
         self.sampling, self._cancelled, self._special, self._on_stage = sampling, cancelled, special, on_stage
         self.stats: GenerationStats | None = None
         self.prefill: PrefillReport | None = None
+        self._prefilled = prefilled
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
@@ -45,7 +48,7 @@ class Generation:
                     self._prompt, self._clips, fresh=self.sampling.seed is not None, on_stage=self._on_stage
                 )
             else:
-                self.prefill = PrefillReport(len(engine.cached), len(engine.cached), 0, 0.0)
+                self.prefill = self._prefilled or PrefillReport(len(engine.cached), len(engine.cached), 0, 0.0)
             for piece in engine.generate(self.sampling, cancelled=self._cancelled, special=self._special):
                 last = time.perf_counter()
                 first = first or last
