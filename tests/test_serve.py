@@ -462,3 +462,44 @@ def test_bad_tools_and_unknown_forced_names_are_400(audio_server):
         with pytest.raises(BadRequestError) as err:
             openai.chat.completions.create(model="tiny-gemma-4-E2B.gguf", messages=HOME, max_tokens=4, **extra)
         assert err.value.status_code == 400 and err.value.body["message"]
+
+
+# --- the board's voice: /v1/audio/speech --------------------------------------------------------------
+
+
+def test_speech_answers_the_openai_client_with_audio_in_each_format(text_server, tmp_path):
+    import io
+
+    import soundfile
+
+    openai = client(text_server)
+    for fmt in ("wav", "flac", "mp3"):
+        reply = openai.audio.speech.create(
+            model="tts-1", voice="alloy", input="The kitchen light is on.", response_format=fmt
+        )
+        path = tmp_path / f"speech.{fmt}"
+        reply.write_to_file(path)
+        pcm, rate = soundfile.read(path, dtype="float32")
+        assert rate == 22050 and 0.8 < len(pcm) / rate < 5 and np.abs(pcm).max() > 0.05
+    slow = openai.audio.speech.create(
+        model="tts-1", voice="nova", input="The kitchen light is on.", response_format="wav", speed=0.5
+    )
+    slow_pcm, _ = soundfile.read(io.BytesIO(slow.content), dtype="float32")
+    assert len(slow_pcm) > 1.5 * len(pcm)  # speed 0.5: twice as long
+    with openai.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input="First sentence here. And a second one.", response_format="pcm"
+    ) as streamed:
+        pieces = list(streamed.iter_bytes())
+    audio = np.frombuffer(b"".join(pieces), dtype="<i2")
+    assert len(audio) / 24000 > 1.5 and np.abs(audio).max() > 1000  # 16-bit at 24 kHz, two sentences
+
+
+def test_speech_refuses_what_it_cannot_make(text_server):
+    from openai import APIStatusError
+
+    openai = client(text_server)
+    for extra in (dict(response_format="opus"), dict(input=""), dict(speed=9.0)):
+        ask = dict(model="tts-1", voice="alloy", input="Hello.") | extra
+        with pytest.raises(APIStatusError) as err:
+            openai.audio.speech.create(**ask)
+        assert err.value.status_code in (400, 422) and err.value.body["message"]

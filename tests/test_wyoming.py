@@ -22,7 +22,7 @@ from wyoming.error import Error
 from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop
 from wyoming.info import Describe, Info
 from wyoming.intent import Intent, IntentsStart, IntentsStop
-from wyoming.tts import Synthesize
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from edge.audio.resample import resample
 
@@ -134,7 +134,8 @@ def test_describe_advertises_asr_handle_and_tts(server):
     assert info.asr[0].supports_transcript_streaming and info.asr[0].attribution.name
     assert info.handle[0].models[0].languages and info.handle[0].supports_handled_streaming
     assert info.handle[0].supports_home_control
-    assert info.tts and info.tts[0].voices[0].name == "espeak-ng"
+    assert info.tts and info.tts[0].voices[0].name == "en_US-joe-medium"  # Piper, in-process
+    assert info.tts[0].supports_synthesize_streaming
 
 
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2), (22050, 1)])
@@ -188,6 +189,21 @@ def test_synthesize_answers_with_audio(server):
     start, *chunks, stop = events
     assert AudioStart.is_type(start.type) and AudioStop.is_type(stop.type)
     assert sum(len(AudioChunk.from_event(c).audio) for c in chunks) > 16000  # over half a second of speech
+
+
+def test_streamed_synthesis_speaks_sentence_by_sentence(server):
+    """As Home Assistant streams a reply: text in pieces, audio as each sentence completes; the whole
+    text sent again as `synthesize` (for servers that cannot stream) is not spoken twice."""
+    pieces = ["The kitchen ", "light is on. ", "The timer ", "has ten minutes left."]
+    events = [SynthesizeStart().event(), *[SynthesizeChunk(text=p).event() for p in pieces]]
+    events += [Synthesize(text="".join(pieces)).event(), SynthesizeStop().event()]
+    received = asyncio.run(exchange(server, events, until=SynthesizeStopped))
+    kinds = [e.type for e in received]
+    assert kinds.count(AudioStart().event().type) == 1 and kinds.count(AudioStop().event().type) == 1
+    assert SynthesizeStopped.is_type(kinds[-1]) and AudioStop.is_type(kinds[-2])
+    chunks = [AudioChunk.from_event(e) for e in received if AudioChunk.is_type(e.type)]
+    seconds = sum(len(c.audio) for c in chunks) / (chunks[0].rate * 2)
+    assert 2.0 < seconds < 8.0  # both sentences, once
 
 
 def test_bad_clients_are_dropped_without_harming_the_next(server):

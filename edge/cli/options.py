@@ -81,3 +81,16 @@ audio_model_options = apply(
     threads,
     llama_log,
 )
+
+
+# The voice the board speaks with: voice, serve (/v1/audio/speech) and wyoming (TTS) alike.
+tts = click.option(
+    "--tts",
+    type=click.Choice(["auto", "piper", "espeak", "none"]),
+    default="auto",
+    show_default=True,
+    help="Speech engine: auto is Piper's natural voice when installed (the voice extra), else espeak-ng.",
+)
+voice = click.option(
+    "--voice", "tts_voice", help="Piper voice: joe (bundled) or a .onnx path; or an espeak-ng voice name."
+)

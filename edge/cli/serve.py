@@ -34,6 +34,8 @@ API_KEY_ENV = "EDGE_GEMMA_API_KEY"
     show_default=True,
     help="Reply length when a request does not say.",
 )
+@options.tts
+@options.voice
 @options.root
 def serve(
     model,
@@ -49,12 +51,15 @@ def serve(
     max_body_mb,
     max_audio_seconds,
     max_tokens,
+    tts,
+    tts_voice,
     root,
 ):
-    """Serve the model over an OpenAI-compatible HTTP API, audio in included.
+    """Serve the model over an OpenAI-compatible HTTP API, audio in and out included.
 
-    Endpoints: /v1/chat/completions (text and input_audio parts, streaming), /v1/completions,
-    /v1/audio/transcriptions (Gemma 4 writes down the speech), /v1/models, /health, /metrics.
+    Endpoints: /v1/chat/completions (text and input_audio parts, tool calls, streaming),
+    /v1/completions, /v1/audio/transcriptions (Gemma 4 writes down the speech), /v1/audio/speech
+    (the board's voice), /v1/models, /health, /metrics.
     One model, one worker: requests queue for it; a full queue answers 503.
 
     \b
@@ -63,12 +68,14 @@ def serve(
       edge-gemma serve --model demo --port 8000
       EDGE_GEMMA_API_KEY=secret edge-gemma serve --host 0.0.0.0
     """
+    from edge.audio.tts import make_tts_backend
     from edge.launch import prepare_run
     from edge.serve.app import ServeConfig
     from edge.serve.server import check_port_free, is_loopback
     from edge.serve.server import serve as run_server
 
     check_port_free(host, port)  # before the model loads
+    voice_backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
     plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads}, root=root)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
@@ -84,6 +91,7 @@ def serve(
         max_body_bytes=max_body_mb * 2**20,
         max_audio_seconds=max_audio_seconds,
         default_max_tokens=max_tokens,
+        tts=voice_backend,
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Serving {plan.model_path.name} at http://{shown}:{port}/v1 (OpenAI API). Ctrl-C stops.", err=True)
@@ -166,13 +174,8 @@ def service_uninstall(kind, user_mode):
     default=None,
     help="Announce _wyoming._tcp on the LAN (optionally under NAME) so Home Assistant finds it.",
 )
-@click.option(
-    "--tts",
-    type=click.Choice(["espeak", "none"]),
-    default="espeak",
-    show_default=True,
-    help="Offer text to speech too (espeak-ng), so one service covers the pipeline.",
-)
+@options.tts
+@options.voice
 @click.option("--max-audio-seconds", type=click.FloatRange(1, 3600), default=120, show_default=True)
 @click.option(
     "--home-control",
@@ -200,6 +203,7 @@ def wyoming(
     uri,
     zeroconf_name,
     tts,
+    tts_voice,
     max_audio_seconds,
     home_control,
     idle_timeout,
@@ -222,7 +226,7 @@ def wyoming(
     from edge.launch import prepare_run
     from edge.serve.wyoming_service import WyomingSettings, run_wyoming
 
-    backend = make_tts_backend("espeak") if tts == "espeak" else None
+    backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
     plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads}, root=root)
     if (mmproj or plan.mmproj_path) is None:
         click.echo(

@@ -103,8 +103,8 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     help="Read speech from a file, not the mic, at speaking pace (as a microphone would hear it).",
 )
 @click.option("--fast", is_flag=True, help="With --file: read it as fast as the model answers, not at speaking pace.")
-@click.option("--tts", type=click.Choice(["espeak", "none", "piper"]), default="espeak", show_default=True)
-@click.option("--piper-voice", type=click.Path(path_type=Path), help="A piper .onnx voice (with --tts piper).")
+@options.tts
+@options.voice
 @click.option("--push-to-talk", is_flag=True, help="Press Enter to start and to stop talking.")
 @click.option(
     "--max-seconds",
@@ -142,6 +142,21 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     show_default=True,
     help="Tools the assistant may use, comma-separated: time, timers, calculator; or all, none.",
 )
+@click.option(
+    "-w",
+    "--wake-word",
+    default="none",
+    show_default=True,
+    help="Answer only after this name: okay_nabu, hey_jarvis, alexa, hey_mycroft, hey_rhasspy, a .tflite, or none.",
+)
+@click.option(
+    "--follow-up",
+    type=click.FloatRange(min=0, max=60),
+    default=6.0,
+    show_default=True,
+    help="With a wake word: seconds after a reply in which you can go on without it (0: always say it).",
+)
+@click.option("--no-chime", is_flag=True, help="With a wake word: no sound when it is heard.")
 @click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
 @click.option("--verbose", is_flag=True, help="Print each turn's numbers.")
@@ -177,13 +192,16 @@ def voice(
     input_file,
     fast,
     tts,
-    piper_voice,
+    tts_voice,
     push_to_talk,
     max_seconds,
     pre_roll,
     silence,
     reply_after,
     tool_groups,
+    wake_word,
+    follow_up,
+    no_chime,
     no_barge_in,
     system_prompt,
     verbose,
@@ -206,6 +224,7 @@ def voice(
       edge-gemma voice --tts none --verbose --log turns.jsonl
       edge-gemma voice --file question.wav --tts none
       edge-gemma voice --tools timers,time
+      edge-gemma voice --wake-word hey_jarvis --voice joe
     """
     from edge.audio.capture import FileSource, MicrophoneSource
     from edge.audio.devices import list_input_devices, list_output_devices
@@ -221,13 +240,18 @@ def voice(
             for d in devices:
                 click.echo(f"{kind:<6} {d.index:>3}  {d.name}")
         return
-    if tts == "piper" and piper_voice is None:
-        raise AudioError("--tts piper needs --piper-voice PATH to a piper .onnx voice")
     from edge.assist.toolbox import Toolbox
+    from edge.audio.wake import WakeWord, check_wake_word
 
     toolbox = Toolbox(tool_groups)  # an unknown name fails here, before the model loads
+    wake = None
+    if wake_word != "none":
+        check_wake_word(wake_word)
+        if push_to_talk:
+            raise AudioError("--wake-word and --push-to-talk both decide when you speak: use one of them")
+        wake = WakeWord(wake_word)
     config = EndpointConfig(pre_roll_s=pre_roll, trailing_silence_s=silence, max_seconds=max_seconds)
-    backend = make_tts_backend(tts, piper_model=piper_voice)  # checks espeak-ng/piper before the model loads
+    backend = make_tts_backend(tts, voice=tts_voice)  # checks the voice before the model loads
 
     def say(message: str) -> None:
         click.echo(f"\nnote: {message}", err=True)
@@ -258,12 +282,16 @@ def voice(
             forget_after_s=forget_after or None,
             speculate_after_s=reply_after if 0 < reply_after < silence else None,
             toolbox=toolbox or None,
+            wake=wake,
+            follow_up_s=follow_up,
+            chime=not no_chime,
         )
         ptt = PushToTalk(pre_roll_s=pre_roll, max_seconds=max_seconds) if push_to_talk else None
         toggles: queue.SimpleQueue = queue.SimpleQueue()
         if ptt is not None:
             threading.Thread(target=_enter_toggles, args=(toggles,), daemon=True).start()
-        click.echo("Listening" + (" (Enter to talk, Enter to stop)" if ptt else "") + ". Ctrl-C quits.", err=True)
+        hint = " (Enter to talk, Enter to stop)" if ptt else f' (say "{wake.phrase}" first)' if wake else ""
+        click.echo(f"Listening{hint}. Ctrl-C quits.", err=True)
         loop.run(max_turns=max_turns, push_to_talk=ptt, toggles=toggles)
 
 

@@ -21,6 +21,7 @@ from edge.serve import openai_api as api
 from edge.serve import tasks
 from edge.serve.metrics import Metrics
 from edge.serve.openai_api import ApiError
+from edge.serve.speech import add_speech_route
 from edge.serve.worker import Busy, Job, ModelWorker, NotReady
 from edge.voice.conversation import language_name
 
@@ -34,6 +35,7 @@ class ServeConfig:
     max_body_bytes: int = 50 * 2**20
     max_audio_seconds: float = 600.0
     default_max_tokens: int = 512
+    tts: object | None = None  # an audio.tts backend for /v1/audio/speech (None: no voice)
 
 
 def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None = None) -> FastAPI:
@@ -43,6 +45,7 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
     _add_guards(app, config, metrics)
     _add_status_routes(app, worker, config, metrics)
     _add_model_routes(app, worker, config)
+    add_speech_route(app, config.tts)
     return app
 
 
@@ -185,7 +188,15 @@ def _add_model_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig) ->
         return {"text": result.text}
 
 
-_KNOWN = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions"}
+_KNOWN = {
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/audio/transcriptions",
+    "/v1/audio/speech",
+}
 
 
 def _declared_length(request: Request) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from edge.errors import EdgeError, UsageError
 
 KINDS = {"serve": "an OpenAI-compatible Gemma 4 server", "voice": "an offline Gemma 4 voice assistant"}
+SERVICE_WAKE_WORD = "hey_jarvis"  # bundled with openWakeWord; heard reliably in our tests (docs: wake words)
 # Flags whose values are secrets: they go to a 0600 environment file the unit loads, never into
 # ExecStart, which every local user can read (`ps`, `systemctl cat`).
 SECRET_FLAGS = {"--api-key": "EDGE_GEMMA_API_KEY"}
@@ -57,6 +58,9 @@ def unit_for(kind: str, *, user_mode: bool, args: tuple[str, ...] = (), executab
     user = getpass.getuser()
     name = f"edge-gemma-{kind}.service"
     args, secrets = split_secrets(args)
+    if kind == "voice" and not any(a.split("=")[0] == "--wake-word" for a in args):
+        # On a shelf it must answer its name only, not the television: `-- --wake-word none` opts out.
+        args = (*args, "--wake-word", SERVICE_WAKE_WORD)
     env_dir = Path.home() / ".config/edge-gemma" if user_mode else Path("/etc/edge-gemma")
     env_path = env_dir / f"{kind}.env"
     service = [

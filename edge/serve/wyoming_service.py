@@ -4,7 +4,7 @@ Built on the `wyoming` package (its AsyncServer, AsyncEventHandler and event cla
 protocol). One handler per connection; the model belongs to the same single worker `serve` uses.
 
 - describe -> info: an ASR program (Gemma 4's own speech recognition), a handle (conversation)
-  program and, when espeak-ng is there, a TTS program.
+  program and a TTS program (Piper's natural voice when the voice extra is installed, else espeak-ng).
 - ASR: transcribe, audio-start, audio-chunk*, audio-stop -> transcript-start/-chunk/-stop and
   transcript. Chunks of any rate, width and channel count become 16 kHz mono; speech over 30 s is
   split at pauses.
@@ -12,7 +12,9 @@ protocol). One handler per connection; the model belongs to the same single work
   say), with one conversation per Wyoming context or satellite, kept in the shared context budget.
   Home control (advertised in info): HA's built-in intents are the model's tools, and its calls are
   answered as `intent` events (intents-start/-stop around several), which Home Assistant executes.
-- synthesize -> audio-start/-chunk/-stop through the same espeak-ng voice the voice loop uses.
+- synthesize -> audio-start/-chunk/-stop in the voice the voice loop uses; streaming synthesis too
+  (synthesize-start, synthesize-chunk*, synthesize-stop -> audio sentence by sentence, then
+  synthesize-stopped), as Home Assistant sends a reply while it is still being written.
 
 A client that sends malformed events, audio without audio-start, too much audio or nothing for a
 while is dropped without harming the next one.
@@ -44,11 +46,12 @@ from wyoming.info import (
 )
 from wyoming.intent import Entity, Intent, IntentsStart, IntentsStop
 from wyoming.server import AsyncEventHandler
-from wyoming.tts import Synthesize
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from edge import __version__
 from edge.assist.ha_intents import HA_INTENTS, intent_entities
 from edge.assist.ha_intents import SYSTEM_PROMPT as HOME_SYSTEM_PROMPT
+from edge.audio.tts import SentenceSplitter
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.model.chat_format import Message
@@ -141,9 +144,17 @@ class WyomingService:
                 )
             ],
         )
-        if self.settings.tts is not None:
-            voice = artifact(TtsVoice, "espeak-ng", "espeak-ng, the voice the voice loop speaks with", languages=["en"])
-            info.tts = [artifact(TtsProgram, "edge-gemma-tts", "espeak-ng speech", voices=[voice])]
+        backend = self.settings.tts
+        if backend is not None:
+            kind = "Piper" if backend.name == "piper" else "espeak-ng"
+            voice = artifact(
+                TtsVoice, backend.voice_name, f"{kind}, the voice the voice loop speaks with", languages=["en"]
+            )
+            info.tts = [
+                artifact(
+                    TtsProgram, "edge-gemma-tts", f"{kind} speech", voices=[voice], supports_synthesize_streaming=True
+                )
+            ]
         return info
 
 
@@ -159,6 +170,8 @@ class GemmaHandler(AsyncEventHandler):
         self._converter = AudioChunkConverter(rate=RATE, width=WIDTH, channels=CHANNELS)
         self._audio: bytearray | None = None  # None: no audio-start yet
         self._refused = False
+        self._streamed: bool | None = None  # a streamed synthesis: None (none), False (no audio sent yet), True
+        self._splitter: SentenceSplitter | None = None
 
     async def run(self) -> None:
         """The base loop, with an idle timeout and malformed input treated as a goodbye."""
@@ -201,7 +214,20 @@ class GemmaHandler(AsyncEventHandler):
         elif Transcript.is_type(event.type):
             await self._converse(Transcript.from_event(event))
         elif Synthesize.is_type(event.type):
-            await self._synthesize(Synthesize.from_event(event).text)
+            if self._streamed is None:  # HA also sends the whole text to a server that is streaming: once is enough
+                await self._synthesize(Synthesize.from_event(event).text)
+        elif SynthesizeStart.is_type(event.type):
+            self._streamed, self._splitter = False, SentenceSplitter()
+        elif SynthesizeChunk.is_type(event.type) and self._streamed is not None:
+            for sentence in self._splitter.feed(SynthesizeChunk.from_event(event).text):
+                await self._speak(sentence)
+        elif SynthesizeStop.is_type(event.type) and self._streamed is not None:
+            for sentence in self._splitter.flush():
+                await self._speak(sentence)
+            if self._streamed:
+                await self.write_event(AudioStop().event())
+            self._streamed = None
+            await self.write_event(SynthesizeStopped().event())
         return True
 
     async def _chunk(self, chunk: AudioChunk) -> bool:
@@ -310,18 +336,32 @@ class GemmaHandler(AsyncEventHandler):
         await self.write_event(IntentsStop(context=context).event())
 
     async def _synthesize(self, text: str) -> None:
+        pcm, rate = await self._voice(text[:2000])
+        await self.write_event(AudioStart(rate=rate, width=WIDTH, channels=CHANNELS).event())
+        await self._audio_chunks(pcm, rate)
+        await self.write_event(AudioStop().event())
+
+    async def _speak(self, sentence: str) -> None:
+        """One sentence of a streamed synthesis: audio-start before the first, chunks for each."""
+        pcm, rate = await self._voice(sentence[:2000])
+        if not self._streamed:
+            await self.write_event(AudioStart(rate=rate, width=WIDTH, channels=CHANNELS).event())
+            self._streamed = True
+        await self._audio_chunks(pcm, rate)
+
+    async def _voice(self, text: str) -> tuple[np.ndarray, int]:
         backend = self.service.settings.tts
         if backend is None:
-            raise EdgeError("this server has no voice (espeak-ng is not installed)")
-        pcm, rate = await asyncio.to_thread(backend.synthesize, text[:2000])
+            raise EdgeError("this server has no voice: start it with --tts auto, piper or espeak")
+        return await asyncio.to_thread(backend.synthesize, text)  # off the event loop; the model is not needed
+
+    async def _audio_chunks(self, pcm: np.ndarray, rate: int) -> None:
         audio = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
-        await self.write_event(AudioStart(rate=rate, width=WIDTH, channels=CHANNELS).event())
         step = rate * WIDTH // 10  # 100 ms chunks
         for start in range(0, len(audio), step):
             await self.write_event(
                 AudioChunk(rate=rate, width=WIDTH, channels=CHANNELS, audio=audio[start : start + step]).event()
             )
-        await self.write_event(AudioStop().event())
 
     def _submit(self, run):
         from edge.serve.worker import Busy, NotReady

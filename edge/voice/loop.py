@@ -22,12 +22,14 @@ from pathlib import Path
 from edge.assist.toolbox import Toolbox, spoken_duration
 from edge.audio.capture import AudioSource
 from edge.audio.playback import AudioSink
-from edge.audio.tts import Speaker
+from edge.audio.tts import Speaker, chime_sound
 from edge.audio.vad import Clip, Endpointer, PushToTalk
+from edge.audio.wake import WakeWord
 from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.voice.conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
 from edge.voice.turns import Turn, TurnSettings, TurnStats, TurnWorker
+from edge.voice.wake_gate import FOLLOW_UP_S, WakeGate
 
 __all__ = ["TurnStats", "VoiceLoop"]
 
@@ -58,6 +60,9 @@ class VoiceLoop:
         forget_after_s: float | None = 300.0,
         speculate_after_s: float | None = SPECULATE_AFTER_S,
         toolbox: Toolbox | None = None,
+        wake: WakeWord | None = None,
+        follow_up_s: float = FOLLOW_UP_S,
+        chime: bool = True,
     ):
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
         a fresh conversation after `forget_after_s` of quiet (None: remember forever).
@@ -65,6 +70,8 @@ class VoiceLoop:
         `speculate_after_s` None waits for the full end-pointing silence before replying. Without
         barge-in (loudspeakers: the microphone hears the reply) replies never start early.
         `toolbox`: offline tools the model may call; its timers are announced when they ring.
+        `wake`: answer only speech after this wake word (a chime says it was heard; `chime`), and
+        follow-ups within `follow_up_s` of a reply (wake_gate.py). None: every utterance is a turn.
         """
         self.conversation, self.source = conversation, source
         self.endpointer = endpointer or Endpointer()
@@ -79,6 +86,10 @@ class VoiceLoop:
         self.on_text, self.on_turn, self.on_note = on_text, on_turn, on_note
         self.discarded_starts = 0  # speculative replies thrown away in this session
         self.rung: list[str] = []  # timers that rang, by name
+        self.wake = wake
+        self.gate = WakeGate(follow_up_s=follow_up_s) if wake is not None else None
+        self.chime = chime
+        self.wakes = 0  # times the wake word was heard
         self._worker: TurnWorker | None = None
         self._pending: Turn | None = None  # a speculative turn not yet committed
         self._last: Turn | None = None  # the last committed turn
@@ -147,6 +158,8 @@ class VoiceLoop:
                     push_to_talk.start()
             self._check_barge_in()
             self._ring_timers()
+            if push_to_talk is None and self.gate is not None:
+                clips = self._gated(block, clips, listener.position_s)
             for clip in clips:
                 self._on_clip(clip)
                 if max_turns is not None and self._committed >= max_turns:
@@ -156,6 +169,21 @@ class VoiceLoop:
         for clip in [] if push_to_talk else self.endpointer.flush():
             if max_turns is None or self._committed < max_turns:
                 self._on_clip(clip)
+
+    def _gated(self, block, clips: list[Clip], now: float) -> list[Clip]:
+        """With a wake word: listen for it, and keep only the clips meant for the assistant."""
+        if self._reply_active():
+            self.gate.keep_awake(now)
+        if self.wake.feed(block):
+            self.wakes += 1
+            self.gate.heard_name(now)
+            if self.chime and self.speaker is not None:
+                self.speaker.chime(*chime_sound())
+        return [kept for clip in clips if (kept := self.gate.admit(clip)) is not None]
+
+    def _reply_active(self) -> bool:
+        last_running = self._last is not None and not self._last.done.is_set()
+        return last_running or self._pending is not None or (self.speaker is not None and self.speaker.speaking)
 
     def stream_time(self) -> float:
         """Seconds of audio heard so far: the clock timers run on."""
@@ -194,6 +222,8 @@ class VoiceLoop:
             pending = None
         if pending is None and ep.in_speech and ep.silence_s >= self.speculate_after_s:
             clip = ep.snapshot()
+            if clip is not None and self.gate is not None:
+                clip = self.gate.admit(clip, preview=True)  # speech not for us is never started on
             if clip is not None:
                 self._pending = self._start(clip, speculative=True)
 
