@@ -1,0 +1,144 @@
+"""The wake word, with speech made by the bundled Piper voice in the test itself: detection, the gate
+(request cut after the name, follow-ups, speech not meant for the assistant), the voice loop with it,
+from arrays and from files, and one-line errors."""
+
+import numpy as np
+import pytest
+from audio_support import silence
+from cli_helpers import assert_one_line_error, edge_gemma
+from conftest import FIXTURES
+
+from edge.audio.capture import ArraySource
+from edge.audio.resample import resample
+from edge.audio.tts import PiperBackend
+from edge.audio.wake import BUNDLED, WakeWord, check_wake_word, detections
+from edge.audio_format import SAMPLE_RATE
+from edge.errors import AudioError
+from edge.model.engine import GREEDY, LoadedModel
+from edge.settings import RunSettings
+from edge.voice.conversation import AudioConversation
+from edge.voice.loop import VoiceLoop
+
+TINY = FIXTURES / "gemma4-tiny"
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return PiperBackend("joe")
+
+
+@pytest.fixture(scope="module")
+def say(piper):
+    def spoken(text: str, speed: float = 1.0) -> np.ndarray:
+        pcm, rate = piper.synthesize(text, speed=speed)
+        return resample(pcm, rate, SAMPLE_RATE)
+
+    return spoken
+
+
+def test_hey_jarvis_is_heard_and_nothing_else_is(say):
+    wake = WakeWord("hey_jarvis")
+    named = np.concatenate([silence(0.5), say("Hey Jarvis. What time is it?"), silence(0.5)])
+    found = detections(wake, named)
+    assert len(found) == 1 and 0.5 < found[0] < 2.5  # once, right after the name
+    for other in ("okay_nabu", "alexa"):
+        assert detections(WakeWord(other), named) == []
+    plain = np.concatenate([silence(0.5), say("What time is it? Turn on the kitchen light."), silence(0.5)])
+    assert detections(WakeWord("hey_jarvis"), plain) == []
+
+
+def test_a_name_in_the_middle_of_a_sentence_is_heard(say):
+    mid = np.concatenate([say("I was thinking, hey Jarvis, set a timer."), silence(0.5)])
+    assert len(detections(WakeWord("hey_jarvis"), mid)) == 1
+
+
+def test_unknown_wake_words_are_one_line_listing_the_names(tmp_path):
+    with pytest.raises(AudioError, match="choose " + ", ".join(BUNDLED)):
+        check_wake_word("computer")
+    with pytest.raises(AudioError, match="not found"):
+        check_wake_word(str(tmp_path / "missing.tflite"))
+    result = edge_gemma("voice", "--wake-word", "computer", "--tts", "none", "-m", "demo")
+    assert_one_line_error(result, "unknown wake word 'computer'", "hey_jarvis")
+
+
+# --- in the voice loop -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conversation(llama_cpp_available):
+    settings = RunSettings(n_ctx=4096, n_threads=2, n_threads_batch=2, n_batch=256, n_ubatch=256)
+    with LoadedModel(TINY / "tiny-gemma-4-E2B.gguf", settings) as loaded:
+        loaded.attach_projector(TINY / "mmproj-tiny-gemma-4-E2B.gguf")
+        yield AudioConversation(loaded, system_prompt="You are a test assistant.")
+
+
+def run_loop(conversation, stream, **kwargs):
+    conversation.forget()
+    loop = VoiceLoop(
+        conversation, ArraySource(stream), wake=WakeWord("hey_jarvis"), sampling=GREEDY.with_(max_tokens=4), **kwargs
+    )
+    return loop, loop.run()
+
+
+def test_requests_after_the_name_are_answered_and_the_name_is_not_heard_by_the_model(conversation, say):
+    request = say("What time is it?")
+    in_one_breath = np.concatenate([silence(0.5), say("Hey Jarvis, what time is it?"), silence(1.5)])
+    loop, turns = run_loop(conversation, in_one_breath)
+    assert loop.wakes == 1 and len(turns) == 1
+    assert turns[0].speech_s < len(request) / SAMPLE_RATE + 0.6  # the clip was cut after the name
+    with_pause = np.concatenate([silence(0.5), say("Hey Jarvis."), silence(1.0), request, silence(1.5)])
+    loop, turns = run_loop(conversation, with_pause)
+    assert loop.wakes == 1 and len(turns) == 1  # the name alone made no turn; the request did
+
+
+def test_speech_without_the_name_starts_no_turn(conversation, say):
+    talk = [say(t) for t in ("The weather is nice today.", "Turn on the kitchen light.", "What time is it?")]
+    stream = np.concatenate([silence(0.5)] + [np.concatenate([t, silence(1.2)]) for t in talk] * 8)
+    assert len(stream) / SAMPLE_RATE > 60  # a minute and more of talk in the room
+    loop, turns = run_loop(conversation, stream)
+    assert turns == [] and loop.wakes == 0 and loop.discarded_starts == 0
+
+
+def test_a_follow_up_needs_no_name_but_later_speech_does(conversation, say):
+    q = say("What time is it?")
+    stream = np.concatenate(
+        [silence(0.5), say("Hey Jarvis."), silence(0.6), q, silence(1.5), q, silence(12.0), q, silence(1.5)]
+    )
+    loop, turns = run_loop(conversation, stream, follow_up_s=6.0)
+    assert loop.wakes == 1 and len(turns) == 2  # the request and its follow-up; not the one 12 s later
+
+
+def test_without_a_wake_word_every_utterance_is_a_turn_as_before(conversation, say):
+    conversation.forget()
+    stream = np.concatenate([silence(0.5), say("What time is it?"), silence(1.5)])
+    loop = VoiceLoop(conversation, ArraySource(stream), sampling=GREEDY.with_(max_tokens=4))
+    assert len(loop.run()) == 1
+
+
+def test_voice_from_a_file_with_the_wake_word(tmp_path, say, llama_cpp_available):
+    from edge.audio.files import save_wav
+
+    stream = np.concatenate(
+        [silence(0.5), say("The news at nine."), silence(1.2), say("Hey Jarvis, what time is it?"), silence(1.5)]
+    )
+    wav = save_wav(tmp_path / "room.wav", stream)
+    log = tmp_path / "turns.jsonl"
+    args = ["-m", str(TINY / "tiny-gemma-4-E2B.gguf"), "--mmproj", str(TINY / "mmproj-tiny-gemma-4-E2B.gguf")]
+    result = edge_gemma(
+        "voice",
+        "--file",
+        str(wav),
+        "--fast",
+        "--tts",
+        "none",
+        "--wake-word",
+        "hey_jarvis",
+        "-n",
+        "4",
+        "--log",
+        str(log),
+        *args,
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'say "Hey Jarvis" first' in result.stderr
+    assert len(log.read_text().splitlines()) == 1  # the news made no turn, and none was logged
