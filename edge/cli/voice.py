@@ -157,6 +157,20 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     help="With a wake word: seconds after a reply in which you can go on without it (0: always say it).",
 )
 @click.option("--no-chime", is_flag=True, help="With a wake word: no sound when it is heard.")
+@click.option(
+    "--noise-suppression",
+    type=click.IntRange(0, 4),
+    default=0,
+    show_default=True,
+    help="WebRTC noise suppression on the microphone, 0 (off) to 4 (strongest): for a mic across the room.",
+)
+@click.option(
+    "--auto-gain",
+    type=click.IntRange(0, 31),
+    default=0,
+    show_default=True,
+    help="WebRTC automatic gain on the microphone, target dBFS below full scale (0: off).",
+)
 @click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
 @click.option("--verbose", is_flag=True, help="Print each turn's numbers.")
@@ -202,6 +216,8 @@ def voice(
     wake_word,
     follow_up,
     no_chime,
+    noise_suppression,
+    auto_gain,
     no_barge_in,
     system_prompt,
     verbose,
@@ -257,9 +273,13 @@ def voice(
         click.echo(f"\nnote: {message}", err=True)
 
     if input_file:
-        source = FileSource(input_file, realtime=not fast)
+        source = FileSource(input_file, realtime=not fast)  # a recording is heard as it is: no cleanup
     else:
         source = ReconnectingMicrophone(MicrophoneSource(input_device), wait_s=device_wait or 0, on_event=say)
+        if noise_suppression or auto_gain:
+            from edge.audio.cleanup import CleanedSource, NoiseCleaner
+
+            source = CleanedSource(source, NoiseCleaner(noise_suppression, auto_gain))
     sink = SoundDeviceSink(output_device) if tts != "none" else None
     with (
         _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt) as conversation,
