@@ -23,6 +23,7 @@ from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop
 from wyoming.info import Describe, Info
 from wyoming.intent import Intent, IntentsStart, IntentsStop
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+from wyoming.wake import Detect, Detection, NotDetected
 
 from edge.audio.resample import resample
 
@@ -204,6 +205,28 @@ def test_streamed_synthesis_speaks_sentence_by_sentence(server):
     chunks = [AudioChunk.from_event(e) for e in received if AudioChunk.is_type(e.type)]
     seconds = sum(len(c.audio) for c in chunks) / (chunks[0].rate * 2)
     assert 2.0 < seconds < 8.0  # both sentences, once
+
+
+def test_a_satellite_streaming_its_microphone_gets_wake_word_detections(server):
+    from edge.audio.tts import PiperBackend
+    from edge.audio_format import SAMPLE_RATE
+
+    piper = PiperBackend("joe")
+
+    def said(text: str) -> np.ndarray:
+        pcm, rate = piper.synthesize(text)
+        return np.concatenate([silence(0.5), resample(pcm, rate, SAMPLE_RATE), silence(0.5)])
+
+    [info] = asyncio.run(exchange(server, [Describe().event()], until=Info))
+    wake = Info.from_event(info).wake
+    assert wake and "hey_jarvis" in [m.name for m in wake[0].models]
+    named = [Detect(names=["hey_jarvis"]).event(), *audio_events(said("Hey Jarvis."), 16000, 1)]
+    events = asyncio.run(exchange(server, named, until=(Detection, NotDetected)))
+    detection = Detection.from_event(events[-1])
+    assert Detection.is_type(events[-1].type) and detection.name == "hey_jarvis" and 500 < detection.timestamp < 3000
+    plain = [Detect(names=["hey_jarvis"]).event(), *audio_events(said("What time is it?"), 44100, 2)]
+    events = asyncio.run(exchange(server, plain, until=(Detection, NotDetected)))
+    assert NotDetected.is_type(events[-1].type)
 
 
 def test_bad_clients_are_dropped_without_harming_the_next(server):

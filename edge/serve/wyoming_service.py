@@ -47,6 +47,7 @@ from wyoming.info import (
 from wyoming.intent import Entity, Intent, IntentsStart, IntentsStop
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+from wyoming.wake import Detect, Detection, NotDetected
 
 from edge import __version__
 from edge.assist.ha_intents import HA_INTENTS, intent_entities
@@ -59,6 +60,7 @@ from edge.model.engine import GEMMA_SAMPLING
 from edge.model.tool_turn import ToolSetup, with_results
 from edge.serve import tasks
 from edge.serve.worker import ModelWorker
+from edge.serve.wyoming_wake import WakeListener, wake_program
 from edge.voice.conversation import LANGUAGE_NAMES, language_name
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,9 @@ class WyomingService:
                 )
             ],
         )
+        wake = wake_program()
+        if wake is not None:
+            info.wake = [wake]
         backend = self.settings.tts
         if backend is not None:
             kind = "Piper" if backend.name == "piper" else "espeak-ng"
@@ -170,6 +175,7 @@ class GemmaHandler(AsyncEventHandler):
         self._converter = AudioChunkConverter(rate=RATE, width=WIDTH, channels=CHANNELS)
         self._audio: bytearray | None = None  # None: no audio-start yet
         self._refused = False
+        self._wake: WakeListener | None = None  # after `detect`: the audio is for the wake word
         self._streamed: bool | None = None  # a streamed synthesis: None (none), False (no audio sent yet), True
         self._splitter: SentenceSplitter | None = None
 
@@ -205,11 +211,21 @@ class GemmaHandler(AsyncEventHandler):
             transcribe = Transcribe.from_event(event)
             self.language = (transcribe.language or self.language or "en").split("-")[0].lower()
             self.context = transcribe.context
+        elif Detect.is_type(event.type):  # the audio that follows is for the wake word, not for speech to text
+            self._wake = WakeListener(Detect.from_event(event).names)
         elif AudioStart.is_type(event.type):
             self._audio, self._refused = bytearray(), False
         elif AudioChunk.is_type(event.type):
+            if self._wake is not None:
+                return await self._listen_for_wake(AudioChunk.from_event(event))
             return await self._chunk(AudioChunk.from_event(event))
         elif AudioStop.is_type(event.type):
+            if self._wake is not None:
+                wake, self._wake, self._audio = self._wake, None, None
+                if not wake.detected:
+                    await self.write_event(NotDetected().event())
+                wake.close()
+                return True
             return await self._audio_stop()
         elif Transcript.is_type(event.type):
             await self._converse(Transcript.from_event(event))
@@ -228,6 +244,11 @@ class GemmaHandler(AsyncEventHandler):
                 await self.write_event(AudioStop().event())
             self._streamed = None
             await self.write_event(SynthesizeStopped().event())
+        return True
+
+    async def _listen_for_wake(self, chunk: AudioChunk) -> bool:
+        for name, at_ms in self._wake.feed(self._converter.convert(chunk).audio):
+            await self.write_event(Detection(name=name, timestamp=at_ms).event())
         return True
 
     async def _chunk(self, chunk: AudioChunk) -> bool:

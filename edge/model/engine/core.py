@@ -160,7 +160,7 @@ class Engine:
         bos = not (self.bos_text and text.startswith(self.bos_text))
         with self._pieces(text, clips, bos=bos) as pieces:
             wanted = [t for p in pieces for t in (p.tokens if isinstance(p, TextPiece) else [MEDIA] * p.n_pos)]
-            self._check_room(len(wanted))
+            self.check_room(len(wanted))
             if fresh:
                 self.reset()
                 keep = 0
@@ -178,12 +178,12 @@ class Engine:
 
     def extend_tokens(self, tokens: list[int]) -> PrefillReport:
         """Evaluate token ids after what the cache holds."""
-        self._check_room(len(self.cached) + len(tokens))
+        self.check_room(len(self.cached) + len(tokens))
         report = self._evaluate([TextPiece(tokens)], skip=0, start=len(self.cached))
         self.last_prefill = report
         return report
 
-    def _check_room(self, positions: int) -> None:
+    def check_room(self, positions: int) -> None:
         if positions + 1 > self.n_ctx:
             raise ContextFullError(
                 f"the prompt is {positions} tokens but the context holds {self.n_ctx}: "

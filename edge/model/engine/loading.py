@@ -141,7 +141,7 @@ class LoadedModel:
 
     def complete(self, prompt: str, sampling: Sampling = GEMMA_SAMPLING, **kwargs) -> Generation:
         """Raw text completion of `prompt`. A prompt the context cannot hold is refused before any work."""
-        self.engine._check_room(self.count_tokens(prompt))
+        self.engine.check_room(self.count_tokens(prompt))
         return Generation(self.engine, prompt, sampling, **kwargs)
 
     def chat(
