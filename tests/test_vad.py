@@ -212,3 +212,24 @@ def test_push_to_talk_keeps_pre_roll_and_obeys_the_cap(hello):
     assert [c.reason for c in clips[:-1]] == ["max_length"] * (len(clips) - 1)
     assert sum(c.duration_s for c in clips) == pytest.approx(len(x) / RATE - 0.7, abs=0.05)
     assert ptt.stop() is None  # stop without start: nothing
+
+
+def test_the_micro_vad_ignores_music_and_keeps_a_sentence_whole():
+    """Home Assistant's trained VAD with the level test: synthetic music (chords on a beat) starts no
+    clip; a Piper sentence is one clip that reaches back before its first syllable."""
+    from edge.audio.resample import resample
+    from edge.audio.tts import PiperBackend
+
+    t = np.arange(10 * RATE) / RATE
+    beat = 0.6 + 0.4 * (np.sin(2 * np.pi * 2 * t) > 0)
+    music = sum(0.08 * np.sin(2 * np.pi * hz * t) for hz in (261.6, 329.6, 392.0)) * beat
+    micro = EndpointConfig(detector="micro")
+    assert segment(music.astype(np.float32), micro) == []
+    pcm, rate = PiperBackend("joe").synthesize("Turn on the kitchen light, please.")
+    speech = 0.5 * resample(pcm, rate, RATE)
+    stream = np.concatenate([np.zeros(RATE, np.float32), speech, np.zeros(RATE, np.float32)])
+    [clip] = segment(stream, micro)
+    onset = 1.0 + np.nonzero(np.abs(speech) > 0.01 * np.abs(speech).max())[0][0] / RATE
+    assert clip.start_s < onset < clip.speech_end_s
+    with pytest.raises(AudioError, match="energy or micro"):
+        EndpointConfig(detector="silero")

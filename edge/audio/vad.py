@@ -62,6 +62,16 @@ class EndpointConfig:
     tail_s: float = 0.2  # kept after the last speech frame: soft endings stay audible
     cut_search_s: float = 3.0  # over-long speech is cut at the quietest point this close to the cap
     min_modulation_db: float = 6.0  # speech level varies at least this much (p90 - p10 of frames)
+    # What decides speech from non-speech frame by frame: "energy" (level over the adaptive noise
+    # floor) or "micro": the same level test AND Home Assistant's trained micro VAD (pymicro-vad)
+    # agreeing, so music and steady noise start and hold nothing; the end-pointing rules around
+    # both are the same. scripts/vad_compare.py measures one against the other.
+    detector: str = "energy"
+
+    @property
+    def reach_back_s(self) -> float:
+        """How far before the detected start a clip begins: the micro VAD decides ~0.3 s late."""
+        return self.pre_roll_s + (_MicroVad.LAG_S if self.detector == "micro" else 0.0)
 
     def __post_init__(self) -> None:
         check_max_seconds(self.max_seconds)
@@ -70,6 +80,8 @@ class EndpointConfig:
                 raise AudioError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if self.trailing_silence_s < 0.05:
             raise AudioError("trailing_silence_s must be at least 0.05 s, or every pause ends a clip")
+        if self.detector not in ("energy", "micro"):
+            raise AudioError(f"detector must be energy or micro, not {self.detector!r}")
         if self.pre_roll_s >= self.max_seconds:
             raise AudioError(f"pre_roll_s ({self.pre_roll_s}) must be shorter than max_seconds ({self.max_seconds})")
 
@@ -117,6 +129,27 @@ class _FrameMeter:
         power = np.sum(np.abs(spectrum[:, self._BAND]) ** 2, axis=1) * self._SCALE
         self.frames += n
         return np.maximum(10.0 * np.log10(power + 1e-30), _SILENCE_DB)
+
+
+class _MicroVad:
+    """pymicro-vad's speech probability for each 10 ms frame, aligned with _FrameMeter's frames."""
+
+    ON, HOLD = 0.5, 0.3  # probability that starts speech, and that keeps it going (hysteresis)
+    LAG_S = 0.3  # its decisions trail the sound by about this much (scripts/vad_compare.py)
+
+    def __init__(self) -> None:
+        try:
+            from pymicro_vad import MicroVad
+        except ImportError as exc:
+            raise AudioError("the micro VAD needs pymicro-vad: pip install 'edge-gemma[voice]'") from exc
+        self._vad = MicroVad()
+        self._carry = np.zeros(0, dtype=np.int16)
+
+    def feed(self, pcm: np.ndarray) -> list[float]:
+        x = np.concatenate([self._carry, (np.clip(pcm, -1, 1) * 32767).astype(np.int16)])
+        n = len(x) // FRAME
+        self._carry = x[n * FRAME :]
+        return [max(0.0, self._vad.process_10ms(x[k * FRAME : (k + 1) * FRAME].tobytes())) for k in range(n)]
 
 
 def _clean(block: np.ndarray) -> np.ndarray:
@@ -172,7 +205,8 @@ class Endpointer:
     def _reset(self) -> None:
         c = self.config
         self._meter = _FrameMeter()
-        self._history = SampleHistory(int((c.max_seconds + c.pre_roll_s + 2.0) * TARGET_RATE))
+        self._vad = _MicroVad() if c.detector == "micro" else None
+        self._history = SampleHistory(int((c.max_seconds + c.reach_back_s + 2.0) * TARGET_RATE))
         self._recent: collections.deque[float] = collections.deque(maxlen=_FLOOR_WINDOW)
         self._energy: dict[int, float] = {}  # frame -> dB, for frames of the open clip
         self._candidate: tuple[int, int, int] | None = None  # (first frame, speech frames, last speech frame)
@@ -215,13 +249,15 @@ class Endpointer:
         self._history.append(pcm)
         first = self._meter.frames
         clips: list[Clip] = []
-        for k, level in enumerate(self._meter.feed(pcm)):
-            clip = self._step(first + k, float(level))
+        levels = self._meter.feed(pcm)
+        probabilities = self._vad.feed(pcm) if self._vad is not None else [None] * len(levels)
+        for k, (level, probability) in enumerate(zip(levels, probabilities)):
+            clip = self._step(first + k, float(level), probability)
             if clip is not None:
                 clips.append(clip)
         if self._open is None:  # while idle keep only what a clip starting now could reach back to
             since = self._candidate[0] if self._candidate else self._meter.frames
-            self._history.discard_before(since * FRAME - int(self.config.pre_roll_s * TARGET_RATE))
+            self._history.discard_before(since * FRAME - int(self.config.reach_back_s * TARGET_RATE))
         return clips
 
     def flush(self) -> list[Clip]:
@@ -233,17 +269,18 @@ class Endpointer:
         self._reset()
         return [clip] if clip is not None else []
 
-    def _step(self, i: int, level: float) -> Clip | None:
+    def _step(self, i: int, level: float, probability: float | None = None) -> Clip | None:
         c = self.config
         self._recent.append(level)
         floor = min(self._recent)
         self.noise_floor_db = floor
         threshold = max(floor + c.threshold_db, c.min_level_dbfs)
         if self._open is None:
-            return self._idle(i, level, threshold)
+            speech = level > threshold and (probability is None or probability >= _MicroVad.ON)
+            return self._idle(i, speech)
         self._energy[i] = level
-        # Hysteresis: once talking, a slightly lower level still counts as speech.
-        if level > threshold - 3.0:
+        # Hysteresis: once talking, a slightly lower level (and probability) still counts as speech.
+        if level > threshold - 3.0 and (probability is None or probability >= _MicroVad.HOLD):
             self._open.last_speech_frame = i
         now = (i + 1) * FRAME
         if i - self._open.last_speech_frame >= _frames(c.trailing_silence_s):
@@ -252,9 +289,9 @@ class Endpointer:
             return self._cut_at_cap(i, now)
         return None
 
-    def _idle(self, i: int, level: float, threshold: float) -> None:
+    def _idle(self, i: int, speech: bool) -> None:
         c = self.config
-        if level <= threshold:
+        if not speech:
             if self._candidate and i - self._candidate[2] > _frames(0.1):
                 self._candidate = None  # a blip, not the start of speech
             return None
@@ -262,7 +299,7 @@ class Endpointer:
         self._candidate = (first, count + 1, i)
         if count + 1 >= max(1, _frames(c.min_speech_s)):
             speech_start = first * FRAME
-            start = max(speech_start - int(c.pre_roll_s * TARGET_RATE), self._history.start, 0)
+            start = max(speech_start - int(c.reach_back_s * TARGET_RATE), self._history.start, 0)
             self._open = _Open(start=start, speech_start=speech_start, last_speech_frame=i)
             # Levels of the frames already heard (the candidate's), for the modulation check.
             self._energy = {f: lv for f, lv in zip(range(i + 1 - len(self._recent), i + 1), self._recent)}

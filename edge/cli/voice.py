@@ -158,6 +158,14 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
 )
 @click.option("--no-chime", is_flag=True, help="With a wake word: no sound when it is heard.")
 @click.option(
+    "--vad",
+    type=click.Choice(["micro", "energy"]),
+    default="micro",
+    show_default=True,
+    help="What hears speech: micro (Home Assistant's trained VAD with the level test; ignores music and "
+    "steady noise) or energy (the level over the noise floor alone).",
+)
+@click.option(
     "--noise-suppression",
     type=click.IntRange(0, 4),
     default=0,
@@ -216,6 +224,7 @@ def voice(
     wake_word,
     follow_up,
     no_chime,
+    vad,
     noise_suppression,
     auto_gain,
     no_barge_in,
@@ -266,7 +275,7 @@ def voice(
         if push_to_talk:
             raise AudioError("--wake-word and --push-to-talk both decide when you speak: use one of them")
         wake = WakeWord(wake_word)
-    config = EndpointConfig(pre_roll_s=pre_roll, trailing_silence_s=silence, max_seconds=max_seconds)
+    config = EndpointConfig(pre_roll_s=pre_roll, trailing_silence_s=silence, max_seconds=max_seconds, detector=vad)
     backend = make_tts_backend(tts, voice=tts_voice)  # checks the voice before the model loads
 
     def say(message: str) -> None:
