@@ -5,8 +5,8 @@ import pytest
 
 from edge.audio.capture import ArraySource
 from edge.audio.cleanup import CleanedSource, NoiseCleaner
+from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
-from edge.audio.tts import PiperBackend
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 

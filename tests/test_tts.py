@@ -8,12 +8,12 @@ import pytest
 from audio_support import RATE, Recorder, frame_levels, require_espeak
 
 from edge.audio.capture import MicrophoneSource
+from edge.audio.piper import PiperBackend
 from edge.audio.playback import NullSink, SoundDeviceSink
 from edge.audio.resample import resample
 from edge.audio.tts import (
     EspeakBackend,
     NoneBackend,
-    PiperBackend,
     SentenceSplitter,
     Speaker,
     clean_for_speech,

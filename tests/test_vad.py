@@ -217,8 +217,8 @@ def test_push_to_talk_keeps_pre_roll_and_obeys_the_cap(hello):
 def test_the_micro_vad_ignores_music_and_keeps_a_sentence_whole():
     """Home Assistant's trained VAD with the level test: synthetic music (chords on a beat) starts no
     clip; a Piper sentence is one clip that reaches back before its first syllable."""
+    from edge.audio.piper import PiperBackend
     from edge.audio.resample import resample
-    from edge.audio.tts import PiperBackend
 
     t = np.arange(10 * RATE) / RATE
     beat = 0.6 + 0.4 * (np.sin(2 * np.pi * 2 * t) > 0)

@@ -9,8 +9,8 @@ from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
 
 from edge.audio.capture import ArraySource
+from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
-from edge.audio.tts import PiperBackend
 from edge.audio.wake import BUNDLED, WakeWord, check_wake_word, detections
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
@@ -142,3 +142,36 @@ def test_voice_from_a_file_with_the_wake_word(tmp_path, say, llama_cpp_available
     assert result.returncode == 0, result.stderr
     assert 'say "Hey Jarvis" first' in result.stderr
     assert len(log.read_text().splitlines()) == 1  # the news made no turn, and none was logged
+
+
+def test_the_wake_word_through_portaudio_and_the_null_sink(conversation, say, null_sink, tmp_path):
+    """Piper speech played into PulseAudio's null sink and captured by sounddevice: a request without
+    the name starts nothing; with it, one turn."""
+    import threading
+    import time
+
+    from audio_support import play_into_sink
+
+    from edge.audio.capture import MicrophoneSource
+
+    conversation.forget()
+    with MicrophoneSource() as mic:
+        loop = VoiceLoop(conversation, mic, wake=WakeWord("hey_jarvis"), sampling=GREEDY.with_(max_tokens=4))
+        deadline = time.time() + 10
+        while mic.read(timeout=0.5) is None and time.time() < deadline:
+            pass  # the stream is flowing
+        stop = threading.Event()
+        threading.Timer(25, stop.set).start()
+        player = threading.Thread(
+            target=lambda: [
+                play_into_sink(np.concatenate([say("What time is it?"), silence(1.5)]), tmp_path, null_sink),
+                play_into_sink(
+                    np.concatenate([say("Hey Jarvis, what time is it?"), silence(0.3)]), tmp_path, null_sink
+                ),
+            ]
+        )
+        player.start()
+        turns = loop.run(max_turns=1, stop=stop)
+        player.join()
+        stop.set()
+    assert loop.wakes == 1 and len(turns) == 1

@@ -208,7 +208,7 @@ def test_streamed_synthesis_speaks_sentence_by_sentence(server):
 
 
 def test_a_satellite_streaming_its_microphone_gets_wake_word_detections(server):
-    from edge.audio.tts import PiperBackend
+    from edge.audio.piper import PiperBackend
     from edge.audio_format import SAMPLE_RATE
 
     piper = PiperBackend("joe")
