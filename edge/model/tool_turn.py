@@ -38,7 +38,7 @@ class ToolSetup:
             raise ToolSchemaError(
                 f"tool_choice names {self.choice!r}, which is not among the tools ({', '.join(names) or 'none'})"
             )
-        if self.choice in ("required",) and not names:
+        if self.choice == "required" and not names:
             raise ToolSchemaError("tool_choice 'required' needs at least one tool")
 
     @property
