@@ -141,6 +141,26 @@ def memory_lines(
     return lines
 
 
+def context_buffers(
+    shape: AttentionShape, dims, n_ctx: int, settings: RunSettings, *, swa_full: bool = False
+) -> tuple[KVCacheEstimate, int]:
+    """(KV cache, compute buffer bytes) a context of `n_ctx` with these settings allocates."""
+    kv = kv_cache_bytes(
+        shape,
+        n_ctx,
+        type_k=settings.type_k,
+        type_v=settings.type_v,
+        n_ubatch=settings.n_ubatch,
+        n_batch=settings.n_batch,
+        flash_attn=settings.flash_attn,
+        swa_full=swa_full,
+    )
+    compute = compute_buffer_bytes(
+        shape, dims, n_ctx, n_ubatch=settings.n_ubatch, n_batch=settings.n_batch, flash_attn=settings.flash_attn
+    )
+    return kv, compute
+
+
 def check_fits(
     gguf_info,
     settings: RunSettings,
@@ -156,20 +176,7 @@ def check_fits(
     dims = dims_from_gguf(gguf_info)
     ple_tensor = next((t for t in gguf_info.tensors if t.name == PLE_TENSOR), None)
     ple = ple_tensor.n_bytes if ple_tensor is not None else 0
-    n_ctx = gguf_info.usable_ctx(settings.n_ctx)
-    kv = kv_cache_bytes(
-        shape,
-        n_ctx,
-        type_k=settings.type_k,
-        type_v=settings.type_v,
-        n_ubatch=settings.n_ubatch,
-        n_batch=settings.n_batch,
-        flash_attn=settings.flash_attn,
-        swa_full=swa_full,
-    )
-    compute = compute_buffer_bytes(
-        shape, dims, n_ctx, n_ubatch=settings.n_ubatch, n_batch=settings.n_batch, flash_attn=settings.flash_attn
-    )
+    kv, compute = context_buffers(shape, dims, gguf_info.usable_ctx(settings.n_ctx), settings, swa_full=swa_full)
     lazy = lazy_effective(settings.lazy_mode, ple)
     lines = memory_lines(
         weights=gguf_info.file_size,

@@ -13,11 +13,12 @@ from typing import Any
 
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
-from edge.model.kv_cache import KNOWN_SHAPES, ModelDims, compute_buffer_bytes, kv_cache_bytes
+from edge.model.kv_cache import KNOWN_SHAPES, ModelDims
 from edge.model.memory import (
     MIB,
     MMPROJ_COMPUTE_ALLOWANCE,
     MemoryLine,
+    context_buffers,
     device_budget,
     gb,
     lazy_effective,
@@ -193,19 +194,7 @@ def _candidate(
     mf = files[q]
     ple = catalog.estimate_ple_bytes(mf.size)
     is_lazy = (lazy and ple > 0) or lazy_effective(base.lazy_mode, ple)
-    kv = kv_cache_bytes(
-        shape,
-        ctx,
-        type_k=base.type_k,
-        type_v=base.type_v,
-        n_ubatch=base.n_ubatch,
-        n_batch=base.n_batch,
-        flash_attn=base.flash_attn,
-        swa_full=swa_full,
-    )
-    compute = compute_buffer_bytes(
-        shape, dims, ctx, n_ubatch=base.n_ubatch, n_batch=base.n_batch, flash_attn=base.flash_attn
-    )
+    kv, compute = context_buffers(shape, dims, ctx, base, swa_full=swa_full)
     where = "GPU (shared memory)" if profile.mmproj_gpu and base.n_gpu_layers != 0 else "CPU"
     lines = memory_lines(
         weights=mf.size,

@@ -129,16 +129,8 @@ class AudioConversation:
         and the transcript step after it; old turns that do not fit are dropped (see `last_fit`).
         `on_stage` is told "prompt_ready", "audio_eval_start" and "audio_eval_end" (a turn's timeline).
         """
-        seconds = len(pcm) / SAMPLE_RATE
         generation = self.text.reply(
-            self.marker + instruction,
-            sampling,
-            clips=[pcm],
-            reserve_extra=audio_tokens_for(seconds) + self.transcript_room,
-            what=f"a {seconds:.1f} s clip",
-            fix="raise --ctx or speak in shorter turns",
-            on_stage=on_stage,
-            cancelled=cancelled,
+            self.marker + instruction, sampling, **self._clip_turn(pcm), on_stage=on_stage, cancelled=cancelled
         )
         on_stage("prompt_ready")
         self._last = generation
@@ -154,21 +146,22 @@ class AudioConversation:
         cancelled: Callable[[], bool] = lambda: False,
     ) -> ToolTurn:
         """As `reply`, with tools the model may call; iterate it for ("text", piece) and ("call", call)."""
-        seconds = len(pcm) / SAMPLE_RATE
         turn = self.text.reply_with_tools(
-            self.marker,
-            tools,
-            sampling,
-            clips=[pcm],
-            reserve_extra=audio_tokens_for(seconds) + self.transcript_room,
-            what=f"a {seconds:.1f} s clip",
-            fix="raise --ctx or speak in shorter turns",
-            on_stage=on_stage,
-            cancelled=cancelled,
+            self.marker, tools, sampling, **self._clip_turn(pcm), on_stage=on_stage, cancelled=cancelled
         )
         on_stage("prompt_ready")
         self._last = turn.generation
         return turn
+
+    def _clip_turn(self, pcm: np.ndarray) -> dict:
+        """What a spoken turn asks of the context budget: room for its audio and the transcript step."""
+        seconds = len(pcm) / SAMPLE_RATE
+        return {
+            "clips": [pcm],
+            "reserve_extra": audio_tokens_for(seconds) + self.transcript_room,
+            "what": f"a {seconds:.1f} s clip",
+            "fix": "raise --ctx or speak in shorter turns",
+        }
 
     def continue_after_calls(self, calls, results, tools: ToolSetup, sampling: Sampling = GEMMA_SAMPLING) -> ToolTurn:
         """The model reads its calls' results and goes on speaking, in the same turn, in the KV cache."""
