@@ -150,7 +150,7 @@ def test_two_seconds_of_speech_become_about_25_tokens_per_second(engine, speech)
     # The audio embeddings sit between <|audio> and <audio|>, and the prompt's text follows.
     ids = engine.cached
     start = ids.index(AUDIO_OPEN) + 1
-    assert ids[start : start + report.media_tokens] == [MEDIA] * report.media_tokens
+    assert all(key < MEDIA for key in ids[start : start + report.media_tokens])  # rows by fingerprint
     assert ids[start + report.media_tokens] == AUDIO_CLOSE
     assert ids[-3:] == engine.tokenize("<|turn>model\n", bos=False)[-3:]
 
@@ -160,13 +160,15 @@ def test_two_seconds_of_speech_become_about_25_tokens_per_second(engine, speech)
     assert len(engine.cached) == report.prompt_tokens + generation.stats.generated_tokens - 1
 
 
-def test_the_same_clip_again_reuses_the_text_before_it_but_never_the_audio(engine, speech):
+def test_the_same_clip_again_is_found_in_the_cache_by_its_rows_and_another_is_not(engine, speech):
     prompt = _user_turn(engine.projector.marker)
-    engine.prefill(prompt, [speech[: 2 * SR]])
+    first = engine.prefill(prompt, [speech[: 2 * SR]])
     again = engine.prefill(prompt, [speech[: 2 * SR]])
-    audio_at = engine.cached.index(MEDIA)
-    assert again.reused == audio_at  # the text before the audio came from the cache
-    assert again.evaluated == again.prompt_tokens - audio_at
+    assert again.reused == again.prompt_tokens - 1  # all but the last token, evaluated for fresh logits
+    other = engine.prefill(prompt, [speech[SR // 2 : SR // 2 + 2 * SR]])  # as long, other words
+    audio_at = engine.cached.index(AUDIO_OPEN) + 1
+    assert other.reused == audio_at  # the text before the audio came from the cache, the audio did not
+    assert other.evaluated == other.prompt_tokens - audio_at == first.prompt_tokens - audio_at
 
 
 def test_45_seconds_make_two_audio_chunks_and_still_evaluate(engine, speech):

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.errors import AudioError, ContextFullError, GenerationError
-from edge.model.engine.media import MediaPiece, Projector, TextPiece
+from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
 from edge.model.engine.sampling import Sampling, sampler_chain
 from edge.model.engine.text import TextStream
 
-MEDIA = -1  # cached-token value under media embeddings: no token has it, so no prompt matches it
+MEDIA = -1  # cached value under media decoded by libmtmd's helper: no token has it, so nothing matches it
+# Audio rows are decoded in batches of this many, aligned to the clip's start (two encoder blocks,
+# 0.96 s of speech): small enough to prefill while the user speaks, large enough to keep matmuls busy.
+AUDIO_BATCH = 24
 MIN_TOKENS_FOR_RATE = 16  # fewer evaluated tokens than this make a tokens/s figure meaningless
 MIN_SECONDS_FOR_RATE = 0.001  # perf_counter resolves far finer; below this a rate is noise
 
@@ -96,6 +99,8 @@ class Engine:
         self.n_ctx = llama.n_ctx()
         self.n_batch = n_batch
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._embd_batch = None  # rows of audio embeddings, made when the first clip is decoded
+        self._encode_s = 0.0  # encoder time of the prefill in progress
         self.cached: list[int] = []
         self.projector: Projector | None = None
         self.last_prefill: PrefillReport | None = None
@@ -106,9 +111,10 @@ class Engine:
         if self.projector is not None:
             self.projector.close()
             self.projector = None
-        if self._batch is not None:
-            self._lc.llama_batch_free(self._batch)
-            self._batch = None
+        for batch in (self._batch, self._embd_batch):
+            if batch is not None:
+                self._lc.llama_batch_free(batch)
+        self._batch = self._embd_batch = None
 
     # -- text <-> tokens -------------------------------------------------------------------------
 
@@ -146,29 +152,40 @@ class Engine:
     def prefill(
         self,
         text: str,
-        clips: Sequence[np.ndarray] = (),
+        clips: Sequence[np.ndarray | EncodedAudio] = (),
         *,
         fresh: bool = False,
+        audio_rows: int | None = None,
         on_stage: Callable[[str], None] = lambda stage: None,
     ) -> PrefillReport:
         """Evaluate a whole prompt (BOS added), reusing the longest cached prefix unless `fresh`.
 
-        `clips`: 16 kHz mono PCM, one per media marker in `text` (needs a projector).
+        `clips`: 16 kHz mono PCM, or clips already encoded (EncodedAudio), one per media marker in
+        `text` (needs a projector). Audio rows already in the cache are matched by their bytes, so a
+        clip heard while it was spoken (listening.py) is not evaluated again.
+        `audio_rows`: evaluate only up to that many rows of the last clip (listening ahead), in
+        whole batches (AUDIO_BATCH): no logits, nothing after them.
         `on_stage` hears "audio_eval_start" / "audio_eval_end" around each audio chunk (a turn's timeline).
         """
         # A rendered template may begin with <bos> itself: a second one degrades the model.
         bos = not (self.bos_text and text.startswith(self.bos_text))
         with self._pieces(text, clips, bos=bos) as pieces:
-            wanted = [t for p in pieces for t in (p.tokens if isinstance(p, TextPiece) else [MEDIA] * p.n_pos)]
+            rows = self._media_rows(pieces, clips, on_stage, audio_rows)
+            wanted = [key for piece, encoded in zip(pieces, rows) for key in _cache_keys(piece, encoded)]
             self.check_room(len(wanted))
+            if audio_rows is None:
+                end = len(wanted)
+            else:
+                end = _through_last_media(pieces, audio_rows // AUDIO_BATCH * AUDIO_BATCH)
             if fresh:
                 self.reset()
                 keep = 0
             else:
-                keep = _common_prefix(self.cached, wanted)
-                keep = min(keep, len(wanted) - 1)  # the last token is evaluated again: fresh logits
+                keep = _common_prefix(self.cached, wanted[:end])
+                if audio_rows is None:
+                    keep = min(keep, end - 1)  # the last token is evaluated again: fresh logits
                 self.truncate(keep)
-            report = self._evaluate(pieces, skip=keep, on_stage=on_stage)
+            report = self._evaluate(pieces, rows, skip=keep, end=end, logits=audio_rows is None, on_stage=on_stage)
         self.last_prefill = report
         return report
 
@@ -179,7 +196,7 @@ class Engine:
     def extend_tokens(self, tokens: list[int]) -> PrefillReport:
         """Evaluate token ids after what the cache holds."""
         self.check_room(len(self.cached) + len(tokens))
-        report = self._evaluate([TextPiece(tokens)], skip=0, start=len(self.cached))
+        report = self._evaluate([TextPiece(tokens)], skip=0)
         self.last_prefill = report
         return report
 
@@ -197,41 +214,109 @@ class Engine:
             return self.projector.tokenize(text, clips, add_bos=bos)
         return _Just([TextPiece(self.tokenize(text, bos=bos))])
 
-    def _evaluate(
-        self, pieces: list, *, skip: int, start: int = 0, on_stage: Callable[[str], None] = lambda stage: None
-    ) -> PrefillReport:
-        """Evaluate `pieces` from prompt position `skip` on; the prompt begins at cache position `start`."""
-        t0 = time.perf_counter()
-        position, evaluated, media_tokens, media_chunks, encode_s = start, 0, 0, 0, 0.0
-        last_index = len(pieces) - 1
-        for index, piece in enumerate(pieces):
+    def _media_rows(self, pieces: list, clips, on_stage, audio_rows=None) -> list[EncodedAudio | None]:
+        """Each media piece's rows (encoded now, or as given), or None where they are decoded by
+        libmtmd's helper instead (media the model attends to out of order, M-RoPE): those never match."""
+        from edge.model.engine.media import mtmd
+
+        m, given, out = mtmd(), [c for c in clips if isinstance(c, EncodedAudio)], []
+        if given and len(given) != len(clips):
+            raise AudioError("give the engine all clips encoded, or none")
+        for piece in pieces:
             if isinstance(piece, TextPiece):
-                tokens = piece.tokens
-                offset = max(0, min(len(tokens), skip - (position - start)))
-                position += offset
-                rest = tokens[offset:]
-                if rest:
-                    self._decode_tokens(rest, logits_last=index == last_index)
-                    evaluated += len(rest)
-                position += len(rest)
+                out.append(None)
                 continue
-            # Media never matches the cache (MEDIA), so `skip` never reaches into it.
-            on_stage(f"{piece.kind}_eval_start")
-            encode_s += self._decode_media(piece)
-            on_stage(f"{piece.kind}_eval_end")
-            position += piece.n_pos
-            evaluated += piece.n_pos
-            media_tokens += piece.n_tokens
-            media_chunks += 1
+            handle = self.projector.handle
+            in_order = not m.mtmd_decode_use_mrope(handle) and not m.mtmd_decode_use_non_causal(handle, piece.chunk)
+            if piece.kind != "audio" or not in_order:
+                out.append(None)
+                continue
+            if given:
+                clip = given.pop(0)
+                heard_so_far = audio_rows is not None and not given  # the last clip, still being spoken
+                if len(clip.embeddings) != piece.n_tokens and not (heard_so_far and len(clip.embeddings) >= audio_rows):
+                    raise AudioError(f"an encoded clip has {len(clip.embeddings)} rows, its audio {piece.n_tokens}")
+                out.append(clip)
+                continue
+            on_stage("audio_eval_start")
+            t0 = time.perf_counter()
+            out.append(EncodedAudio(np.empty(0, np.float32), self.projector.encode(piece)))
+            self._encode_s += time.perf_counter() - t0
+        return out
+
+    def _evaluate(
+        self,
+        pieces: list,
+        rows: list[EncodedAudio | None] | None = None,
+        *,
+        skip: int,
+        end: int | None = None,
+        logits: bool = True,
+        on_stage: Callable[[str], None] = lambda stage: None,
+    ) -> PrefillReport:
+        """Evaluate prompt positions [skip, end) of `pieces` (the cache holds those before `skip`)."""
+        t0 = time.perf_counter()
+        rows = rows or [None] * len(pieces)
+        end = sum(p.n_pos if isinstance(p, MediaPiece) else len(p.tokens) for p in pieces) if end is None else end
+        position, evaluated, media_tokens, media_chunks = 0, 0, 0, 0
+        for piece, encoded in zip(pieces, rows):
+            if position >= end:
+                break
+            size = len(piece.tokens) if isinstance(piece, TextPiece) else piece.n_pos
+            lo, hi = max(0, skip - position), min(size, end - position)
+            if isinstance(piece, MediaPiece):
+                media_tokens += hi
+                media_chunks += 1
+            if lo < hi:
+                evaluated += hi - lo
+                if isinstance(piece, TextPiece):
+                    self._decode_tokens(piece.tokens[lo:hi], logits_last=logits and position + hi == end)
+                else:
+                    on_stage(f"{piece.kind}_eval_start")
+                    if encoded is not None:
+                        self._decode_rows(encoded, lo, hi)
+                    else:  # never matched, so never partly cached: the whole chunk, by libmtmd's helper
+                        self._encode_s += self._decode_media(piece)
+                    on_stage(f"{piece.kind}_eval_end")
+            position += size
+        encode_s, self._encode_s = self._encode_s, 0.0
         return PrefillReport(
-            prompt_tokens=position - start,
-            reused=position - start - evaluated,
+            prompt_tokens=min(position, end),
+            reused=min(position, end) - evaluated,
             evaluated=evaluated,
-            seconds=time.perf_counter() - t0,
+            seconds=time.perf_counter() - t0 + encode_s,
             media_tokens=media_tokens,
             media_chunks=media_chunks,
             encode_ms=round(encode_s * 1000, 3),
         )
+
+    def _decode_rows(self, clip: EncodedAudio, lo: int, hi: int) -> None:
+        """Rows [lo, hi) of a clip's embeddings into the cache, in batches aligned to the clip's start.
+
+        The same rows always go in the same batches, whether a clip is evaluated whole or as it is
+        heard: on some CPUs a row's result differs in the last bits with its batch (see the seeds note).
+        """
+        if self._embd_batch is None:
+            self._embd_batch = self._lc.llama_batch_init(AUDIO_BATCH, self.projector.embedding_size, 1)
+        batch = self._embd_batch
+        row = lo
+        while row < hi:
+            stop = min(hi, (row // AUDIO_BATCH + 1) * AUDIO_BATCH)
+            part = np.ascontiguousarray(clip.embeddings[row:stop], dtype=np.float32)
+            ctypes.memmove(batch.embd, part.ctypes.data, part.nbytes)
+            base = len(self.cached)
+            for i in range(stop - row):
+                batch.pos[i] = base + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = False
+            batch.n_tokens = stop - row
+            rc = self._lc.llama_decode(self._ctx, batch)
+            if rc != 0:
+                self._resync()
+                raise AudioError(f"decoding the audio embeddings failed (code {rc}); try a larger --ctx")
+            self.cached.extend(clip.keys[row:stop])
+            row = stop
 
     def _decode_tokens(self, tokens: list[int], *, logits_last: bool) -> None:
         """Tokens into the cache in batches of n_batch (the same split for the same prompt)."""
@@ -257,7 +342,7 @@ class Engine:
             self.cached.extend(part)
 
     def _decode_media(self, piece: MediaPiece) -> float:
-        """Encode one media chunk and decode its embeddings into the cache; returns encode seconds."""
+        """Encode one media chunk and decode it with libmtmd's helper (images, M-RoPE); returns encode seconds."""
         from edge.model.engine.media import mtmd
 
         m, projector = mtmd(), self.projector
@@ -344,6 +429,26 @@ class _Just:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+def _cache_keys(piece: TextPiece | MediaPiece, encoded: EncodedAudio | None) -> list[int]:
+    """What the cache will record for a piece: its tokens, its rows' fingerprints (MEDIA where unknown)."""
+    if isinstance(piece, TextPiece):
+        return piece.tokens
+    keys = encoded.keys[: piece.n_pos] if encoded is not None else []
+    return keys + [MEDIA] * (piece.n_pos - len(keys))
+
+
+def _through_last_media(pieces: list, rows: int) -> int:
+    """Prompt positions up to and including `rows` rows of the last media piece."""
+    position, last = 0, None
+    for piece in pieces:
+        if isinstance(piece, MediaPiece):
+            last = (position, piece.n_pos)
+        position += piece.n_pos if isinstance(piece, MediaPiece) else len(piece.tokens)
+    if last is None:
+        raise AudioError("listening ahead needs a prompt with a clip")
+    return last[0] + max(0, min(rows, last[1]))
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 
 from edge.audio_format import MAX_CLIP_SECONDS, SAMPLE_RATE
 from edge.errors import AudioError, ModelFileError
+from edge.model.gguf import inspect_gguf
 
 # libmtmd aborts the whole process on a 1-sample buffer and fails on a 30 s split whose tail is
 # too short to frame; 100 ms is well above both limits and below any real utterance.
@@ -38,6 +41,26 @@ class MediaPiece:
     n_tokens: int  # embeddings it decodes into
     n_pos: int  # context positions it takes
     kind: str  # "audio" | "image"
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedAudio:
+    """A clip that has been through the audio encoder: its samples and its embeddings, one row per
+    audio token. Given to the engine in place of the PCM, it is not encoded again; rows already in
+    the KV cache (same bytes, same place) are not evaluated again either."""
+
+    pcm: np.ndarray
+    embeddings: np.ndarray  # (tokens, embedding) float32
+
+    @functools.cached_property
+    def keys(self) -> list[int]:
+        """One cache key per row: a fingerprint of its bytes, negative so no token id can equal it."""
+        return [embedding_key(row) for row in self.embeddings]
+
+
+def embedding_key(row: np.ndarray) -> int:
+    digest = hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=7).digest()
+    return -2 - int.from_bytes(digest, "little")  # -1 is MEDIA (core.py): media whose rows we never saw
 
 
 def mtmd() -> Any:
@@ -86,6 +109,7 @@ class Projector:
         if not path.is_file():
             raise ModelFileError(f"mmproj file not found: {path}; run `edge-gemma setup` to download it")
         self.path = path
+        self._model = model_handle
         self._m = m = mtmd()
         params = m.mtmd_context_params_default()
         params.n_threads = n_threads  # encoding is a batch job like prompt processing
@@ -107,6 +131,8 @@ class Projector:
                 "or belongs to another model size; run `edge-gemma setup` or pass the matching --mmproj"
             )
         self.marker: str = m.mtmd_default_marker().decode()
+        # The audio encoder's depth sets how much past audio a row needs (listening.py).
+        self.audio_layers = int(inspect_gguf(path).metadata.get("clip.audio.block_count", 0) or 0)
         self.supports_audio = bool(m.mtmd_support_audio(self._ctx))
         self.supports_vision = bool(m.mtmd_support_vision(self._ctx))
         if self.supports_audio and int(m.mtmd_get_audio_sample_rate(self._ctx)) != SAMPLE_RATE:
@@ -133,7 +159,7 @@ class Projector:
             )
 
     @contextlib.contextmanager
-    def tokenize(self, text: str, clips: Sequence[np.ndarray], *, add_bos: bool) -> Iterator[list]:
+    def tokenize(self, text: str, clips: Sequence[np.ndarray | EncodedAudio], *, add_bos: bool) -> Iterator[list]:
         """The prompt `text` (one marker per clip) as TextPiece/MediaPiece items, valid inside the `with`."""
         if text.count(self.marker) != len(clips):
             raise AudioError(
@@ -146,8 +172,8 @@ class Projector:
         bitmaps = []
         chunks = m.mtmd_input_chunks_init()
         try:
-            for pcm in clips:
-                samples = check_pcm(pcm)
+            for clip in clips:
+                samples = check_pcm(clip.pcm if isinstance(clip, EncodedAudio) else clip)
                 bitmap = m.mtmd_bitmap_init_from_audio(
                     samples.size, samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
                 )
@@ -167,6 +193,36 @@ class Projector:
             m.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
                 m.mtmd_bitmap_free(bitmap)
+
+    def encode_audio(self, pcm: np.ndarray) -> np.ndarray:
+        """The audio encoder's output for one clip (at most 30 s): (tokens, embedding) float32, a copy.
+
+        What the engine decodes into the KV cache for this clip, encoded on its own (no prompt),
+        so a clip heard in pieces can be encoded window by window (listening.py).
+        """
+        self.require_audio()
+        samples = check_pcm(pcm)
+        if samples.size > MAX_CLIP_SECONDS * SAMPLE_RATE:
+            raise AudioError(f"encode at most {MAX_CLIP_SECONDS:g} s at once, got {samples.size / SAMPLE_RATE:.1f} s")
+        with self.tokenize(self.marker, [samples], add_bos=False) as pieces:
+            (piece,) = [p for p in pieces if isinstance(p, MediaPiece)]
+            return self.encode(piece)
+
+    def encode(self, piece: MediaPiece) -> np.ndarray:
+        """One media chunk through its encoder: (tokens, embedding) float32, a copy."""
+        rc = self._m.mtmd_encode_chunk(self.handle, piece.chunk)
+        if rc != 0:
+            raise AudioError(f"the {piece.kind} encoder failed (code {rc})")
+        n_embd = self.embedding_size
+        out = ctypes.cast(self._m.mtmd_get_output_embd(self.handle), ctypes.POINTER(ctypes.c_float))
+        return np.ctypeslib.as_array(out, shape=(piece.n_tokens * n_embd,)).reshape(piece.n_tokens, n_embd).copy()
+
+    @property
+    def embedding_size(self) -> int:
+        """Width of the projector's output: the text model's input embedding."""
+        import llama_cpp
+
+        return int(llama_cpp.llama_model_n_embd_inp(self._model))
 
     def _piece(self, chunk) -> TextPiece | MediaPiece:
         m = self._m
