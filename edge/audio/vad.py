@@ -339,29 +339,38 @@ class Endpointer:
         return clip
 
 
-def trim_silence(clip: Clip, *, margin_s: float = 0.06, below_peak_db: float = 45.0) -> np.ndarray:
+def trim_silence(
+    clip: Clip, *, margin_s: float = 0.06, below_peak_db: float = 45.0, first: int | None = None
+) -> np.ndarray:
     """The clip's samples without the quiet pre-roll and tail: what the model needs to hear.
 
     Every second sent becomes 25 audio tokens to prefill, so the silence the end-pointer keeps
     around speech (0.3 s before, 0.2 s after, for safety) is cut back to `margin_s` beyond the
     first and last frame within `below_peak_db` of the loudest (and clearly above the clip's
     quietest frames). Only the edges are trimmed, and never into what the detector called speech.
+    `first`: keep the clip from this sample (a start fixed while the clip was still growing).
     """
+    start, end = speech_span(clip, margin_s=margin_s, below_peak_db=below_peak_db)
+    return clip.pcm[start if first is None else first : end]
+
+
+def speech_span(clip: Clip, *, margin_s: float = 0.06, below_peak_db: float = 45.0) -> tuple[int, int]:
+    """The samples [first, last) of `clip` that trim_silence keeps."""
     pcm, frame = clip.pcm, FRAME
     n = len(pcm) // frame
     if n < 3:
-        return pcm
+        return 0, len(pcm)
     levels = 10.0 * np.log10(np.mean(pcm[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1) + 1e-12)
     threshold = max(levels.max() - below_peak_db, np.percentile(levels, 5) + 6.0)
     active = np.nonzero(levels > threshold)[0]
     if active.size == 0:
-        return pcm
+        return 0, len(pcm)
     margin = int(margin_s * TARGET_RATE)
     speech_start = int(round((clip.speech_start_s - clip.start_s) * TARGET_RATE))
     speech_end = int(round((clip.speech_end_s - clip.start_s) * TARGET_RATE))
     first = max(0, min(active[0] * frame - margin, speech_start - margin))
     last = min(len(pcm), max((active[-1] + 1) * frame + margin, speech_end + margin))
-    return pcm[first:last]
+    return first, last
 
 
 def iter_clips(

@@ -22,6 +22,9 @@ class Message(TypedDict, total=False):
     # results given back in the same turn: [{"name", "response": {...} or text}] (Gemma 4's template).
     tool_calls: list[dict]
     tool_responses: list[dict]
+    # A spoken user turn kept as heard (engine.EncodedAudio), its content the media marker: when the
+    # transcript step gave way to the next question (voice/conversation.py).
+    audio: object
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ it was: a turn joins the history only through `remember()`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,18 @@ from edge.errors import EdgeError
 from edge.jsonio import read_json, write_json_atomic
 from edge.model.chat_format import Message
 from edge.model.context_budget import Fitted, fit_history, pinned_system
-from edge.model.engine import GEMMA_SAMPLING, Generation, LoadedModel, Sampling
+from edge.model.engine import GEMMA_SAMPLING, EncodedAudio, Generation, LoadedModel, PrefillReport, Sampling
 from edge.model.tool_turn import ToolSetup, ToolTurn
 
 SAVE_FORMAT = "edge-gemma-chat/1"
+
+
+def _with_heard(messages: list[Message], clips):
+    """The clips of the turns kept as audio, then this turn's (`clips` may be a function: see Generation)."""
+    heard = [m["audio"] for m in messages if "audio" in m]
+    if not heard:
+        return clips
+    return (lambda: heard + list(clips())) if callable(clips) else heard + list(clips)
 
 
 class Conversation:
@@ -31,6 +40,7 @@ class Conversation:
         )
         self.last_fit: Fitted | None = None
         self._asked: Message | None = None
+        self._dropped_ahead = 0  # turns dropped by fits made before this turn's reply
 
     def reply(
         self,
@@ -49,7 +59,7 @@ class Conversation:
         transcript step). Old turns that do not fit are dropped first (see `last_fit`).
         """
         messages = self._fitted(content, sampling, reserve_extra, what, fix)
-        return self.loaded.chat(messages, sampling, clips=clips, **generation_args)
+        return self.loaded.chat(messages, sampling, clips=_with_heard(messages, clips), **generation_args)
 
     def reply_with_tools(
         self,
@@ -65,9 +75,30 @@ class Conversation:
     ) -> ToolTurn:
         """As `reply`, with tools the model may call (their declarations count against the context)."""
         messages = self._fitted(content, sampling, reserve_extra, what, fix, tools.declarations())
+        clips = _with_heard(messages, clips)
         return ToolTurn.chat(self.loaded, messages, tools, sampling, clips=clips, **generation_args)
 
-    def _fitted(self, content, sampling, reserve_extra, what, fix, tools=None) -> list[Message]:
+    def prefill_ahead(
+        self,
+        content: str,
+        heard: EncodedAudio,
+        sampling: Sampling = GEMMA_SAMPLING,
+        *,
+        tools: ToolSetup | None = None,
+        reserve_extra: int = 0,
+        what: str = "this message",
+        fix: str = "raise --ctx",
+    ) -> PrefillReport:
+        """Evaluate the prompt `reply` (or `reply_with_tools`) would make for a spoken message, up to
+        the rows of its clip heard so far (`heard`): the rest of the turn is left for the reply."""
+        declarations = tools.declarations() if tools is not None else None
+        messages = self._fitted(content, sampling, reserve_extra, what, fix, declarations, ahead=True)
+        self._asked = None  # nothing was asked yet: the reply fits the history again
+        prompt = self.loaded.chat_prompt(messages, tools=declarations).text
+        clips = [m["audio"] for m in messages if "audio" in m] + [heard]
+        return self.loaded.engine.prefill(prompt, clips, audio_rows=len(heard.embeddings))
+
+    def _fitted(self, content, sampling, reserve_extra, what, fix, tools=None, *, ahead=False) -> list[Message]:
         asked: Message = {"role": "user", "content": content}
         # Room for the reply, but never more than half the context: llama.cpp stops a reply that
         # reaches the end of the context, which is better than refusing a long conversation.
@@ -77,18 +108,35 @@ class Conversation:
             asked,
             n_ctx=self.loaded.n_ctx,
             reserve=reserve,
-            count_tokens=lambda messages: self.loaded.count_tokens(self.loaded.chat_prompt(messages, tools=tools).text),
+            count_tokens=lambda messages: self._count(messages, tools),
             what=what,
             fix=fix,
         )
+        # Turns dropped while listening ahead count for the turn that replies.
+        dropped = fitted.dropped_turns + self._dropped_ahead
+        self._dropped_ahead = dropped if ahead else 0
+        fitted = replace(fitted, dropped_turns=dropped)
         self.history, self.last_fit, self._asked = fitted.history, fitted, asked
         return self.history + [asked]
 
-    def remember(self, reply_text: str, *, user_text: str | None = None, answer: Message | None = None) -> None:
-        """Keep the last turn; `user_text` replaces what was asked (a transcript in place of audio),
-        `answer` the plain reply (a turn with tool calls and their results: tool_turn.with_results)."""
+    def _count(self, messages: list[Message], tools) -> int:
+        """Prompt tokens of `messages`: text as rendered, and the rows of the turns kept as audio."""
+        rows = sum(len(m["audio"].embeddings) for m in messages if "audio" in m)
+        return self.loaded.count_tokens(self.loaded.chat_prompt(messages, tools=tools).text) + rows
+
+    def remember(
+        self,
+        reply_text: str,
+        *,
+        user_text: str | None = None,
+        answer: Message | None = None,
+        asked: Message | None = None,
+    ) -> None:
+        """Keep the last turn; `user_text` replaces what was asked (a transcript in place of audio), or
+        `asked` (a spoken turn kept as audio); `answer` the plain reply (a turn with tool calls and
+        their results: tool_turn.with_results)."""
         if self._asked is not None:
-            asked = self._asked if user_text is None else {"role": "user", "content": user_text}
+            asked = asked or (self._asked if user_text is None else {"role": "user", "content": user_text})
             self.history += [asked, answer or {"role": "assistant", "content": reply_text.strip()}]
             self._asked = None
 
@@ -101,7 +149,9 @@ class Conversation:
         return sum(1 for m in self.history if m["role"] == "user")
 
     def save(self, path: Path) -> Path:
-        return write_json_atomic(Path(path), {"format": SAVE_FORMAT, "messages": self.history})
+        # A turn kept as audio is saved as a note that it was spoken: the audio stays in memory only.
+        messages = [{"role": m["role"], "content": "(spoken message)"} if "audio" in m else m for m in self.history]
+        return write_json_atomic(Path(path), {"format": SAVE_FORMAT, "messages": messages})
 
 
 def load_history(path: Path) -> list[Message]:

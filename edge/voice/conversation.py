@@ -9,6 +9,10 @@ How a turn works (and why):
   the text history. Past audio is never encoded again, and the transcript is made while the reply
   is being spoken, off the latency path. Transcribing first would delay every reply by the
   transcript's length (~2-4 s on a Pi 5).
+- The model listens while the user speaks (`listen`): what has arrived is encoded and prefilled,
+  so at the end of speech only the last second or so is left (engine/listening.py). If the user
+  starts the next question while the transcript step runs, the step gives way and the turn stays
+  in the history as audio, already in the KV cache: the next question never waits for it.
 - Thinking stays off (the template's empty thought channel): thoughts would be spoken and
   transcripts get worse with them.
 """
@@ -16,6 +20,7 @@ How a turn works (and why):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,7 +29,18 @@ from edge.errors import AudioError
 from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
 from edge.model.context_budget import Fitted, audio_tokens_for
 from edge.model.conversation import Conversation
-from edge.model.engine import GEMMA_SAMPLING, GREEDY, Generation, LoadedModel, PrefillReport, Sampling
+from edge.model.engine import (
+    GEMMA_SAMPLING,
+    GREEDY,
+    EncodedAudio,
+    Generation,
+    Listener,
+    LoadedModel,
+    PrefillReport,
+    Sampling,
+)
+from edge.model.engine.core import AUDIO_BATCH
+from edge.model.engine.listening import ListenerWork
 from edge.model.tool_turn import ToolSetup, ToolTurn, with_results
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -76,6 +92,7 @@ def language_name(code: str | None) -> str:
     return LANGUAGE_NAMES.get(code.strip().split("-")[0].lower(), code.strip()[:40])
 
 
+LISTEN_ROOM_S = 5.0  # while listening, the clip is budgeted this much longer than heard so far
 HEARD_PROMPT = "Write down exactly what I said in my last message, and nothing else."
 TRANSCRIPT_MAX_TOKENS = 160
 
@@ -94,6 +111,9 @@ class AudioConversation:
         self.marker = loaded.projector.marker
         self.text = Conversation(loaded, system=system_prompt or None)
         self._last: Generation | None = None
+        self._listener: Listener | None = None  # the turn being heard while it is spoken
+        self.last_clip: EncodedAudio | None = None  # the last turn's audio, as the model heard it
+        self.last_listening: ListenerWork | None = None  # what hearing it cost the encoder
 
     @property
     def history(self) -> list[Message]:
@@ -109,8 +129,12 @@ class AudioConversation:
 
     @property
     def last_heard(self) -> PrefillReport | None:
-        """What evaluating the last turn's prompt and audio did (audio tokens, encode time)."""
-        return self._last.prefill if self._last is not None else None
+        """What evaluating the last turn's prompt and audio did (audio tokens, encode time at the end
+        of speech: the encoder runs here, before the engine, on what was not heard while spoken)."""
+        prefill = self._last.prefill if self._last is not None else None
+        if prefill is None or self.last_listening is None:
+            return prefill
+        return replace(prefill, encode_ms=round(self.last_listening.final_encode_seconds * 1000, 3))
 
     # -- one turn --------------------------------------------------------------------------------
 
@@ -130,7 +154,12 @@ class AudioConversation:
         `on_stage` is told "prompt_ready", "audio_eval_start" and "audio_eval_end" (a turn's timeline).
         """
         generation = self.text.reply(
-            self.marker + instruction, sampling, **self._clip_turn(pcm), on_stage=on_stage, cancelled=cancelled
+            self.marker + instruction,
+            sampling,
+            clips=lambda: [self._encoded(pcm, on_stage)],
+            **self._room(len(pcm) / SAMPLE_RATE),
+            on_stage=on_stage,
+            cancelled=cancelled,
         )
         on_stage("prompt_ready")
         self._last = generation
@@ -147,17 +176,45 @@ class AudioConversation:
     ) -> ToolTurn:
         """As `reply`, with tools the model may call; iterate it for ("text", piece) and ("call", call)."""
         turn = self.text.reply_with_tools(
-            self.marker, tools, sampling, **self._clip_turn(pcm), on_stage=on_stage, cancelled=cancelled
+            self.marker,
+            tools,
+            sampling,
+            clips=lambda: [self._encoded(pcm, on_stage)],
+            **self._room(len(pcm) / SAMPLE_RATE),
+            on_stage=on_stage,
+            cancelled=cancelled,
         )
         on_stage("prompt_ready")
         self._last = turn.generation
         return turn
 
-    def _clip_turn(self, pcm: np.ndarray) -> dict:
+    def listen(self, pcm: np.ndarray, *, tools: ToolSetup | None = None, sampling: Sampling = GEMMA_SAMPLING) -> int:
+        """Hear the turn in progress (`pcm`: the clip so far, always from the same first sample):
+        encode what is new and prefill the rows that will not change. Returns the rows in the cache.
+        The turn's reply (`reply`, with the same `tools`) then evaluates only what is left."""
+        if self._listener is None or not self._listener.same_clip(pcm):
+            self._listener = Listener(self.loaded.projector)
+        heard = self._listener.hear(pcm)
+        if heard is None or len(heard.embeddings) < AUDIO_BATCH:
+            return 0
+        # Room for the clip as it may still grow: a fit that drops fewer turns than the reply's would
+        # change the prompt before the audio and waste what was heard.
+        room = self._room(len(pcm) / SAMPLE_RATE + LISTEN_ROOM_S)
+        self.text.prefill_ahead(self.marker, heard, sampling, tools=tools, **room)
+        return len(heard.embeddings) // AUDIO_BATCH * AUDIO_BATCH
+
+    def _encoded(self, pcm: np.ndarray, on_stage: Callable[[str], None]) -> EncodedAudio:
+        """The turn's clip through the encoder: only what was not heard while it was spoken."""
+        on_stage("audio_eval_start")
+        listener = self._listener if self._listener is not None and self._listener.same_clip(pcm) else None
+        listener = listener or Listener(self.loaded.projector)
+        self._listener = None
+        self.last_clip, self.last_listening = listener.finish(pcm), listener.work
+        return self.last_clip
+
+    def _room(self, seconds: float) -> dict:
         """What a spoken turn asks of the context budget: room for its audio and the transcript step."""
-        seconds = len(pcm) / SAMPLE_RATE
         return {
-            "clips": [pcm],
             "reserve_extra": audio_tokens_for(seconds) + self.transcript_room,
             "what": f"a {seconds:.1f} s clip",
             "fix": "raise --ctx or speak in shorter turns",
@@ -176,12 +233,23 @@ class AudioConversation:
         """Start a fresh conversation; the system prompt stays."""
         self.text.clear()
 
-    def remember(self, reply_text: str, *, transcribe: bool = True, calls=(), results=()) -> str:
-        """Put the finished turn into the text history; returns what the model heard ('' if skipped).
-        A turn that called tools keeps its calls and their results, as the template writes them."""
-        heard = self._heard_in_context() if transcribe else ""
+    def remember(
+        self,
+        reply_text: str,
+        *,
+        transcribe: bool = True,
+        calls=(),
+        results=(),
+        give_way: Callable[[], bool] = lambda: False,
+    ) -> str | None:
+        """Put the finished turn into the history; returns what the model heard ('' if skipped, None
+        if the transcript step gave way: `give_way()` turned true, the user is speaking again; the
+        turn is then kept as audio). A turn that called tools keeps its calls and their results."""
+        heard = self._heard_in_context(give_way) if transcribe else ""
         answer = with_results(list(calls), list(results), reply_text.strip() or "Done.") if calls else None
-        self.text.remember(reply_text, user_text=heard or "(spoken message)", answer=answer)
+        kept_audio = {"role": "user", "content": self.marker, "audio": self.last_clip}
+        asked = kept_audio if heard is None and self.last_clip is not None else None
+        self.text.remember(reply_text, user_text=heard or "(spoken message)", answer=answer, asked=asked)
         return heard
 
     def transcribe(self, pcm: np.ndarray, *, language: str = "English") -> Generation:
@@ -189,12 +257,14 @@ class AudioConversation:
         prompt = [{"role": "user", "content": self.marker + TRANSCRIBE_PROMPT.format(language=language)}]
         return self.loaded.chat(prompt, GREEDY.with_(max_tokens=512), clips=[pcm])
 
-    def _heard_in_context(self) -> str:
-        """Ask, with the audio still in the KV cache, what the user said (greedy, short)."""
+    def _heard_in_context(self, give_way: Callable[[], bool] = lambda: False) -> str | None:
+        """Ask, with the audio still in the KV cache, what the user said (greedy, short); None if it
+        gave way."""
         follow_up = self.loaded.chat_prompt([{"role": "user", "content": HEARD_PROMPT}])
         # follow_up.text is "<turn opener>user\n...<generation prompt>": close the model's turn first.
         closer = (GEMMA4_STOP if "<|turn>" in follow_up.text else GEMMA3_STOP)[0] + "\n"
         self.loaded.engine.extend(closer + follow_up.text)
         sampling = GREEDY.with_(max_tokens=TRANSCRIPT_MAX_TOKENS, stop=tuple(follow_up.stop))
-        heard = Generation(self.loaded.engine, None, sampling).run()
-        return " ".join(heard.split())
+        step = Generation(self.loaded.engine, None, sampling, cancelled=give_way)
+        heard = step.run()
+        return None if step.stats.finish_reason == "cancelled" else " ".join(heard.split())

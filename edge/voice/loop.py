@@ -28,7 +28,7 @@ from edge.audio.wake import WakeWord
 from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.voice.conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
-from edge.voice.turns import Turn, TurnSettings, TurnStats, TurnWorker
+from edge.voice.turns import Listen, Turn, TurnSettings, TurnStats, TurnWorker
 from edge.voice.wake_gate import FOLLOW_UP_S, WakeGate
 
 __all__ = ["TurnStats", "VoiceLoop"]
@@ -38,6 +38,9 @@ __all__ = ["TurnStats", "VoiceLoop"]
 # start thrown away on the test questions; a thrown-away start costs compute, not latency, since the
 # user is still talking while it is cancelled.
 SPECULATE_AFTER_S = 0.15
+# Listening while the user speaks: a step after each this much more speech (one in flight at a time).
+# About one audio batch (24 rows, 0.96 s): steps that small keep the end-of-speech remainder short.
+LISTEN_EVERY_S = 1.0
 
 
 class VoiceLoop:
@@ -63,6 +66,7 @@ class VoiceLoop:
         wake: WakeWord | None = None,
         follow_up_s: float = FOLLOW_UP_S,
         chime: bool = True,
+        listen_while_speaking: bool = True,
     ):
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
         a fresh conversation after `forget_after_s` of quiet (None: remember forever).
@@ -72,6 +76,8 @@ class VoiceLoop:
         `toolbox`: offline tools the model may call; its timers are announced when they ring.
         `wake`: answer only speech after this wake word (a chime says it was heard; `chime`), and
         follow-ups within `follow_up_s` of a reply (wake_gate.py). None: every utterance is a turn.
+        `listen_while_speaking`: the model encodes and prefills the speech as it arrives, so at the
+        end of speech only the last second is left to evaluate (engine/listening.py).
         """
         self.conversation, self.source = conversation, source
         self.endpointer = endpointer or Endpointer()
@@ -97,6 +103,8 @@ class VoiceLoop:
         self._barged = False
         self._committed = 0
         self._clock: tuple[float, float] | None = None  # (stream seconds, perf_counter) at the last block
+        self.listen_while_speaking = listen_while_speaking
+        self._hearing: Listen | None = None  # the last listening step sent to the worker
 
     @property
     def turns(self) -> list[TurnStats]:
@@ -166,6 +174,7 @@ class VoiceLoop:
                     return
             if push_to_talk is None:
                 self._speculate()
+                self._listen_ahead()
         for clip in [] if push_to_talk else self.endpointer.flush():
             if max_turns is None or self._committed < max_turns:
                 self._on_clip(clip)
@@ -226,6 +235,25 @@ class VoiceLoop:
                 clip = self.gate.admit(clip, preview=True)  # speech not for us is never started on
             if clip is not None:
                 self._pending = self._start(clip, speculative=True)
+
+    def _listen_ahead(self) -> None:
+        """While the user speaks, have the worker hear what they said so far: one step at a time,
+        each after LISTEN_EVERY_S more speech, so a slow encoder takes bigger steps, never a queue."""
+        if not self.listen_while_speaking or self._hearing is not None and not self._hearing.done.is_set():
+            return
+        clip = self.endpointer.snapshot() if self.endpointer.in_speech and self._pending is None else None
+        if clip is not None and self.gate is not None:
+            clip = self.gate.admit(clip, preview=True)  # speech not for us is not listened to
+        if clip is None:
+            return
+        heard = self._hearing.clip if self._hearing is not None else None
+        if heard is not None and heard.start_s == clip.start_s and clip.end_s - heard.end_s < LISTEN_EVERY_S:
+            return
+        if clip.speech_end_s - clip.speech_start_s < LISTEN_EVERY_S:
+            return
+        self._hearing = Listen(clip)
+        assert self._worker is not None
+        self._worker.submit(self._hearing)
 
     def _on_clip(self, clip: Clip) -> None:
         """The end-pointer closed a clip: keep the speculative reply made for it, or start one."""

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from edge.assist.toolbox import Toolbox
 from edge.audio.tts import Speaker
-from edge.audio.vad import Clip, trim_silence
+from edge.audio.vad import Clip, speech_span, trim_silence
 from edge.audio_format import SAMPLE_RATE
-from edge.errors import EdgeError
+from edge.errors import ContextFullError, EdgeError
 from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.model.tool_turn import ToolSetup
 from edge.voice.conversation import AudioConversation
@@ -51,6 +51,9 @@ class TurnStats:
     model_s: float | None = None  # the model's share of the wait for the first sound
     pipeline_s: float | None = None  # the rest of end of speech -> audible: edge-gemma's own delay
     tool_calls: list[str] = field(default_factory=list)  # calls the model made, as name(arguments)
+    audio_tokens_early: int = 0  # of audio_tokens, prefilled while the user was still speaking
+    first_token_s: float | None = None  # end of speech -> the reply's first token
+    encoded_audio_s: float = 0.0  # audio through the encoder for this turn, overlapping windows included
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +92,14 @@ class Turn:
         return c.start_s == clip.start_s and c.speech_end_s == clip.speech_end_s
 
 
+@dataclass(eq=False)
+class Listen:
+    """Hear the clip in progress (listening while the user speaks); the loop sends one at a time."""
+
+    clip: Clip
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass
 class TurnSettings:
     sampling: Sampling = GEMMA_SAMPLING  # max_tokens caps a spoken reply
@@ -118,13 +129,14 @@ class TurnWorker:
         # Held while checking a turn is still wanted and handing its text to the speaker, so a
         # cancel (which stops the speaker) can never be followed by one more stale piece of speech.
         self.speech_lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[Turn | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Turn | Listen | None] = queue.SimpleQueue()
+        self._heard_from: tuple[float, int] | None = None  # (clip start, first sample) of the clip being heard
         self._last_turn_at: float | None = None  # stream time the last kept turn's speech ended
         self._thread = threading.Thread(target=self._work, name="edge-voice-turns", daemon=True)
         self._thread.start()
 
-    def submit(self, turn: Turn) -> None:
-        self._jobs.put(turn)
+    def submit(self, job: Turn | Listen) -> None:
+        self._jobs.put(job)
 
     def close(self, timeout: float = 120.0) -> None:
         """Finish the queued turns (cancelled ones end at their next token), then stop the thread."""
@@ -132,12 +144,35 @@ class TurnWorker:
         self._thread.join(timeout)
 
     def _work(self) -> None:
-        while (turn := self._jobs.get()) is not None:
+        while (job := self._jobs.get()) is not None:
             try:
-                if not turn.cancelled:
-                    self._guarded(turn)
+                if isinstance(job, Listen):
+                    self._hear(job.clip)
+                elif not job.cancelled:
+                    self._guarded(job)
             finally:
-                turn.done.set()
+                job.done.set()
+
+    def _hear(self, clip: Clip) -> None:
+        """Prefill what has been said so far of the clip in progress. A failure costs only speed:
+        the turn's reply encodes what was not heard."""
+        try:
+            self.conversation.listen(self._heard_pcm(clip), tools=self._tools(), sampling=self.settings.sampling)
+        except ContextFullError:
+            pass  # the turn outgrew the context: its reply will say so
+        except EdgeError as exc:
+            self.on_note(f"listening ahead failed ({exc}); the reply will hear the whole clip")
+
+    def _heard_pcm(self, clip: Clip):
+        """The samples the model hears of `clip`. The start is fixed when listening to a clip begins,
+        so what was heard early stays a prefix of what the reply hears."""
+        if self._heard_from is None or self._heard_from[0] != clip.start_s:
+            self._heard_from = (clip.start_s, speech_span(clip)[0])
+        return trim_silence(clip, first=self._heard_from[1])
+
+    def _tools(self) -> ToolSetup | None:
+        toolbox = self.settings.toolbox
+        return ToolSetup(toolbox.specs, self.settings.tool_choice) if toolbox else None
 
     def _guarded(self, turn: Turn) -> None:
         """A turn that cannot take the loop down: a failure is reported and listening goes on."""
@@ -165,12 +200,11 @@ class TurnWorker:
         if self.speaker is not None:
             self.speaker.on_stage = timeline.mark
             timeline.output_latency_s = self.speaker.sink.output_latency_s
-        heard_pcm = trim_silence(clip)
+        heard_pcm = self._heard_pcm(clip)
         held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
         calls, results = [], []
-        toolbox = s.toolbox
-        if toolbox:
-            tools = ToolSetup(toolbox.specs, s.tool_choice)
+        toolbox, tools = s.toolbox, self._tools()
+        if toolbox and tools:
             first = self.conversation.reply_with_tools(
                 heard_pcm, tools, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
             )
@@ -196,7 +230,8 @@ class TurnWorker:
             return
         self._show(held)
         # runs while the reply is being spoken
-        heard = self.conversation.remember(text, calls=calls, results=results)
+        # The transcript step gives way as soon as the user speaks again (a job is waiting).
+        heard = self.conversation.remember(text, calls=calls, results=results, give_way=lambda: not self._jobs.empty())
         if self.speaker is not None:
             # The turn's record needs the first sound's time, which may still be on its way out;
             # stop waiting once nothing is left to speak (a barge-in, a reply with no words).
@@ -239,14 +274,18 @@ class TurnWorker:
             self.on_text(piece)
         held.clear()
 
-    def _stats(self, turn: Turn, generation, heard: str, speech_s: float) -> TurnStats:
-        g, timeline = generation.stats, turn.timeline
+    def _stats(self, turn: Turn, generation, heard: str | None, speech_s: float) -> TurnStats:
+        g, timeline, c = generation.stats, turn.timeline, self.conversation
         seconds = timeline.seconds()
+        heard_prefill = c.last_heard or g.prefill
         return TurnStats(
             speech_s=round(speech_s, 3),
             endpoint_delay_s=round(turn.clip.endpoint_delay_s, 3),
-            audio_encode_ms=g.prefill.encode_ms,
-            audio_tokens=g.prefill.media_tokens,
+            audio_encode_ms=heard_prefill.encode_ms,
+            audio_tokens=len(c.last_clip.embeddings) if c.last_clip is not None else g.prefill.media_tokens,
+            audio_tokens_early=g.prefill.last_media_reused,
+            first_token_s=seconds.get("first_token"),
+            encoded_audio_s=round(c.last_listening.encoded_seconds, 3) if c.last_listening else 0.0,
             prompt_tokens=g.prefill.prompt_tokens,
             prompt_reused=g.prefill.reused,
             prompt_tps=_rounded(g.prompt_tps),
@@ -254,7 +293,7 @@ class TurnWorker:
             decode_tps=_rounded(g.generation_tps),
             reply_tokens=g.generated_tokens,
             first_sound_s=seconds.get("audible"),
-            heard=heard,
+            heard=heard if heard is not None else "(kept as audio: the next question came first)",
             reply=generation.text.strip(),
             barged_in=turn.barged,
             dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0,

@@ -2,22 +2,26 @@
 
 loading.py (LoadedModel: model + projector + engine), core.py (Engine: prefix reuse, media,
 sampling, detokenizing), media.py (the projector through libmtmd), sampling.py (Sampling, Grammar),
-text.py (streamed detokenizing and stop strings), generation.py (one timed request).
+text.py (streamed detokenizing and stop strings), generation.py (one timed request), listening.py
+(a clip encoded while it is spoken).
 """
 
 from edge.model.engine.core import Engine, GenerationStats, PrefillReport
 from edge.model.engine.generation import Generation
+from edge.model.engine.listening import Listener
 from edge.model.engine.loading import LoadedModel
-from edge.model.engine.media import Projector, check_pcm
+from edge.model.engine.media import EncodedAudio, Projector, check_pcm
 from edge.model.engine.sampling import GEMMA_SAMPLING, GREEDY, Grammar, Sampling
 
 __all__ = [
     "GEMMA_SAMPLING",
     "GREEDY",
+    "EncodedAudio",
     "Engine",
     "Generation",
     "GenerationStats",
     "Grammar",
+    "Listener",
     "LoadedModel",
     "PrefillReport",
     "Projector",

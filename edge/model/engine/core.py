@@ -47,6 +47,7 @@ class PrefillReport:
     media_tokens: int = 0  # embeddings decoded for media
     media_chunks: int = 0
     encode_ms: float = 0.0  # time in the media encoder alone
+    last_media_reused: int = 0  # rows of the prompt's last clip found in the cache (heard while spoken)
 
     @property
     def tps(self) -> float | None:
@@ -258,7 +259,7 @@ class Engine:
         t0 = time.perf_counter()
         rows = rows or [None] * len(pieces)
         end = sum(p.n_pos if isinstance(p, MediaPiece) else len(p.tokens) for p in pieces) if end is None else end
-        position, evaluated, media_tokens, media_chunks = 0, 0, 0, 0
+        position, evaluated, media_tokens, media_chunks, last_reused = 0, 0, 0, 0, 0
         for piece, encoded in zip(pieces, rows):
             if position >= end:
                 break
@@ -267,6 +268,7 @@ class Engine:
             if isinstance(piece, MediaPiece):
                 media_tokens += hi
                 media_chunks += 1
+                last_reused = min(lo, hi)
             if lo < hi:
                 evaluated += hi - lo
                 if isinstance(piece, TextPiece):
@@ -288,6 +290,7 @@ class Engine:
             media_tokens=media_tokens,
             media_chunks=media_chunks,
             encode_ms=round(encode_s * 1000, 3),
+            last_media_reused=last_reused,
         )
 
     def _decode_rows(self, clip: EncodedAudio, lo: int, hi: int) -> None:

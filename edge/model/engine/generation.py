@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from edge.model.engine.core import Engine, GenerationStats, PrefillReport
+from edge.model.engine.media import EncodedAudio
 from edge.model.engine.sampling import Sampling
 
 
@@ -22,14 +23,15 @@ class Generation:
         prompt: str | None,
         sampling: Sampling,
         *,
-        clips: Sequence[np.ndarray] = (),
+        clips: Sequence[np.ndarray | EncodedAudio] | Callable[[], Sequence] = (),
         cancelled: Callable[[], bool] = lambda: False,
         special: bool | frozenset[int] = False,
         on_stage: Callable[[str], None] = lambda stage: None,
         prefilled: PrefillReport | None = None,
     ):
         """`prompt` None: continue after what the cache holds (`prefilled`: what the caller's own
-        extension of the cache did, for the stats)."""
+        extension of the cache did, for the stats). `clips` may be a function: called when the
+        prefill starts, so a clip's encoding is timed with the request."""
         self._engine, self._prompt, self._clips = engine, prompt, clips
         self.sampling, self._cancelled, self._special, self._on_stage = sampling, cancelled, special, on_stage
         self.stats: GenerationStats | None = None
@@ -44,8 +46,9 @@ class Generation:
         try:
             if self._prompt is not None:
                 # A seeded request is evaluated from an empty cache: see core.py on what a seed promises.
+                clips = self._clips() if callable(self._clips) else self._clips
                 self.prefill = engine.prefill(
-                    self._prompt, self._clips, fresh=self.sampling.seed is not None, on_stage=self._on_stage
+                    self._prompt, clips, fresh=self.sampling.seed is not None, on_stage=self._on_stage
                 )
             else:
                 self.prefill = self._prefilled or PrefillReport(len(engine.cached), len(engine.cached), 0, 0.0)

@@ -38,6 +38,7 @@ class ListenerWork:
     steps: int = 0
     encoded_seconds: float = 0.0  # audio through the encoder, warm-up windows included
     encode_seconds: float = 0.0
+    final_encode_seconds: float = 0.0  # of those, at the end of speech (`finish`)
 
 
 class Listener:
@@ -54,9 +55,7 @@ class Listener:
 
     def same_clip(self, pcm: np.ndarray) -> bool:
         """`pcm` begins as the clip heard so far does (nothing heard yet counts as the same)."""
-        if self._head is None:
-            return True
-        return pcm.size >= self.heard_samples and np.array_equal(pcm[: self._head.size], self._head)
+        return self._head is None or np.array_equal(pcm[: self._head.size], self._head)
 
     def hear(self, pcm: np.ndarray) -> EncodedAudio | None:
         """Encode what is new in `pcm` (the clip so far); the clip's exact rows, or None while too short."""
@@ -75,6 +74,8 @@ class Listener:
             raise AudioError("listening: this clip does not continue the one heard so far")
         if not final and (pcm.size < MIN_AUDIO_SAMPLES or pcm.size - self.heard_samples < SAMPLES_PER_ROW):
             return self._encoded(pcm)  # nothing new worth a pass of the encoder
+        if pcm.size < self.heard_samples:  # the end was trimmed back (its quiet tail): keep only rows inside
+            self.rows = self.rows[: max(0, pcm.size // SAMPLES_PER_ROW - 2)]
         known = len(self.rows)
         start_block = max(0, known // BLOCK_ROWS - self.warm_blocks)
         window = pcm[start_block * BLOCK_SAMPLES :]
@@ -83,6 +84,8 @@ class Listener:
         self.work.steps += 1
         self.work.encode_seconds += time.perf_counter() - t0
         self.work.encoded_seconds += window.size / SAMPLE_RATE
+        if final:
+            self.work.final_encode_seconds = time.perf_counter() - t0
         offset = start_block * BLOCK_ROWS
         # Early, the last row is left out: it depends on audio still to come.
         self.rows = np.concatenate([self.rows, rows[known - offset : len(rows) if final else len(rows) - 1]])
