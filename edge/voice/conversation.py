@@ -188,6 +188,12 @@ class AudioConversation:
         self._last = turn.generation
         return turn
 
+    def prime(self, *, tools: ToolSetup | None = None, sampling: Sampling = GEMMA_SAMPLING) -> PrefillReport:
+        """Evaluate the conversation so far (the system prompt, tools) up to where the next clip goes,
+        before anyone speaks: nothing the model can do early is left for after the question."""
+        nothing_yet = EncodedAudio(np.zeros(SAMPLE_RATE // 4, np.float32), np.empty((0, 0), np.float32))
+        return self.text.prefill_ahead(self.marker, nothing_yet, sampling, tools=tools, **self._room(LISTEN_ROOM_S))
+
     def listen(self, pcm: np.ndarray, *, tools: ToolSetup | None = None, sampling: Sampling = GEMMA_SAMPLING) -> int:
         """Hear the turn in progress (`pcm`: the clip so far, always from the same first sample):
         encode what is new and prefill the rows that will not change. Returns the rows in the cache.

@@ -144,6 +144,10 @@ class TurnWorker:
         self._thread.join(timeout)
 
     def _work(self) -> None:
+        try:
+            self.conversation.prime(tools=self._tools(), sampling=self.settings.sampling)
+        except EdgeError as exc:  # the first turn will meet the same problem and report it
+            self.on_note(f"could not evaluate the system prompt ahead ({exc})")
         while (job := self._jobs.get()) is not None:
             try:
                 if isinstance(job, Listen):
