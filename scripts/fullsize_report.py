@@ -15,6 +15,7 @@ Sections:
   bench      `edge-gemma bench` beside llama-bench, pp512/tg128 at 1 and 2 threads, decode as GB/s
   audio      audio encoder ms per second of speech (2/10/30 s clips) and audio-token prefill rate
   voice      full voice turns from a file (scripts/voice_latency.py) on E2B: each stage's delay
+  listening  E2B end of speech -> first token for 2-20 s questions, heard whole or while spoken; a Pi 5 on paper
   memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
 """
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bench.performance_doc import render_markdown
+from edge.bench.performance_doc import merge_sections, render_markdown
 from edge.model.synthetic import FULLSIZE_DIR as MODELS
 from edge.model.synthetic import REPO
 
@@ -46,7 +47,8 @@ LLAMA_BENCH = Path(
 )
 CGROUP = Path("/sys/fs/cgroup/memory")
 MIB, GIB = 2**20, 2**30
-SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "memory", "cgroup")
+SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "listening", "memory", "cgroup")
+PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
 CGROUP_PROFILES = ("pi5-4gb", "pi5-8gb", "orin-nano-8gb")
 
@@ -346,6 +348,86 @@ def voice() -> dict:
     return {"turns": [{k: t[k] for k in keep} | {"transcript_chars": len(t["heard"])} for t in turns]}
 
 
+def listening() -> dict:
+    """Questions of 2-20 s arriving at speaking pace to AudioConversation on E2B Q4_0 with the F16
+    projector (pi5's), heard whole at the end of speech or while spoken (a step per second of new
+    speech, one at a time, as the voice loop does). The reply starts at the end of speech."""
+    from edge.model.engine import GREEDY, LoadedModel
+    from edge.settings import RunSettings
+    from edge.voice.conversation import AudioConversation
+
+    settings = RunSettings(n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, n_threads_batch=2)
+    out = []
+    with LoadedModel(text_file("e2b", "Q4_0"), settings) as loaded:
+        loaded.attach_projector(mmproj_file("e2b", "F16"))
+        for seconds in (2, 5, 10, 20):
+            pcm = speech(seconds)
+            for early in (False, True):
+                loaded.engine.reset()
+                conversation = AudioConversation(loaded)
+                conversation.prime()
+                steps, t0 = [], time.perf_counter()
+                end = t0 + seconds
+                heard = 0.0
+                while (now := time.perf_counter()) < end:
+                    if early and now - t0 - heard >= 1.0:
+                        heard = now - t0
+                        conversation.listen(pcm[: int(heard * 16_000)])
+                        steps.append((now - end, time.perf_counter() - end))
+                    else:
+                        time.sleep(0.005)
+                start = time.perf_counter()
+                generation = conversation.reply(pcm, sampling=GREEDY.with_(max_tokens=1))
+                next(iter(generation), None)
+                first = time.perf_counter()
+                work = conversation.last_listening
+                case = {
+                    "seconds": seconds,
+                    "early": early,
+                    "reply_start_s": round(start - end, 3),
+                    "first_token_s": round(first - end, 3),
+                    "audio_tokens": len(conversation.last_clip.embeddings),
+                    "audio_tokens_early": generation.prefill.last_media_reused,
+                    "evaluated_at_end": generation.prefill.evaluated,
+                    "encode_at_end_s": round(work.final_encode_seconds, 3),
+                    "encoded_audio_s": round(work.encoded_seconds, 2),
+                    "steps": [[round(a, 3), round(b, 3)] for a, b in steps],
+                }
+                out.append(case)
+                print(f"listening {case}", flush=True)
+    return {"cases": out, "pi5_prefill_tps": PI5_PREFILL_TPS}
+
+
+def draw_listening(data: dict, path: Path, seconds: int = 5) -> None:
+    """One question's stages on a time axis: speech and the model's work, heard whole and while spoken."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [c for c in data["cases"] if c["seconds"] == seconds]
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    for row, case in enumerate(sorted(cases, key=lambda c: not c["early"])):
+        y = row * 2
+        ax.broken_barh([(-seconds, seconds)], (y + 1, 0.8), color="#9ecae1")
+        steps = [(a, b - a) for a, b in case["steps"]]
+        ax.broken_barh(steps, (y, 0.8), color="#fdae6b", edgecolor="white")
+        ax.broken_barh(
+            [(case["reply_start_s"], case["first_token_s"] - case["reply_start_s"])], (y, 0.8), color="#e6550d"
+        )
+        ax.text(case["first_token_s"] + 0.1, y + 0.3, f"first token {case['first_token_s']:.1f} s", fontsize=8)
+        ax.text(-seconds - 0.2, y + 0.9, "while spoken" if case["early"] else "whole", ha="right", fontsize=9)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-seconds - 2.2, max(c["first_token_s"] for c in cases) + 2)
+    ax.set_yticks([])
+    ax.set_xlabel(
+        "seconds from the end of speech (blue: speech, light orange: listening steps, dark: the reply's prefill)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def predicted(model: Path, *, ctx: int, ubatch: int, lazy: str, mmproj: Path | None) -> dict[str, int]:
     """What `edge-gemma plan`'s arithmetic (check_fits) says this process needs, line by line."""
     from edge.device.info import nominal_device
@@ -519,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         repredict(results)
         RESULTS.write_text(json.dumps(results, indent=1))
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(render_markdown(results))
+    if "listening" in results:
+        draw_listening(results["listening"]["data"], DOC.parent / "listening.png")
+    DOC.write_text(merge_sections(DOC.read_text() if DOC.exists() else "", render_markdown(results)))
     print(f"wrote {DOC}")
     return 0
 

@@ -25,6 +25,7 @@ def render_markdown(results: dict) -> str:
         ("bench", _bench),
         ("audio", _audio),
         ("voice", _voice),
+        ("listening", _listening),
         ("memory", _memory),
         ("cgroup", _cgroup),
     ):
@@ -32,6 +33,27 @@ def render_markdown(results: dict) -> str:
             r = results[name]
             parts += section(r["data"], results) + ["", f"<sub>measured {r['measured']} on {r['cpu']}</sub>", ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def merge_sections(previous: str, fresh: str) -> str:
+    """`fresh` (rendered from the results at hand), keeping each section of `previous` that `fresh`
+    does not have, in its place: a section measured on another day (its own "measured" line) is not
+    lost because its raw results live on another machine."""
+
+    def split(doc: str) -> list[tuple[str, str]]:
+        blocks, heading, lines = [], "", []
+        for line in doc.splitlines():
+            if line.startswith("## "):
+                blocks.append((heading, "\n".join(lines).strip("\n")))
+                heading, lines = line, []
+            lines.append(line)
+        blocks.append((heading, "\n".join(lines).strip("\n")))
+        return blocks
+
+    new = split(fresh)
+    head, new_sections = new[0][1], dict(new[1:])
+    kept = [new_sections.pop(heading, text) for heading, text in split(previous)[1:]]
+    return "\n\n".join([head, *kept, *new_sections.values()]).rstrip() + "\n"
 
 
 def _mib(n: float | None) -> str:
@@ -209,3 +231,80 @@ def _cgroup(data: dict, _: dict) -> list[str]:
             f"{_mib(plan)} | {_mib(r['max_usage'])} | {r['pgmajfault']:,} | {result} |"
         )
     return out
+
+
+# -- hearing while the user speaks -----------------------------------------------------------------
+
+WARM_S = 16 * 0.48  # the full-size encoder's exact window reaches 16 blocks back (engine/listening.py)
+
+
+def _listening(data: dict, results: dict) -> list[str]:
+    cases = data["cases"]
+    here = rates_here(cases)
+    pi5 = data["pi5_prefill_tps"]
+    scale = here["prefill_tps"] / pi5
+    out = [
+        "## Hearing while the user speaks (E2B Q4_0, F16 projector)",
+        "",
+        "Questions of 2-20 s arrive at speaking pace at `AudioConversation` (system prompt already in the",
+        "cache); the reply starts at the end of speech. *Whole*: the clip is encoded and prefilled when",
+        "speech ends. *While spoken*: a step per second of new speech (one at a time, as the voice loop",
+        "does) encodes a window of at most 7.7 s + the new audio and prefills its exact rows. `early`: audio",
+        "tokens in the cache before the end of speech. `encoded`: audio through the encoder, windows",
+        "overlapping (the encoder work repeated). Seconds after the end of speech.",
+        "",
+        "| question | heard | first token | audio tokens | early | evaluated at the end | encode at the end "
+        "| encoded | Pi 5 on paper |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in cases:
+        paper = on_paper(case["seconds"], case["early"], encode_s_per_s=here["encode_s_per_s"] * scale, prefill_tps=pi5)
+        out.append(
+            f"| {case['seconds']} s | {'while spoken' if case['early'] else 'whole'} | {case['first_token_s']:.2f} s "
+            f"| {case['audio_tokens']} | {case['audio_tokens_early']} | {case['evaluated_at_end']} "
+            f"| {case['encode_at_end_s']:.2f} s | {case['encoded_audio_s']:.0f} s | {paper:.1f} s |"
+        )
+    replayed = [
+        on_paper(c["seconds"], c["early"], encode_s_per_s=here["encode_s_per_s"], prefill_tps=here["prefill_tps"])
+        for c in cases
+    ]
+    out += [
+        "",
+        f"Pi 5 on paper: this machine prefilled {here['prefill_tps']:.1f} tok/s and encoded 1 s of speech in",
+        f"{here['encode_s_per_s'] * 1000:.0f} ms (from the *whole* rows); a Pi 5 prefills E2B at {pi5:.0f} tok/s",
+        f"(FACTS.md), so both costs are scaled by {scale:.2f} (the encoder assumed to slow down as prefill does)",
+        "and the same one-step-at-a-time policy is replayed in virtual time (`on_paper` in",
+        "edge/bench/performance_doc.py; replayed with this machine's own rates it gives "
+        + ", ".join(f"{t:.1f}" for t in replayed)
+        + " s for the rows above). Decoding after the first token is not in this table.",
+        "",
+        "![One 5 s question, heard whole and while spoken](listening.png)",
+    ]
+    return out
+
+
+def rates_here(cases: list[dict]) -> dict[str, float]:
+    """Prefill tok/s and encoder seconds per second of speech, from the longest question heard whole."""
+    whole = max((c for c in cases if not c["early"]), key=lambda c: c["seconds"])
+    prefill_s = whole["first_token_s"] - whole["reply_start_s"] - whole["encode_at_end_s"]
+    return {
+        "prefill_tps": whole["evaluated_at_end"] / prefill_s,
+        "encode_s_per_s": whole["encode_at_end_s"] / whole["seconds"],
+    }
+
+
+def on_paper(seconds: float, early: bool, *, encode_s_per_s: float, prefill_tps: float, text_after: int = 10) -> float:
+    """End of speech -> first token, replaying the listening policy with these costs in virtual time."""
+    rows_total = round(seconds * 25)
+    if not early:
+        return seconds * encode_s_per_s + (rows_total + text_after) / prefill_tps
+    busy_until, heard, known, prefilled = 0.0, 0.0, 0, 0
+    while (start := max(busy_until, heard + 1.0)) < seconds:  # idle, and a second more has arrived
+        window = start - max(0.0, (known // 12 * 0.48) - WARM_S)
+        known = round(start * 25) - 1  # the newest row waits for what comes after it
+        batch = known // 24 * 24
+        busy_until = start + window * encode_s_per_s + (batch - prefilled) / prefill_tps
+        heard, prefilled = start, batch
+    window = seconds - max(0.0, (known // 12 * 0.48) - WARM_S)
+    waited = max(0.0, busy_until - seconds)  # a step still running at the end of speech
+    return waited + window * encode_s_per_s + (rows_total - prefilled + text_after) / prefill_tps

@@ -180,6 +180,12 @@ def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llam
     help="WebRTC automatic gain on the microphone, target dBFS below full scale (0: off).",
 )
 @click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
+@click.option(
+    "--listen-while-speaking/--no-listen-while-speaking",
+    default=True,
+    show_default=True,
+    help="Encode and prefill your speech as it arrives, so only the last second is left when you stop.",
+)
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
 @click.option("--verbose", is_flag=True, help="Print each turn's numbers.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="Append each turn's numbers (JSONL).")
@@ -228,6 +234,7 @@ def voice(
     noise_suppression,
     auto_gain,
     no_barge_in,
+    listen_while_speaking,
     system_prompt,
     verbose,
     log_path,
@@ -314,6 +321,7 @@ def voice(
             wake=wake,
             follow_up_s=follow_up,
             chime=not no_chime,
+            listen_while_speaking=listen_while_speaking,
         )
         ptt = PushToTalk(pre_roll_s=pre_roll, max_seconds=max_seconds) if push_to_talk else None
         toggles: queue.SimpleQueue = queue.SimpleQueue()
@@ -334,9 +342,11 @@ def _show_turn(stats, verbose: bool) -> None:
         sound = f"{stats.first_sound_s:.2f} s" if stats.first_sound_s is not None else "-"
         click.echo(
             f"  [speech {stats.speech_s:.1f} s | end-point {stats.endpoint_delay_s * 1000:.0f} ms | "
-            f"encode {stats.audio_encode_ms:.0f} ms, {stats.audio_tokens} audio tok | "
+            f"encode {stats.audio_encode_ms:.0f} ms, {stats.audio_tokens} audio tok "
+            f"({stats.audio_tokens_early} heard while you spoke) | "
             f"prompt {stats.prompt_tokens} tok ({stats.prompt_reused} cached){_rate(stats.prompt_tps)} | "
-            f"first token {stats.ttft_s:.2f} s | decode{_rate(stats.decode_tps)} | first sound {sound}"
+            f"first token {_seconds(stats.first_token_s)} after you stopped | decode{_rate(stats.decode_tps)} | "
+            f"first sound {sound}"
             + (f" | context: dropped {stats.dropped_turns} old turns" if stats.dropped_turns else "")
             + "]",
             err=True,
@@ -345,6 +355,10 @@ def _show_turn(stats, verbose: bool) -> None:
             stages = " > ".join(f"{name} {s * 1000:.0f}" for name, s in stats.timeline.items())
             share = f" | pipeline {stats.pipeline_s * 1000:.0f} ms" if stats.pipeline_s is not None else ""
             click.echo(f"  [ms after speech end: {stages}{share}]", err=True)
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f} s" if value is not None else "-"
 
 
 def _rate(tps: float | None) -> str:
