@@ -51,11 +51,14 @@ class Listener:
         self.rows = np.empty((0, projector.embedding_size), np.float32)  # exact rows so far
         self.heard_samples = 0
         self.work = ListenerWork()
-        self._head: np.ndarray | None = None  # the clip's first samples: is it still the same clip?
+        self._heard: np.ndarray | None = None  # the samples heard so far: is a clip still the same one?
 
     def same_clip(self, pcm: np.ndarray) -> bool:
-        """`pcm` begins as the clip heard so far does (nothing heard yet counts as the same)."""
-        return self._head is None or np.array_equal(pcm[: self._head.size], self._head)
+        """`pcm` agrees with every sample heard so far, as far as both go (nothing heard: the same)."""
+        if self._heard is None:
+            return True
+        n = min(pcm.size, self._heard.size)
+        return np.array_equal(pcm[:n], self._heard[:n])
 
     def hear(self, pcm: np.ndarray) -> EncodedAudio | None:
         """Encode what is new in `pcm` (the clip so far); the clip's exact rows, or None while too short."""
@@ -90,8 +93,7 @@ class Listener:
         # Early, the last row is left out: it depends on audio still to come.
         self.rows = np.concatenate([self.rows, rows[known - offset : len(rows) if final else len(rows) - 1]])
         self.heard_samples = pcm.size
-        if self._head is None:
-            self._head = pcm[:MIN_AUDIO_SAMPLES].copy()
+        self._heard = pcm.copy()
         return self._encoded(pcm)
 
     def _encoded(self, pcm: np.ndarray) -> EncodedAudio | None:
