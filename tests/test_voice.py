@@ -262,8 +262,11 @@ def test_silence_and_steady_noise_make_no_turn_and_no_model_call(conversation):
     stream = np.concatenate([silence(2.0), (0.02 * rng.standard_normal(16000 * 4)).astype(np.float32)])
     loop = VoiceLoop(conversation, ArraySource(stream))
     assert loop.run() == []
-    # Only the system prompt was evaluated ahead (prime): no audio was ever heard, nothing generated.
-    assert all(key >= 0 for key in conversation.loaded.engine.cached)
+    # The cache holds only what the loop evaluated before anyone spoke (prime): priming again finds
+    # nothing to drop or add, so no audio was heard and no reply was made.
+    after_loop = list(conversation.loaded.engine.cached)
+    assert conversation.prime().evaluated == 0
+    assert conversation.loaded.engine.cached == after_loop
 
 
 def test_talking_over_a_reply_stops_the_speech(conversation, question):
