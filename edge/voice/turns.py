@@ -146,8 +146,8 @@ class TurnWorker:
     def _work(self) -> None:
         try:
             self.conversation.prime(tools=self._tools(), sampling=self.settings.sampling)
-        except EdgeError as exc:  # the first turn will meet the same problem and report it
-            self.on_note(f"could not evaluate the system prompt ahead ({exc})")
+        except Exception as exc:  # noqa: BLE001  (the first turn meets the same problem and reports it)
+            self.on_note(f"could not evaluate the system prompt ahead ({_reason(exc)})")
         while (job := self._jobs.get()) is not None:
             try:
                 if isinstance(job, Listen):
@@ -164,8 +164,8 @@ class TurnWorker:
             self.conversation.listen(self._heard_pcm(clip), tools=self._tools(), sampling=self.settings.sampling)
         except ContextFullError:
             pass  # the turn outgrew the context: its reply will say so
-        except EdgeError as exc:
-            self.on_note(f"listening ahead failed ({exc}); the reply will hear the whole clip")
+        except Exception as exc:  # noqa: BLE001  (the worker thread must outlive any one step)
+            self.on_note(f"listening ahead failed ({_reason(exc)}); the reply will hear the whole clip")
 
     def _heard_pcm(self, clip: Clip):
         """The samples the model hears of `clip`. The start is fixed when listening to a clip begins,
@@ -189,8 +189,7 @@ class TurnWorker:
             if turn.cancelled:
                 return
             self.failed_turns += 1
-            reason = str(exc) if isinstance(exc, EdgeError) else f"unexpected {type(exc).__name__}: {exc}"
-            self.on_note(f"that turn failed ({reason}); still listening")
+            self.on_note(f"that turn failed ({_reason(exc)}); still listening")
 
     def _reply(self, turn: Turn) -> None:
         """Stream the reply (spoken as it comes); once the turn is committed, show it and remember it."""
@@ -207,8 +206,8 @@ class TurnWorker:
         heard_pcm = self._heard_pcm(clip)
         held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
         calls, results = [], []
-        toolbox, tools = s.toolbox, self._tools()
-        if toolbox and tools:
+        tools = self._tools()
+        if tools is not None:
             first = self.conversation.reply_with_tools(
                 heard_pcm, tools, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
             )
@@ -217,7 +216,7 @@ class TurnWorker:
             calls = first.reply.calls if first.reply else []
             turn.decided.wait()  # a tool acts on the world: never for a reply that is thrown away
             if calls and not turn.cancelled:
-                results = [toolbox.run(call) for call in calls]
+                results = [s.toolbox.run(call) for call in calls]
                 # Reading the results, the model answers in words (no second round of calls).
                 more = self.conversation.continue_after_calls(calls, results, replace(tools, choice="none"), s.sampling)
                 text += self._speak((value for kind, value in more if kind == "text"), turn, held)
@@ -307,6 +306,10 @@ class TurnWorker:
             model_s=timeline.model_s(),
             pipeline_s=timeline.pipeline_s(),
         )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, EdgeError) else f"unexpected {type(exc).__name__}: {exc}"
 
 
 def _rounded(rate: float | None) -> float | None:
