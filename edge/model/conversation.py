@@ -95,8 +95,7 @@ class Conversation:
         messages = self._fitted(content, sampling, reserve_extra, what, fix, declarations, ahead=True)
         self._asked = None  # nothing was asked yet: the reply fits the history again
         prompt = self.loaded.chat_prompt(messages, tools=declarations).text
-        clips = [m["audio"] for m in messages if "audio" in m] + [heard]
-        return self.loaded.engine.prefill(prompt, clips, audio_rows=len(heard.embeddings))
+        return self.loaded.engine.prefill(prompt, _with_heard(messages, [heard]), audio_rows=len(heard.embeddings))
 
     def _fitted(self, content, sampling, reserve_extra, what, fix, tools=None, *, ahead=False) -> list[Message]:
         asked: Message = {"role": "user", "content": content}

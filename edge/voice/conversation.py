@@ -154,12 +154,7 @@ class AudioConversation:
         `on_stage` is told "prompt_ready", "audio_eval_start" and "audio_eval_end" (a turn's timeline).
         """
         generation = self.text.reply(
-            self.marker + instruction,
-            sampling,
-            clips=lambda: [self._encoded(pcm, on_stage)],
-            **self._room(len(pcm) / SAMPLE_RATE),
-            on_stage=on_stage,
-            cancelled=cancelled,
+            self.marker + instruction, sampling, **self._clip_turn(pcm, on_stage), cancelled=cancelled
         )
         on_stage("prompt_ready")
         self._last = generation
@@ -176,13 +171,7 @@ class AudioConversation:
     ) -> ToolTurn:
         """As `reply`, with tools the model may call; iterate it for ("text", piece) and ("call", call)."""
         turn = self.text.reply_with_tools(
-            self.marker,
-            tools,
-            sampling,
-            clips=lambda: [self._encoded(pcm, on_stage)],
-            **self._room(len(pcm) / SAMPLE_RATE),
-            on_stage=on_stage,
-            cancelled=cancelled,
+            self.marker, tools, sampling, **self._clip_turn(pcm, on_stage), cancelled=cancelled
         )
         on_stage("prompt_ready")
         self._last = turn.generation
@@ -217,6 +206,15 @@ class AudioConversation:
         self._listener = None
         self.last_clip, self.last_listening = listener.finish(pcm), listener.work
         return self.last_clip
+
+    def _clip_turn(self, pcm: np.ndarray, on_stage: Callable[[str], None]) -> dict:
+        """A spoken turn's arguments to the text conversation: its clip, encoded when the reply starts
+        (`_encoded`), and the room it asks of the context."""
+        return {
+            "clips": lambda: [self._encoded(pcm, on_stage)],
+            "on_stage": on_stage,
+            **self._room(len(pcm) / SAMPLE_RATE),
+        }
 
     def _room(self, seconds: float) -> dict:
         """What a spoken turn asks of the context budget: room for its audio and the transcript step."""

@@ -258,12 +258,12 @@ class Engine:
         """Evaluate prompt positions [skip, end) of `pieces` (the cache holds those before `skip`)."""
         t0 = time.perf_counter()
         rows = rows or [None] * len(pieces)
-        end = sum(p.n_pos if isinstance(p, MediaPiece) else len(p.tokens) for p in pieces) if end is None else end
+        end = sum(_size(p) for p in pieces) if end is None else end
         position, evaluated, media_tokens, media_chunks, last_reused = 0, 0, 0, 0, 0
         for piece, encoded in zip(pieces, rows):
             if position >= end:
                 break
-            size = len(piece.tokens) if isinstance(piece, TextPiece) else piece.n_pos
+            size = _size(piece)
             lo, hi = max(0, skip - position), min(size, end - position)
             if isinstance(piece, MediaPiece):
                 media_tokens += hi
@@ -434,6 +434,11 @@ class _Just:
         return None
 
 
+def _size(piece: TextPiece | MediaPiece) -> int:
+    """Context positions a piece takes."""
+    return piece.n_pos if isinstance(piece, MediaPiece) else len(piece.tokens)
+
+
 def _cache_keys(piece: TextPiece | MediaPiece, encoded: EncodedAudio | None) -> list[int]:
     """What the cache will record for a piece: its tokens, its rows' fingerprints (MEDIA where unknown)."""
     if isinstance(piece, TextPiece):
@@ -448,7 +453,7 @@ def _through_last_media(pieces: list, rows: int) -> int:
     for piece in pieces:
         if isinstance(piece, MediaPiece):
             last = (position, piece.n_pos)
-        position += piece.n_pos if isinstance(piece, MediaPiece) else len(piece.tokens)
+        position += _size(piece)
     if last is None:
         raise AudioError("listening ahead needs a prompt with a clip")
     return last[0] + max(0, min(rows, last[1]))

@@ -37,8 +37,7 @@ class ListenerWork:
 
     steps: int = 0
     encoded_seconds: float = 0.0  # audio through the encoder, warm-up windows included
-    encode_seconds: float = 0.0
-    final_encode_seconds: float = 0.0  # of those, at the end of speech (`finish`)
+    final_encode_seconds: float = 0.0  # encoder time at the end of speech (`finish`)
 
 
 class Listener:
@@ -49,14 +48,15 @@ class Listener:
         self.projector = projector
         self.warm_blocks = warm_blocks if warm_blocks is not None else projector.audio_layers + EXTRA_WARM_BLOCKS
         self.rows = np.empty((0, projector.embedding_size), np.float32)  # exact rows so far
-        self.heard_samples = 0
         self.work = ListenerWork()
-        self._heard: np.ndarray | None = None  # the samples heard so far: is a clip still the same one?
+        self._heard = np.empty(0, np.float32)  # the samples heard so far: is a clip still the same one?
+
+    @property
+    def heard_samples(self) -> int:
+        return self._heard.size
 
     def same_clip(self, pcm: np.ndarray) -> bool:
         """`pcm` agrees with every sample heard so far, as far as both go (nothing heard: the same)."""
-        if self._heard is None:
-            return True
         n = min(pcm.size, self._heard.size)
         return np.array_equal(pcm[:n], self._heard[:n])
 
@@ -85,14 +85,12 @@ class Listener:
         t0 = time.perf_counter()
         rows = self.projector.encode_audio(window)
         self.work.steps += 1
-        self.work.encode_seconds += time.perf_counter() - t0
         self.work.encoded_seconds += window.size / SAMPLE_RATE
         if final:
             self.work.final_encode_seconds = time.perf_counter() - t0
         offset = start_block * BLOCK_ROWS
         # Early, the last row is left out: it depends on audio still to come.
         self.rows = np.concatenate([self.rows, rows[known - offset : len(rows) if final else len(rows) - 1]])
-        self.heard_samples = pcm.size
         self._heard = pcm.copy()
         return self._encoded(pcm)
 

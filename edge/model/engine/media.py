@@ -109,7 +109,10 @@ class Projector:
         if not path.is_file():
             raise ModelFileError(f"mmproj file not found: {path}; run `edge-gemma setup` to download it")
         self.path = path
-        self._model = model_handle
+        import llama_cpp
+
+        # Width of the projector's output: the text model's input embedding.
+        self.embedding_size = int(llama_cpp.llama_model_n_embd_inp(model_handle))
         self._m = m = mtmd()
         params = m.mtmd_context_params_default()
         params.n_threads = n_threads  # encoding is a batch job like prompt processing
@@ -131,8 +134,6 @@ class Projector:
                 "or belongs to another model size; run `edge-gemma setup` or pass the matching --mmproj"
             )
         self.marker: str = m.mtmd_default_marker().decode()
-        # The audio encoder's depth sets how much past audio a row needs (listening.py).
-        self.audio_layers = int(inspect_gguf(path).metadata.get("clip.audio.block_count", 0) or 0)
         self.supports_audio = bool(m.mtmd_support_audio(self._ctx))
         self.supports_vision = bool(m.mtmd_support_vision(self._ctx))
         if self.supports_audio and int(m.mtmd_get_audio_sample_rate(self._ctx)) != SAMPLE_RATE:
@@ -217,12 +218,11 @@ class Projector:
         out = ctypes.cast(self._m.mtmd_get_output_embd(self.handle), ctypes.POINTER(ctypes.c_float))
         return np.ctypeslib.as_array(out, shape=(piece.n_tokens * n_embd,)).reshape(piece.n_tokens, n_embd).copy()
 
-    @property
-    def embedding_size(self) -> int:
-        """Width of the projector's output: the text model's input embedding."""
-        import llama_cpp
-
-        return int(llama_cpp.llama_model_n_embd_inp(self._model))
+    @functools.cached_property
+    def audio_layers(self) -> int:
+        """The audio encoder's depth, which sets how much past audio a row needs (listening.py).
+        Read from the file when first asked, so loading a projector reads nothing more."""
+        return int(inspect_gguf(self.path).metadata.get("clip.audio.block_count", 0) or 0)
 
     def _piece(self, chunk) -> TextPiece | MediaPiece:
         m = self._m
