@@ -47,3 +47,7 @@ class ContextFullError(EdgeError):
 
 class GenerationError(EdgeError):
     """llama.cpp failed while evaluating or generating (a decode error, a full KV cache)."""
+
+
+class ImageError(EdgeError):
+    """An image is unreadable, damaged, too large, or the model has no eyes for it."""

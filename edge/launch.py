@@ -100,15 +100,16 @@ def load_model(
 ) -> LoadedModel:
     """The one loader of a model and its projector (`--mmproj`, else the one setup installed).
 
-    `projector`: "none" (text only), "optional" (serve, wyoming: hear when there is a projector) or
-    "required" (voice, transcribe, ask). One rule: a projector that is given is loaded, and one that
-    does not belong to the model is an error; a missing one is an error only where hearing is required.
+    `projector`: "none" (text only), "optional" (serve, wyoming, chat: hear and see when there is a
+    projector), "required" (voice, transcribe: hearing is the job) or "media" (ask: a projector must be
+    there; what it must do is checked per input). One rule: a projector that is given is loaded, and
+    one that does not belong to the model is an error; a missing one is an error only where required.
     """
     path = (mmproj or plan.mmproj_path) if projector != "none" else None
-    if projector == "required" and path is None:
+    if projector in ("required", "media") and path is None:
         raise AudioError(
-            "no audio projector (mmproj) for this model: run `edge-gemma setup` (it downloads one) "
-            "or pass --mmproj PATH"
+            "no projector (mmproj) for this model, and Gemma 4 hears and sees through one: run "
+            "`edge-gemma setup` (it downloads one) or pass --mmproj PATH"
         )
     loaded = LoadedModel(
         plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info, backend=plan.backend

@@ -49,6 +49,7 @@ class Profile:
     quants: tuple[str, ...]
     mmproj_quants: tuple[str, ...]
     n_ctx: int
+    image_tokens: int  # image tokens per picture (Gemma 4's budgets: 70, 140, 280, 560, 1120)
     n_threads: int  # 0 = one per physical performance core
     n_threads_batch: int
     n_batch: int
@@ -86,6 +87,7 @@ _RULES: dict[str, tuple[type, Any, str]] = {
     "quants": (list, *_list_of(QUANTS)),
     "mmproj_quants": (list, *_list_of(MMPROJ_QUANTS)),
     "n_ctx": (int, *_range(256, 131072)),
+    "image_tokens": (int, *_range(1, 1120)),
     "n_threads": (int, *_range(0, 256)),
     "n_threads_batch": (int, *_range(0, 256)),
     "n_batch": (int, *_range(32, 8192)),

@@ -18,6 +18,7 @@ from edge.profiles import CACHE_TYPES, LAZY_MODES, LOAD_MODES, Profile
 @dataclass(frozen=True)
 class RunSettings:
     n_ctx: int = 2048
+    image_tokens: int = 280  # image tokens per picture; the vision encoder's work and memory grow with it
     n_threads: int = 2
     n_threads_batch: int = 2
     n_batch: int = 512
@@ -78,6 +79,10 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
     for key, value in overrides.items():
         if key not in allowed:
             raise UsageError(f"unknown setting '{key}'; allowed: {', '.join(sorted(allowed))}")
+        if key == "image_tokens" and not 1 <= value <= 1120:
+            raise UsageError(
+                f"image_tokens must be 1 to 1120 (Gemma 4's budgets: 70, 140, 280, 560, 1120), not {value}"
+            )
         if key in ("n_ctx", "n_batch", "n_ubatch") and value < 1:
             raise UsageError(f"{key} must be a positive integer, not {value}")
         if key in ("n_threads", "n_threads_batch") and value < 0:

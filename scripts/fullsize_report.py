@@ -16,6 +16,7 @@ Sections:
   audio      audio encoder ms per second of speech (2/10/30 s clips) and audio-token prefill rate
   voice      full voice turns from a file (scripts/voice_latency.py) on E2B: each stage's delay
   listening  E2B end of speech -> first token for 2-20 s questions, heard whole or while spoken; a Pi 5 on paper
+  vision     E2B and E4B: vision encode and image-token prefill per budget (70-1120), the memory each budget adds
   memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
 """
@@ -47,7 +48,7 @@ LLAMA_BENCH = Path(
 )
 CGROUP = Path("/sys/fs/cgroup/memory")
 MIB, GIB = 2**20, 2**30
-SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "listening", "memory", "cgroup")
+SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "listening", "vision", "memory", "cgroup")
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
 CGROUP_PROFILES = ("pi5-4gb", "pi5-8gb", "orin-nano-8gb")
@@ -164,10 +165,51 @@ def child(args: argparse.Namespace) -> None:
                         "decode_tps": 16 / decode,
                     }
                 )
+        elif args.task == "image":
+            projector = loaded.attach_projector(args.mmproj)
+            out["after_mmproj"] = memory_now()
+            out["anon_before_image"] = memory_now()["RssAnon"]
+            picture = projector.fit_image(photo(), args.budget)
+            prompt = loaded.chat_prompt([{"role": "user", "content": projector.marker + "What is this?"}]).text
+            t = time.perf_counter()
+            r = engine.prefill(prompt, [picture], fresh=True)
+            total = time.perf_counter() - t
+            out["image"] = {
+                "budget": args.budget,
+                "size": [picture.width, picture.height],
+                "image_tokens": r.media_tokens,
+                "prompt_tokens": r.prompt_tokens,
+                "encode_ms": r.encode_ms,
+                "prefill_s": round(total - r.encode_ms / 1000, 3),  # image tokens and the text around them
+            }
         out["peak"] = memory_now()  # before the model is freed: VmRSS is the end of the turn's
         out["peak_anon"] = anon.stop()
     out["seconds"] = time.perf_counter() - start
     print(json.dumps(out), flush=True)
+
+
+def photo():
+    """A 640x480 picture with a photo's kind of content (smooth shapes, edges, noise), through the
+    same decoder a user's file takes; what it shows does not matter to speed or memory."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from edge.vision.images import decode_image
+
+    rng = np.random.default_rng(640)
+    y, x = np.mgrid[0:480, 0:640]
+    base = np.stack([x / 640 * 200, y / 480 * 180, (x + y) / 1120 * 160], axis=-1)
+    image = Image.fromarray((base + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, 560), rng.integers(0, 400)
+        draw.ellipse(
+            (x0, y0, x0 + rng.integers(20, 160), y0 + rng.integers(20, 160)), fill=tuple(rng.integers(0, 255, 3))
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return decode_image(buffer.getvalue(), name="photo.jpg")
 
 
 def run_child(
@@ -179,10 +221,13 @@ def run_child(
     lazy: str,
     mmproj: Path | None = None,
     clips: str = "",
+    budget: int = 0,
     cgroup: Path | None = None,
 ) -> dict:
     cmd = [sys.executable, __file__, "child", "--model", str(model), "--task", task, "--ctx", str(ctx)]
     cmd += ["--ubatch", str(ubatch), "--lazy", lazy, "--threads", str(min(2, os.cpu_count() or 1))]
+    if budget:
+        cmd += ["--budget", str(budget)]
     if mmproj is not None:
         cmd += ["--mmproj", str(mmproj)]
     if clips:
@@ -398,6 +443,27 @@ def listening() -> dict:
     return {"cases": out, "pi5_prefill_tps": PI5_PREFILL_TPS}
 
 
+def vision() -> dict:
+    """Each budget in its own process (E2B and E4B Q4_0 with their F16 projectors, pi5's settings
+    otherwise): the image tokens it makes of a 640x480 photo, the encode, the prefill, and the memory
+    the projector and the image add."""
+    from edge.vision.images import IMAGE_TOKEN_BUDGETS
+
+    out = {}
+    for model in ("e2b", "e4b"):
+        text, mm = text_file(model, "Q4_0"), mmproj_file(model, "F16")
+        if not (text.exists() and mm.exists()):
+            print(f"vision {model}: no {text.name} or {mm.name}; skipped", flush=True)
+            continue
+        runs = []
+        for budget in IMAGE_TOKEN_BUDGETS:
+            r = run_child(text, "image", ctx=2048, ubatch=128, lazy="on", mmproj=mm, budget=budget)
+            runs.append(r)
+            print(f"vision {model} {budget}: {r.get('image', r)}", flush=True)
+        out[model] = runs
+    return out
+
+
 def draw_listening(data: dict, path: Path, seconds: int = 5) -> None:
     """One question's stages on a time axis: speech and the model's work, heard whole and while spoken."""
     import matplotlib
@@ -561,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         ap = argparse.ArgumentParser()
         ap.add_argument("--model", required=True)
         ap.add_argument("--mmproj")
-        ap.add_argument("--task", choices=("load", "ctx4k", "audio30", "audio"), required=True)
+        ap.add_argument("--task", choices=("load", "ctx4k", "audio30", "audio", "image"), required=True)
+        ap.add_argument("--budget", type=int, default=70, help="image tokens (task image)")
         ap.add_argument("--ctx", type=int, default=2048)
         ap.add_argument("--ubatch", type=int, default=512)
         ap.add_argument("--lazy", default="off")

@@ -23,9 +23,9 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   # shellcheck disable=SC1091
   . .venv/bin/activate
 fi
-echo "== pip install -e .[demo,voice,serve,dev]"
+echo "== pip install -e .[demo,voice,serve,camera,dev]"
 python -m pip install -q --upgrade pip
-python -m pip install -q -e '.[demo,voice,serve,dev]'
+python -m pip install -q -e '.[demo,voice,serve,camera,dev]'
 
 echo "== audio: PulseAudio with a null sink"
 bash scripts/start_test_audio.sh

@@ -185,6 +185,7 @@ def run(
 )
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue a conversation saved with /save.")
 @click.option("-v", "--verbose", is_flag=True, help="Say when old turns leave the context.")
+@click.option("--mmproj", type=click.Path(path_type=Path), help="Projector .gguf, for /image (default: setup's).")
 def chat(
     model,
     device_name,
@@ -199,11 +200,13 @@ def chat(
     temperature,
     resume,
     verbose,
+    mmproj,
 ):
     """Chat in the terminal; tokens/s after each reply. Ctrl-C stops a reply, Ctrl-D quits.
 
     The conversation never outgrows the context: when it would, the oldest turns go (the system
     prompt stays). /clear forgets every turn, /save FILE keeps the conversation for --resume.
+    /image FILE shows a picture with your next message (Gemma 4 with its projector).
 
     \b
     Examples:
@@ -216,7 +219,8 @@ def chat(
 
     history = load_history(resume) if resume else None  # a bad file fails before the model loads
     plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
-    with load_model(plan, verbose=llama_log) as loaded:
+    sees = plan.model_info.architecture == "gemma4"  # a projector is only for Gemma 4
+    with load_model(plan, verbose=llama_log, projector="optional" if sees else "none", mmproj=mmproj) as loaded:
         session = Conversation(loaded, system=system, history=history)
         notice = loaded.chat_prompt(session.history + [{"role": "user", "content": "hi"}]).notice
         if notice:
@@ -224,9 +228,12 @@ def chat(
         click.echo(
             f"{plan.model_path.name} on {plan.choice.profile.name}"
             + (f", {session.turns} turns resumed" if history else "")
-            + ". Ctrl-C stops a reply; /clear, /save FILE; Ctrl-D or /exit quits.",
+            + ". Ctrl-C stops a reply; /clear, /save FILE"
+            + (", /image FILE" if loaded.projector is not None else "")
+            + "; Ctrl-D or /exit quits.",
             err=True,
         )
+        pictures = []  # shown with the next message
         while True:
             try:
                 line = input(">>> ")
@@ -249,17 +256,41 @@ def chat(
                 except OSError as exc:
                     click.echo(f"error: could not save ({exc}); try another path", err=True)
                 continue
+            if command == "/image":
+                _attach(loaded, argument.strip(), pictures)
+                continue
             if not line.strip():
                 continue
-            _chat_turn(session, line, max_tokens, temperature, verbose, plan.tuned_note)
+            _chat_turn(session, line, max_tokens, temperature, verbose, plan.tuned_note, pictures)
+            pictures = []
 
 
-def _chat_turn(session, line: str, max_tokens: int, temperature: float | None, verbose: bool, tuned_note) -> None:
+def _attach(loaded, path: str, pictures: list) -> None:
+    """/image FILE: the picture, fitted to the budget, waits for the next message."""
+    from edge.vision.images import read_image
+
+    if not path:
+        click.echo("error: /image needs a file name, e.g. /image photo.jpg", err=True)
+        return
+    try:
+        picture = loaded.fit_image(read_image(Path(path).expanduser()))
+    except EdgeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return
+    pictures.append(picture)
+    tokens = loaded.projector.image_tokens(picture)
+    click.echo(f"(picture {len(pictures)} attached: {tokens} image tokens; it goes with your next message)", err=True)
+
+
+def _chat_turn(
+    session, line: str, max_tokens: int, temperature: float | None, verbose: bool, tuned_note, pictures=()
+) -> None:
     """One reply; a failure is reported and the conversation goes on as it was."""
     from edge.model.engine import GEMMA_SAMPLING
 
     try:
-        generation = session.reply(line, GEMMA_SAMPLING.with_(max_tokens=max_tokens, temperature=temperature))
+        sampling = GEMMA_SAMPLING.with_(max_tokens=max_tokens, temperature=temperature)
+        generation = session.reply(line, sampling, images=pictures)
         if verbose and session.last_fit and session.last_fit.note:
             click.echo(f"[{session.last_fit.note}]", err=True)
         try:
@@ -276,10 +307,11 @@ def _chat_turn(session, line: str, max_tokens: int, temperature: float | None, v
 
 
 # One module per group of verbs, registered after the core commands.
+from edge.cli.ask import ask  # noqa: E402
 from edge.cli.bench import bench, tune  # noqa: E402
 from edge.cli.serve import serve, service, wyoming  # noqa: E402
 from edge.cli.setup import models, plan, setup  # noqa: E402
-from edge.cli.voice import ask, transcribe, voice  # noqa: E402
+from edge.cli.voice import transcribe, voice  # noqa: E402
 
 for command in (setup, plan, models, bench, tune, voice, transcribe, ask, serve, service, wyoming):
     cli.add_command(command)

@@ -1,4 +1,4 @@
-"""The `voice`, `transcribe` and `ask` commands: click only, the work is in voice.py / voice_loop.py."""
+"""The `voice` and `transcribe` commands: click only, the work is in voice.py / voice_loop.py."""
 
 from __future__ import annotations
 
@@ -55,40 +55,6 @@ def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, la
         for clip in clips:
             text = conversation.transcribe(clip.pcm, language=language).run()
             click.echo(" ".join(text.split()))
-
-
-@click.command()
-@click.option(
-    "-a",
-    "--audio",
-    "audio_file",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="WAV, FLAC or MP3 file, up to 30 s.",
-)
-@click.argument("question", required=False, default="")
-@_audio_model_options
-@click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-def ask(audio_file, question, model, mmproj, device_name, n_ctx, n_threads, llama_log, max_tokens):
-    """Answer a spoken question, or a QUESTION about an audio file, and stream the answer.
-
-    \b
-    Examples:
-      edge-gemma ask --audio question.wav
-      edge-gemma ask --audio doorbell.flac "What sound is this?"
-    """
-    from edge.audio.files import load_audio
-    from edge.audio_format import MAX_CLIP_SECONDS
-    from edge.cli.output import format_stats
-    from edge.model.engine import GEMMA_SAMPLING
-
-    pcm = load_audio(audio_file, max_seconds=MAX_CLIP_SECONDS)
-    with _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log) as conversation:
-        generation = conversation.reply(pcm, instruction=question, sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens))
-        for piece in generation:
-            click.echo(piece, nl=False)
-        click.echo()
-        click.echo(format_stats(generation.stats, conversation.loaded), err=True)
 
 
 @click.command()

@@ -20,16 +20,42 @@ from edge.model.chat_format import Message
 from edge.model.context_budget import Fitted, fit_history, pinned_system
 from edge.model.engine import GEMMA_SAMPLING, EncodedAudio, Generation, LoadedModel, PrefillReport, Sampling
 from edge.model.tool_turn import ToolSetup, ToolTurn
+from edge.vision.images import Picture
 
 SAVE_FORMAT = "edge-gemma-chat/1"
 
 
-def _with_heard(messages: list[Message], clips):
-    """The clips of the turns kept as audio, then this turn's (`clips` may be a function: see Generation)."""
-    heard = [m["audio"] for m in messages if "audio" in m]
-    if not heard:
+def media_of(messages: list[Message]) -> list:
+    """The media the messages carry, in the order of their markers: each message's pictures
+    (`"images"`), then its audio if it was kept as audio (`"audio"`)."""
+    return [item for m in messages for item in (*m.get("images", ()), *([m["audio"]] if "audio" in m else ()))]
+
+
+def with_pictures(content: str, pictures, marker: str) -> Message:
+    """A user message showing `pictures` (fitted: LoadedModel.fit_image) before its text."""
+    pictures = list(pictures)
+    message: Message = {"role": "user", "content": marker * len(pictures) + content}
+    if pictures:
+        message["images"] = pictures
+    return message
+
+
+def count_prompt(loaded: LoadedModel, messages: list[Message], tools=None) -> int:
+    """Prompt positions of `messages`: text as rendered, the rows of turns kept as audio, the
+    pictures' image tokens (their markers counted as text too: a few tokens of slack)."""
+    media = media_of(messages)
+    extra = sum(len(m.embeddings) for m in media if isinstance(m, EncodedAudio))
+    if len(media) > extra and loaded.projector is not None:
+        extra += sum(loaded.projector.image_tokens(p) for p in media if isinstance(p, Picture))
+    return loaded.count_tokens(loaded.chat_prompt(messages, tools=tools).text) + extra
+
+
+def _with_media(messages: list[Message], clips):
+    """The media of the messages, then this turn's clips (`clips` may be a function: see Generation)."""
+    earlier = media_of(messages)
+    if not earlier:
         return clips
-    return (lambda: heard + list(clips())) if callable(clips) else heard + list(clips)
+    return (lambda: earlier + list(clips())) if callable(clips) else earlier + list(clips)
 
 
 class Conversation:
@@ -48,6 +74,7 @@ class Conversation:
         sampling: Sampling = GEMMA_SAMPLING,
         *,
         clips: Sequence[np.ndarray] = (),
+        images: Sequence[Picture] = (),
         reserve_extra: int = 0,
         what: str = "this message",
         fix: str = "raise --ctx, lower --max-tokens or send a shorter message",
@@ -55,11 +82,13 @@ class Conversation:
     ) -> Generation:
         """Stream the reply to a user message; call `remember()` with the finished text to keep the turn.
 
+        `images`: pictures shown with the message (fitted: LoadedModel.fit_image), kept in the history
+        with it, so later turns can ask about them (found in the KV cache, not encoded again).
         `reserve_extra`: context the turn takes beyond its text and reply (a clip's audio tokens, a
         transcript step). Old turns that do not fit are dropped first (see `last_fit`).
         """
-        messages = self._fitted(content, sampling, reserve_extra, what, fix)
-        return self.loaded.chat(messages, sampling, clips=_with_heard(messages, clips), **generation_args)
+        messages = self._fitted(content, sampling, reserve_extra, what, fix, images=images)
+        return self.loaded.chat(messages, sampling, clips=_with_media(messages, clips), **generation_args)
 
     def reply_with_tools(
         self,
@@ -75,7 +104,7 @@ class Conversation:
     ) -> ToolTurn:
         """As `reply`, with tools the model may call (their declarations count against the context)."""
         messages = self._fitted(content, sampling, reserve_extra, what, fix, tools.declarations())
-        clips = _with_heard(messages, clips)
+        clips = _with_media(messages, clips)
         return ToolTurn.chat(self.loaded, messages, tools, sampling, clips=clips, **generation_args)
 
     def prefill_ahead(
@@ -95,10 +124,16 @@ class Conversation:
         messages = self._fitted(content, sampling, reserve_extra, what, fix, declarations, ahead=True)
         self._asked = None  # nothing was asked yet: the reply fits the history again
         prompt = self.loaded.chat_prompt(messages, tools=declarations).text
-        return self.loaded.engine.prefill(prompt, _with_heard(messages, [heard]), audio_rows=len(heard.embeddings))
+        return self.loaded.engine.prefill(prompt, _with_media(messages, [heard]), audio_rows=len(heard.embeddings))
 
-    def _fitted(self, content, sampling, reserve_extra, what, fix, tools=None, *, ahead=False) -> list[Message]:
-        asked: Message = {"role": "user", "content": content}
+    def _fitted(
+        self, content, sampling, reserve_extra, what, fix, tools=None, *, ahead=False, images=()
+    ) -> list[Message]:
+        asked = (
+            with_pictures(content, images, self.loaded.projector.marker)
+            if images
+            else {"role": "user", "content": content}
+        )
         # Room for the reply, but never more than half the context: llama.cpp stops a reply that
         # reaches the end of the context, which is better than refusing a long conversation.
         reserve = min(sampling.max_tokens, self.loaded.n_ctx // 2) + reserve_extra
@@ -119,9 +154,7 @@ class Conversation:
         return self.history + [asked]
 
     def _count(self, messages: list[Message], tools) -> int:
-        """Prompt tokens of `messages`: text as rendered, and the rows of the turns kept as audio."""
-        rows = sum(len(m["audio"].embeddings) for m in messages if "audio" in m)
-        return self.loaded.count_tokens(self.loaded.chat_prompt(messages, tools=tools).text) + rows
+        return count_prompt(self.loaded, messages, tools)
 
     def remember(
         self,
@@ -148,9 +181,21 @@ class Conversation:
         return sum(1 for m in self.history if m["role"] == "user")
 
     def save(self, path: Path) -> Path:
-        # A turn kept as audio is saved as a note that it was spoken: the audio stays in memory only.
-        messages = [{"role": m["role"], "content": "(spoken message)"} if "audio" in m else m for m in self.history]
+        # Audio and pictures stay in memory only: a spoken turn is saved as a note that it was
+        # spoken, a picture as its name where it was shown.
+        messages = [_saved(m, self.loaded.projector) for m in self.history]
         return write_json_atomic(Path(path), {"format": SAVE_FORMAT, "messages": messages})
+
+
+def _saved(message: Message, projector) -> Message:
+    if "audio" in message:
+        return {"role": message["role"], "content": "(spoken message)"}
+    if "images" in message:
+        content = message["content"]
+        for picture in message["images"]:
+            content = content.replace(projector.marker, f"(picture: {Path(picture.name).name})\n", 1)
+        return {"role": message["role"], "content": content}
+    return message
 
 
 def load_history(path: Path) -> list[Message]:

@@ -143,18 +143,20 @@ class AudioConversation:
         pcm: np.ndarray,
         *,
         instruction: str = "",
+        images=(),
         sampling: Sampling = GEMMA_SAMPLING,
         on_stage: Callable[[str], None] = lambda stage: None,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Generation:
-        """Stream the reply to a spoken turn. Iterate it; then call `remember()` with its text.
+        """Stream the reply to a spoken turn (with `images`: pictures shown with it, fitted by
+        LoadedModel.fit_image). Iterate it; then call `remember()` with its text.
 
         The history is first fitted to the context with room for this clip's audio tokens, the reply
         and the transcript step after it; old turns that do not fit are dropped (see `last_fit`).
         `on_stage` is told "prompt_ready", "audio_eval_start" and "audio_eval_end" (a turn's timeline).
         """
         generation = self.text.reply(
-            self.marker + instruction, sampling, **self._clip_turn(pcm, on_stage), cancelled=cancelled
+            self.marker + instruction, sampling, images=images, **self._clip_turn(pcm, on_stage), cancelled=cancelled
         )
         on_stage("prompt_ready")
         self._last = generation

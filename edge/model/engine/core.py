@@ -5,8 +5,10 @@ projector) are prefilled after the longest cached prefix, tokens are sampled wit
 chain (sampling.py), and text comes out through one incremental detokenizer (text.py).
 
 The engine keeps its own record of what the KV cache holds (`cached`: one entry per position, the
-token id, or MEDIA under media embeddings, which never match a later prompt), so prefix reuse,
-continuing after a reply (`extend`) and rolling back (`truncate`) are exact.
+token id; under audio a fingerprint of each row's embedding; under a picture a key made from its
+pixels' digest; MEDIA under media it cannot name, which never matches a later prompt), so prefix
+reuse, continuing after a reply (`extend`) and rolling back (`truncate`) are exact. A picture is
+reused whole or evaluated again whole: the model may attend across it both ways.
 
 Seeds: a seeded request is evaluated from an empty cache, in the same batches every time. On some
 CPUs a token's logits differ in the last bits with the batch it was evaluated in, so a prompt
@@ -17,6 +19,7 @@ seed, request, model and settings give the same reply in this process, whatever 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from edge.errors import AudioError, ContextFullError, GenerationError
 from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
 from edge.model.engine.sampling import Sampling, sampler_chain
 from edge.model.engine.text import TextStream
+from edge.vision.images import Picture
 
 MEDIA = -1  # cached value under media decoded by libmtmd's helper: no token has it, so nothing matches it
 # Audio rows are decoded in batches of this many, aligned to the clip's start (two encoder blocks,
@@ -185,6 +189,7 @@ class Engine:
                 keep = _common_prefix(self.cached, wanted[:end])
                 if audio_rows is None:
                     keep = min(keep, end - 1)  # the last token is evaluated again: fresh logits
+                keep = _outside_pictures(pieces, rows, keep)
                 self.truncate(keep)
             report = self._evaluate(pieces, rows, skip=keep, end=end, logits=audio_rows is None, on_stage=on_stage)
         self.last_prefill = report
@@ -208,10 +213,10 @@ class Engine:
                 "raise --ctx or shorten the prompt"
             )
 
-    def _pieces(self, text: str, clips: Sequence[np.ndarray], *, bos: bool):
+    def _pieces(self, text: str, clips: Sequence, *, bos: bool):
         if clips:
             if self.projector is None:
-                raise AudioError("this model was loaded without a projector, so it cannot hear audio")
+                raise AudioError("this model was loaded without a projector, so it can neither hear nor see")
             return self.projector.tokenize(text, clips, add_bos=bos)
         return _Just([TextPiece(self.tokenize(text, bos=bos))])
 
@@ -221,7 +226,7 @@ class Engine:
         from edge.model.engine.media import mtmd
 
         m, given, out = mtmd(), [c for c in clips if isinstance(c, EncodedAudio)], []
-        if given and len(given) != len(clips):
+        if given and len(given) != sum(1 for c in clips if not isinstance(c, Picture)):
             raise AudioError("give the engine all clips encoded, or none")
         for piece in pieces:
             if isinstance(piece, TextPiece):
@@ -371,7 +376,8 @@ class Engine:
         if rc != 0:
             self._resync()
             raise AudioError(f"decoding the {piece.kind} embeddings failed (code {rc}); try a larger --ctx")
-        self.cached.extend([MEDIA] * (new_n_past.value - n_past))
+        keys = _cache_keys(piece, None)
+        self.cached.extend(keys if len(keys) == new_n_past.value - n_past else [MEDIA] * (new_n_past.value - n_past))
         return encode_s
 
     def _resync(self) -> None:
@@ -440,11 +446,34 @@ def _size(piece: TextPiece | MediaPiece) -> int:
 
 
 def _cache_keys(piece: TextPiece | MediaPiece, encoded: EncodedAudio | None) -> list[int]:
-    """What the cache will record for a piece: its tokens, its rows' fingerprints (MEDIA where unknown)."""
+    """What the cache will record for a piece: its tokens, its rows' fingerprints, a picture's keys
+    (MEDIA where unknown)."""
     if isinstance(piece, TextPiece):
         return piece.tokens
+    if encoded is None and piece.id:
+        return _picture_keys(piece.id, piece.n_pos)
     keys = encoded.keys[: piece.n_pos] if encoded is not None else []
     return keys + [MEDIA] * (piece.n_pos - len(keys))
+
+
+def _picture_keys(digest: str, n_pos: int) -> list[int]:
+    """One key per position of a picture: negative (never a token id), distinct from audio rows' by
+    construction (another input), and the same for the same pixels at the same budget."""
+    return [
+        -2 - int.from_bytes(hashlib.blake2b(f"{digest}:{n_pos}:{i}".encode(), digest_size=7).digest(), "little")
+        for i in range(n_pos)
+    ]
+
+
+def _outside_pictures(pieces: list, rows: list, keep: int) -> int:
+    """`keep` moved back to the start of a picture it would cut (media decoded whole by libmtmd)."""
+    position = 0
+    for piece, encoded in zip(pieces, rows):
+        size = _size(piece)
+        if isinstance(piece, MediaPiece) and encoded is None and position < keep < position + size:
+            return position
+        position += size
+    return keep
 
 
 def _through_last_media(pieces: list, rows: int) -> int:

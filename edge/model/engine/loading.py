@@ -10,7 +10,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from edge.errors import AudioError, ModelFileError
+from edge.errors import AudioError, ImageError, ModelFileError
 from edge.model.backend import BackendChoice, backend_choice
 from edge.model.buffer_overrides import TensorOverrides, overrides_for
 from edge.model.chat_format import ChatPrompt, Message, build_chat_prompt
@@ -20,6 +20,7 @@ from edge.model.engine.media import Projector
 from edge.model.engine.sampling import GEMMA_SAMPLING, Sampling
 from edge.model.gguf import GGUFInfo, check_loadable_model
 from edge.settings import RunSettings
+from edge.vision.images import Picture
 
 # llama.cpp enum values (llama.h / ggml.h of the pinned llama-cpp-python).
 _LOAD_MODES = {"none": 0, "mmap": 1, "mlock": 2, "mmap+mlock": 3, "direct-io": 4}
@@ -136,6 +137,15 @@ class LoadedModel:
     @property
     def projector(self) -> Projector | None:
         return self.engine.projector
+
+    def fit_image(self, picture: Picture, tokens: int | None = None) -> Picture:
+        """A picture sized to `tokens` image tokens (default: the settings' budget), ready for a prompt."""
+        if self.projector is None:
+            raise ImageError(
+                f"{self.path.name} was loaded without a projector, so it cannot see: Gemma 4 E2B/E4B see "
+                "through their mmproj (edge-gemma setup installs it, or pass --mmproj PATH)"
+            )
+        return self.projector.fit_image(picture, tokens or self.settings.image_tokens)
 
     # -- requests --------------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""The projector (mmproj) through libmtmd: audio (and later images) turned into prompt pieces.
+"""The projector (mmproj) through libmtmd: audio and pictures turned into prompt pieces.
 
-`Projector` opens an mmproj for a loaded model. `Projector.tokenize(text, clips)` splits a prompt
-holding one media marker per clip into text tokens and media chunks; the engine evaluates them
-(core.py), so the projector itself never changes the model's state. libmtmd is not thread-safe:
-one projector, one worker thread.
+`Projector` opens an mmproj for a loaded model. `Projector.tokenize(text, media)` splits a prompt
+holding one media marker per clip or picture into text tokens and media chunks; the engine
+evaluates them (core.py), so the projector itself never changes the model's state. libmtmd is not
+thread-safe: one projector, one worker thread.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from edge.audio_format import MAX_CLIP_SECONDS, SAMPLE_RATE
-from edge.errors import AudioError, ModelFileError
+from edge.errors import AudioError, ImageError, ModelFileError
 from edge.model.gguf import inspect_gguf
+from edge.vision.images import IMAGE_TOKEN_BUDGETS, Picture, check_budget, fit_to_budget
 
 # libmtmd aborts the whole process on a 1-sample buffer and fails on a 30 s split whose tail is
 # too short to frame; 100 ms is well above both limits and below any real utterance.
@@ -41,6 +42,7 @@ class MediaPiece:
     n_tokens: int  # embeddings it decodes into
     n_pos: int  # context positions it takes
     kind: str  # "audio" | "image"
+    id: str | None = None  # a picture's digest (Picture.digest): the same picture is found in the cache by it
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +122,11 @@ class Projector:
         params.print_timings = False
         params.warmup = True
         params.flash_attn_type = flash_attn_type
+        # Pictures arrive already sized to their budget (fit_image): libmtmd must take them as they
+        # are, neither growing a small budget's picture to its default minimum of 70 tokens nor
+        # shrinking below the model's largest budget.
+        params.image_min_tokens = 1
+        params.image_max_tokens = IMAGE_TOKEN_BUDGETS[-1]
         _route_logs(m)
         # libmtmd prints an "audio is experimental" warning straight to stderr on every load, past
         # the log callback: silence the C streams unless the model was loaded verbose.
@@ -159,27 +166,46 @@ class Projector:
                 "E2B/E4B mmproj that carries one (projector gemma4a)"
             )
 
-    @contextlib.contextmanager
-    def tokenize(self, text: str, clips: Sequence[np.ndarray | EncodedAudio], *, add_bos: bool) -> Iterator[list]:
-        """The prompt `text` (one marker per clip) as TextPiece/MediaPiece items, valid inside the `with`."""
-        if text.count(self.marker) != len(clips):
-            raise AudioError(
-                f"the prompt must hold the media marker {self.marker!r} once per clip "
-                f"({len(clips)}), found {text.count(self.marker)}"
+    def require_vision(self) -> None:
+        if not self.supports_vision:
+            raise ImageError(
+                f"{self.path.name} has no vision encoder; run `edge-gemma setup` to get the Gemma 4 "
+                "E2B/E4B mmproj that carries one (projector gemma4v)"
             )
-        if clips:
-            self.require_audio()
+
+    @functools.cached_property
+    def image_align(self) -> int:
+        """The side of the square of pixels one image token stands for (patch x pooling: 48 on Gemma 4)."""
+        metadata = inspect_gguf(self.path).metadata
+        patch = int(metadata.get("clip.vision.patch_size", 16) or 16)
+        return patch * int(metadata.get("clip.vision.projector.scale_factor", 3) or 3)
+
+    def fit_image(self, picture: Picture, tokens: int) -> Picture:
+        """The picture sized to use `tokens` image tokens (at most); what `tokenize` takes."""
+        self.require_vision()
+        return fit_to_budget(picture, check_budget(tokens), self.image_align)
+
+    def image_tokens(self, picture: Picture) -> int:
+        """Context positions a fitted picture takes (its begin/end markers are text tokens)."""
+        return (picture.width // self.image_align) * (picture.height // self.image_align)
+
+    @contextlib.contextmanager
+    def tokenize(
+        self, text: str, media: Sequence[np.ndarray | EncodedAudio | Picture], *, add_bos: bool
+    ) -> Iterator[list]:
+        """The prompt `text` (one marker per clip or picture) as TextPiece/MediaPiece items, valid inside
+        the `with`. Pictures must come through `fit_image`."""
+        if text.count(self.marker) != len(media):
+            raise AudioError(
+                f"the prompt must hold the media marker {self.marker!r} once per clip or picture "
+                f"({len(media)}), found {text.count(self.marker)}"
+            )
         m = self._m
         bitmaps = []
         chunks = m.mtmd_input_chunks_init()
         try:
-            for clip in clips:
-                samples = check_pcm(clip.pcm if isinstance(clip, EncodedAudio) else clip)
-                bitmap = m.mtmd_bitmap_init_from_audio(
-                    samples.size, samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-                )
-                if not bitmap:
-                    raise AudioError("libmtmd could not take the audio buffer")
+            for item in media:
+                bitmap = self._picture_bitmap(item) if isinstance(item, Picture) else self._audio_bitmap(item)
                 bitmaps.append(bitmap)
             prompt = m.mtmd_input_text()
             raw = text.encode()
@@ -194,6 +220,30 @@ class Projector:
             m.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
                 m.mtmd_bitmap_free(bitmap)
+
+    def _audio_bitmap(self, clip: np.ndarray | EncodedAudio):
+        self.require_audio()
+        samples = check_pcm(clip.pcm if isinstance(clip, EncodedAudio) else clip)
+        bitmap = self._m.mtmd_bitmap_init_from_audio(
+            samples.size, samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        )
+        if not bitmap:
+            raise AudioError("libmtmd could not take the audio buffer")
+        return bitmap
+
+    def _picture_bitmap(self, picture: Picture):
+        self.require_vision()
+        align = self.image_align
+        if picture.width % align or picture.height % align or self.image_tokens(picture) > IMAGE_TOKEN_BUDGETS[-1]:
+            raise ImageError(f"{picture.name} was not sized to a token budget: pass it through Projector.fit_image")
+        rgb = np.ascontiguousarray(picture.rgb, dtype=np.uint8)
+        bitmap = self._m.mtmd_bitmap_init(
+            picture.width, picture.height, rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        )
+        if not bitmap:
+            raise ImageError(f"libmtmd could not take {picture.name}")
+        self._m.mtmd_bitmap_set_id(bitmap, picture.digest.encode())
+        return bitmap
 
     def encode_audio(self, pcm: np.ndarray) -> np.ndarray:
         """The audio encoder's output for one clip (at most 30 s): (tokens, embedding) float32, a copy.
@@ -231,11 +281,14 @@ class Projector:
             n = ctypes.c_size_t()
             ptr = m.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
             return TextPiece([ptr[j] for j in range(n.value)])
+        audio = kind == m.MTMD_INPUT_CHUNK_TYPE_AUDIO
+        chunk_id = None if audio else m.mtmd_input_chunk_get_id(chunk)
         return MediaPiece(
             chunk,
             int(m.mtmd_input_chunk_get_n_tokens(chunk)),
             int(m.mtmd_input_chunk_get_n_pos(chunk)),
-            "audio" if kind == m.MTMD_INPUT_CHUNK_TYPE_AUDIO else "image",
+            "audio" if audio else "image",
+            chunk_id.decode() if chunk_id else None,
         )
 
 

@@ -1,0 +1,84 @@
+"""The `ask` command: one question about a spoken clip, pictures or a camera frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edge.cli import options
+
+
+@click.command()
+@click.argument("question", required=False, default="")
+@click.option("-a", "--audio", "audio_file", type=click.Path(path_type=Path), help="WAV, FLAC or MP3 file, up to 30 s.")
+@click.option(
+    "-i",
+    "--image",
+    "image_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A picture (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat for more.",
+)
+@click.option(
+    "--camera",
+    help="Take one frame: a camera index (0), /dev/videoN, 'picamera2', a video file or a folder of images.",
+)
+@click.option(
+    "--image-tokens",
+    type=click.IntRange(1, 1120),
+    help="Image tokens per picture (Gemma 4: 70, 140, 280, 560, 1120). Default: the device profile's.",
+)
+@options.audio_model_options
+@click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@options.as_json
+def ask(
+    question,
+    audio_file,
+    image_files,
+    camera,
+    image_tokens,
+    model,
+    mmproj,
+    device_name,
+    n_ctx,
+    n_threads,
+    llama_log,
+    max_tokens,
+    as_json,
+):
+    """Answer a QUESTION about pictures or a spoken clip (or the question the clip asks).
+
+    More image tokens see more detail and cost more time: the vision encoder and the prompt
+    both grow with them (on a Pi 5, seconds at 70, minutes at 1120; docs/performance.md).
+
+    \b
+    Examples:
+      edge-gemma ask --image photo.jpg "What is on the table?"
+      edge-gemma ask -i before.png -i after.png "What changed?"
+      edge-gemma ask --image receipt.jpg --image-tokens 560 "What is the total?"
+      edge-gemma ask --camera 0 "What am I holding?"
+      edge-gemma ask --audio question.wav
+      edge-gemma ask --audio doorbell.flac "What sound is this?" --json
+    """
+    from edge.ask import answer, gather
+    from edge.cli.output import format_stats
+    from edge.launch import load_model, prepare_run
+    from edge.model.engine import GEMMA_SAMPLING
+
+    inputs = gather(question, audio=audio_file, images=image_files, camera=camera)  # before any load
+    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads, "image_tokens": image_tokens})
+    with load_model(plan, verbose=llama_log, projector="media", mmproj=mmproj) as loaded:
+        reply = answer(loaded, inputs, sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens))
+        for piece in reply.generation:
+            if not as_json:
+                click.echo(piece, nl=False)
+        if as_json:
+            click.echo(json.dumps(reply.summary(), indent=2))
+            return
+        click.echo()
+        seen = ", ".join(
+            f"{p.width}x{p.height} -> {n} image tokens" for p, n in zip(reply.pictures, reply.image_tokens)
+        )
+        click.echo(format_stats(reply.generation.stats, loaded) + (f" [{seen}]" if seen else ""), err=True)

@@ -1,0 +1,1 @@
+"""What the model sees: pictures from files, bytes and cameras, sized to an image-token budget."""
