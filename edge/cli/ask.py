@@ -25,11 +25,7 @@ from edge.cli import options
     "--camera",
     help="Take one frame: a camera index (0), /dev/videoN, 'picamera2', a video file or a folder of images.",
 )
-@click.option(
-    "--image-tokens",
-    type=click.IntRange(1, 1120),
-    help="Image tokens per picture (Gemma 4: 70, 140, 280, 560, 1120). Default: the device profile's.",
-)
+@options.image_tokens
 @options.audio_model_options
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @options.as_json

@@ -83,6 +83,15 @@ audio_model_options = apply(
 )
 
 
+# Image tokens per picture: ask and serve.
+image_tokens = click.option(
+    "--image-tokens",
+    type=click.IntRange(1, 1120),
+    help="Image tokens per picture (Gemma 4: 70, 140, 280, 560, 1120); more sees finer detail and costs "
+    "more time. Default: the device profile's.",
+)
+
+
 # The voice the board speaks with: voice, serve (/v1/audio/speech) and wyoming (TTS) alike.
 tts = click.option(
     "--tts",

@@ -26,6 +26,7 @@ API_KEY_ENV = "EDGE_GEMMA_API_KEY"
 )
 @click.option("--max-body-mb", type=click.IntRange(1, 2048), default=50, show_default=True)
 @click.option("--max-audio-seconds", type=click.FloatRange(1, 3600), default=600, show_default=True)
+@options.image_tokens
 @click.option(
     "-n",
     "--max-tokens",
@@ -50,14 +51,15 @@ def serve(
     max_queue,
     max_body_mb,
     max_audio_seconds,
+    image_tokens,
     max_tokens,
     tts,
     tts_voice,
     root,
 ):
-    """Serve the model over an OpenAI-compatible HTTP API, audio in and out included.
+    """Serve the model over an OpenAI-compatible HTTP API, audio and pictures in, audio out.
 
-    Endpoints: /v1/chat/completions (text and input_audio parts, tool calls, streaming),
+    Endpoints: /v1/chat/completions (text, image_url as data: URLs, input_audio, tool calls, streaming),
     /v1/completions, /v1/audio/transcriptions (Gemma 4 writes down the speech), /v1/audio/speech
     (the board's voice), /v1/models, /health, /metrics.
     One model, one worker: requests queue for it; a full queue answers 503.
@@ -76,7 +78,8 @@ def serve(
 
     check_port_free(host, port)  # before the model loads
     voice_backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads}, root=root)
+    overrides = {"n_ctx": n_ctx, "n_threads": n_threads, "image_tokens": image_tokens}
+    plan = prepare_run(model, device_name, overrides, root=root)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
     if not is_loopback(host) and not api_key:

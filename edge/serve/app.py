@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge.errors import AudioError, ContextFullError, EdgeError, UsageError
+from edge.errors import AudioError, ContextFullError, EdgeError, ImageError, UsageError
 from edge.serve import openai_api as api
 from edge.serve import tasks
 from edge.serve.metrics import Metrics
@@ -135,7 +136,8 @@ def _add_model_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig) ->
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest):
         _check_model(body.model, config)
-        messages, audio = api.parse_messages(body, max_audio_seconds=config.max_audio_seconds)
+        # Decoding audio and pictures takes a while for a large file: off the event loop.
+        messages, audio = await run_in_threadpool(api.parse_messages, body, max_audio_seconds=config.max_audio_seconds)
         tools = body.tool_setup()
         sampling = body.sampling(config.default_max_tokens)
         job = _submit(worker, lambda job: tasks.chat(worker.resources, messages, audio, sampling, job, tools))
@@ -250,6 +252,8 @@ def _as_api_error(exc: Exception) -> ApiError:
         return ApiError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, AudioError):
         return ApiError(400, str(exc), code="invalid_audio")
+    if isinstance(exc, ImageError):
+        return ApiError(400, str(exc), code="invalid_image")
     if isinstance(exc, UsageError):  # e.g. tools for a model whose template has none
         return ApiError(400, str(exc))
     if isinstance(exc, EdgeError):

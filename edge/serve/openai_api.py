@@ -18,14 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.audio.files import decode_audio
 from edge.audio_format import SAMPLE_RATE
-from edge.errors import AudioError
+from edge.errors import AudioError, ImageError
 from edge.model.chat_format import Message
 from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.serve.api_error import ApiError
 from edge.serve.openai_tools import calls_json, merge_tool_turns, tool_setup
 from edge.serve.tasks import Completion
+from edge.vision.images import IMAGE_TOKEN_BUDGETS, MAX_IMAGE_BYTES, Picture, decode_image
 
 AUDIO_FORMATS = ("wav", "mp3", "flac")
+MAX_IMAGES = 8  # per request: each is a vision-encoder run, seconds to minutes on a small board
+LOW_DETAIL_TOKENS = IMAGE_TOKEN_BUDGETS[0]
+MEDIA_MARKER = "<__media__>"  # libmtmd's default marker (mtmd_default_marker)
 
 
 class _Request(BaseModel):
@@ -81,12 +85,20 @@ class CompletionRequest(_Request):
 
 
 def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[list[Message], np.ndarray | None]:
-    """Our messages, and the audio of the last user message (16 kHz mono) if it has any."""
+    """Our messages, and the audio of the last user message (16 kHz mono) if it has any. A user
+    message's pictures go in its "images": (Picture, image tokens or None for the server's budget)."""
     messages: list[dict] = []
     audio: np.ndarray | None = None
+    shown = 0
     for index, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
-        text, clips = _content(message.content, f"messages[{index}].content", max_audio_seconds)
+        param = f"messages[{index}].content"
+        text, clips, pictures = _content(message.content, param, max_audio_seconds)
+        if pictures and role != "user":
+            raise ApiError(400, "images are taken in user messages only", param=param)
+        shown += len(pictures)
+        if shown > MAX_IMAGES:
+            raise ApiError(400, f"at most {MAX_IMAGES} images per request; send fewer", param=param)
         if clips and (index != len(request.messages) - 1 or role != "user"):
             raise ApiError(
                 400,
@@ -105,6 +117,7 @@ def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[l
                 )
         messages.append(
             {"role": role, "content": text, "tool_calls": message.tool_calls, "tool_call_id": message.tool_call_id}
+            | ({"images": pictures} if pictures else {})
         )
     merged = merge_tool_turns(messages)
     if not (merged[-1]["role"] == "user" or merged[-1].get("tool_responses")):
@@ -112,28 +125,66 @@ def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[l
     return merged, audio
 
 
-def _content(content, param: str, max_audio_seconds: float) -> tuple[str, list[np.ndarray]]:
+def _content(content, param: str, max_audio_seconds: float) -> tuple[str, list[np.ndarray], list]:
     if content is None or isinstance(content, str):
-        return content or "", []
-    texts, clips = [], []
+        return _plain(content or "", param), [], []
+    texts, clips, pictures = [], [], []
     for i, part in enumerate(content):
         kind = part.get("type")
         if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
+            texts.append(_plain(part["text"], f"{param}[{i}]"))
         elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
             clips.append(decode_input_audio(part["input_audio"], f"{param}[{i}]", max_audio_seconds))
-        elif kind == "image_url":
-            raise ApiError(
-                400,
-                "images are not taken by this server yet; send text and audio",
-                param=f"{param}[{i}]",
-                code="unsupported_content",
-            )
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict | str):
+            pictures.append(decode_image_url(part["image_url"], f"{param}[{i}]"))
         else:
             raise ApiError(
-                400, f"content part of type {kind!r} is not understood; use text or input_audio", param=f"{param}[{i}]"
+                400,
+                f"content part of type {kind!r} is not understood; use text, image_url or input_audio",
+                param=f"{param}[{i}]",
             )
-    return "\n".join(texts), clips
+    return "\n".join(texts), clips, pictures
+
+
+def _plain(text: str, param: str) -> str:
+    """Text as the user wrote it: the projector's media marker would be taken for a picture."""
+    if MEDIA_MARKER in text:
+        raise ApiError(400, f"text may not contain {MEDIA_MARKER!r} (it marks where media goes)", param=param)
+    return text
+
+
+def decode_image_url(part: dict | str, param: str) -> tuple[Picture, int | None]:
+    """An image_url part: a data: URL's picture, and its budget (detail "low": the smallest)."""
+    url = part if isinstance(part, str) else part.get("url")
+    detail = None if isinstance(part, str) else part.get("detail")
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, "image_url needs a url: data:image/png;base64,...", param=param)
+    if not url.startswith("data:"):
+        raise ApiError(
+            400,
+            "this server never fetches URLs: send the image's bytes as a data URL (data:image/jpeg;base64,...)",
+            param=param,
+            code="image_url_not_fetched",
+        )
+    header, comma, data = url.partition(",")
+    if not comma or not header.endswith(";base64") or not header[5:].startswith("image/"):
+        raise ApiError(400, "an image data URL must be data:image/<type>;base64,<bytes>", param=param)
+    if len(data) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ApiError(
+            413, f"the image is over {MAX_IMAGE_BYTES >> 20} MiB; shrink it", param=param, code="image_too_large"
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "the image data URL is not valid base64", param=param) from None
+    try:
+        picture = decode_image(raw, name="the image_url data")
+    except ImageError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_image") from None
+    if detail not in (None, "auto", "low", "high"):
+        raise ApiError(400, "image_url detail must be low, high or auto", param=param)
+    # "high" gets the server's budget, never more: on a small board the operator sets the cost.
+    return picture, LOW_DETAIL_TOKENS if detail == "low" else None
 
 
 def decode_input_audio(part: dict, param: str, max_audio_seconds: float) -> np.ndarray:
@@ -165,10 +216,14 @@ def new_id(prefix: str) -> str:
 
 
 def usage(c: Completion) -> dict:
+    details = {"cached_tokens": c.prompt_reused}
+    if c.image_tokens:
+        details["image_tokens"] = c.image_tokens  # not in OpenAI's shape (which counts no images): ours
     return {
         "prompt_tokens": c.prompt_tokens,
         "completion_tokens": c.completion_tokens,
         "total_tokens": c.prompt_tokens + c.completion_tokens,
+        "prompt_tokens_details": details,
     }
 
 

@@ -75,6 +75,8 @@ def merge_tool_turns(messages: list[dict]) -> list[Message]:
             out[-1]["content"] = m["content"]  # the text the model wrote after the results: same turn
             continue
         message: Message = {"role": role, "content": m["content"]}
+        if m.get("images"):
+            message["images"] = m["images"]
         if role == "assistant" and m.get("tool_calls"):
             message["tool_calls"] = [
                 _call(call, f"messages[{index}].tool_calls[{j}]", names) for j, call in enumerate(m["tool_calls"])

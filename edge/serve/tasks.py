@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.audio_format import SAMPLE_RATE
-from edge.errors import AudioError
+from edge.errors import AudioError, ImageError
 from edge.model.chat_format import Message
 from edge.model.context_budget import fit_history
-from edge.model.conversation import Conversation
+from edge.model.conversation import Conversation, count_prompt, media_of, with_pictures
 from edge.model.engine import Generation, LoadedModel, Sampling
 from edge.model.tool_calls import ToolCall
 from edge.model.tool_turn import ToolSetup, ToolTurn
 from edge.serve.worker import Job
+from edge.vision.images import Picture
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Completion:
     prompt_reused: int = 0  # prompt tokens found in the KV cache
     tool_calls: list[ToolCall] = field(default_factory=list)
     audio_seconds: float = 0.0
+    image_tokens: int = 0  # the prompt's, over every picture it kept
     dropped_turns: int = 0
     kept_history: list[Message] = field(default_factory=list)  # the earlier messages the prompt kept
 
@@ -53,8 +55,10 @@ def chat(
     tools: ToolSetup | None = None,
 ):
     """A chat reply; `audio` (16 kHz mono) belongs to the last user message, whose text is the instruction.
+    User messages may show pictures ("images": (Picture, budget) pairs, as parsed).
     With `tools`, the reply may be calls: each one is emitted as a ("call", ToolCall) event."""
     *earlier, last = messages
+    earlier, pictures = _shown(loaded, earlier), _fitted(loaded, last.get("images", ()))
     cancelled = job.cancelled.is_set
     if tools is not None:
         if audio is not None:
@@ -65,8 +69,9 @@ def chat(
         generation = conversation.reply(
             last["content"],
             sampling,
+            images=pictures,
             what="the messages",
-            fix="send fewer or shorter messages, or start the server with a larger --ctx",
+            fix="send fewer or shorter messages or pictures, or start the server with a larger --ctx",
             cancelled=cancelled,
         )
     else:
@@ -75,29 +80,58 @@ def chat(
         _require_ears(loaded)
         conversation = AudioConversation(loaded, system_prompt="")
         conversation.history = earlier
-        generation = conversation.reply(audio, instruction=last["content"], sampling=sampling, cancelled=cancelled)
+        generation = conversation.reply(
+            audio, instruction=last["content"], images=pictures, sampling=sampling, cancelled=cancelled
+        )
     completion = _stream(generation, job)
     completion.audio_seconds = len(audio) / SAMPLE_RATE if audio is not None else 0.0
     fit = conversation.last_fit
     completion.dropped_turns = fit.dropped_turns if fit else 0
     completion.kept_history = list(conversation.history)
+    completion.image_tokens = _image_tokens(loaded, conversation.history + [{"images": pictures}])
     return completion
+
+
+def _shown(loaded: LoadedModel, messages: list[Message]) -> list[Message]:
+    """Messages whose pictures are fitted to their budgets, with a marker for each before the text."""
+    return [
+        {**m, **with_pictures(m["content"], _fitted(loaded, m["images"]), loaded.projector.marker)}
+        if "images" in m
+        else m
+        for m in messages
+    ]
+
+
+def _fitted(loaded: LoadedModel, shown) -> list[Picture]:
+    """(Picture, budget) pairs as parsed -> pictures sized to their budgets (None: the server's)."""
+    if shown and (loaded.projector is None or not loaded.projector.supports_vision):
+        raise ImageError(
+            "this server's model cannot see: start it with a Gemma 4 E2B/E4B model and its --mmproj "
+            "(edge-gemma setup installs both)"
+        )
+    return [loaded.fit_image(picture, tokens) for picture, tokens in shown]
+
+
+def _image_tokens(loaded: LoadedModel, messages: list[Message]) -> int:
+    pictures = [p for p in media_of(messages) if isinstance(p, Picture)]
+    return sum(loaded.projector.image_tokens(p) for p in pictures) if pictures else 0
 
 
 def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, sampling: Sampling, job: Job):
     """The messages fitted to the context with the declarations counted, then a tool turn streamed."""
     declarations = tools.declarations()
-    *earlier, last = messages
+    *earlier, last = _shown(loaded, messages)
     fitted = fit_history(
         earlier,
         last,
         n_ctx=loaded.n_ctx,
         reserve=min(sampling.max_tokens, loaded.n_ctx // 2),
-        count_tokens=lambda m: loaded.count_tokens(loaded.chat_prompt(m, tools=declarations).text),
+        count_tokens=lambda m: count_prompt(loaded, m, declarations),
         what="the messages and tools",
         fix="send fewer or shorter messages or tools, or start the server with a larger --ctx",
     )
-    turn = ToolTurn.chat(loaded, fitted.history + [last], tools, sampling, cancelled=job.cancelled.is_set)
+    shown = fitted.history + [last]
+    turn = ToolTurn.chat(loaded, shown, tools, sampling, clips=media_of(shown), cancelled=job.cancelled.is_set)
     events = iter(turn)
     try:
         for kind, value in events:
@@ -116,6 +150,7 @@ def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, 
         dropped_turns=fitted.dropped_turns,
         kept_history=fitted.history,
         tool_calls=reply.calls,
+        image_tokens=_image_tokens(loaded, shown),
     )
 
 
