@@ -126,6 +126,11 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
             f"{source}: type_v = {data['type_v']!r} needs flash_attn = true "
             "(llama.cpp quantizes the V cache only with flash attention)"
         )
+    if data["image_tokens"] * 2 > data["n_ctx"]:
+        raise ProfileError(
+            f"{source}: image_tokens ({data['image_tokens']}) must leave the conversation at least half of n_ctx "
+            f"({data['n_ctx']}): lower it or raise n_ctx"
+        )
     if data["lazy_mode"] != "off" and data["load_mode"] not in ("mmap", "mmap+mlock"):
         raise ProfileError(f"{source}: lazy_mode = {data['lazy_mode']!r} needs load_mode mmap or mmap+mlock")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -171,6 +171,9 @@ def child(args: argparse.Namespace) -> None:
             out["anon_before_image"] = memory_now()["RssAnon"]
             picture = projector.fit_image(photo(), args.budget)
             prompt = loaded.chat_prompt([{"role": "user", "content": projector.marker + "What is this?"}]).text
+            # A first prefill pays one-time costs (graph allocation, the first per-layer rows read):
+            # warm up on text, so the figures are the picture's own.
+            engine.extend_tokens([loaded.llama.token_bos()] + list(range(1000, 1128)))
             t = time.perf_counter()
             r = engine.prefill(prompt, [picture], fresh=True)
             total = time.perf_counter() - t
@@ -494,14 +497,16 @@ def draw_listening(data: dict, path: Path, seconds: int = 5) -> None:
     plt.close(fig)
 
 
-def predicted(model: Path, *, ctx: int, ubatch: int, lazy: str, mmproj: Path | None) -> dict[str, int]:
+def predicted(
+    model: Path, *, ctx: int, ubatch: int, lazy: str, mmproj: Path | None, image_tokens: int = 70
+) -> dict[str, int]:
     """What `edge-gemma plan`'s arithmetic (check_fits) says this process needs, line by line."""
     from edge.device.info import nominal_device
     from edge.model.gguf import inspect_gguf
     from edge.model.memory import check_fits
     from edge.settings import RunSettings
 
-    settings = RunSettings(n_ctx=ctx, n_batch=512, n_ubatch=ubatch, lazy_mode=lazy)
+    settings = RunSettings(n_ctx=ctx, n_batch=512, n_ubatch=ubatch, lazy_mode=lazy, image_tokens=image_tokens)
     fit = check_fits(inspect_gguf(model), settings, nominal_device("pc", 24), mmproj.stat().st_size if mmproj else 0)
     return {line.label: line.bytes for line in fit.lines if line.bytes}
 
@@ -537,16 +542,23 @@ def cgroup() -> dict:
     if not (CGROUP / "memory.limit_in_bytes").exists() or os.geteuid() != 0:
         return {"error": "needs root and a cgroup v1 memory controller at /sys/fs/cgroup/memory"}
     profiles, out = load_profiles(), {}
-    # Each board in its budget; then the 4 GB plan without lazy PLE, and in no more than the plan's
-    # own figure for the process (what it claims the model, projector and buffers need).
-    runs = [(name, None, "budget") for name in CGROUP_PROFILES] + [("pi5-4gb", "off", "budget")]
-    runs += [("pi5-4gb", None, "plan")]
-    for name, lazy_override, limit_from in runs:
+    # Each board in its budget with a 30 s audio turn; then the 4 GB plan without lazy PLE, in no more
+    # than the plan's own figure for the process (what it claims the model, projector and buffers
+    # need), and with a picture at its profile's image-token budget instead of audio.
+    runs = [(name, None, "budget", "audio30") for name in CGROUP_PROFILES] + [("pi5-4gb", "off", "budget", "audio30")]
+    runs += [
+        ("pi5-4gb", None, "plan", "audio30"),
+        ("pi5-4gb", None, "budget", "image"),
+        ("pi5-4gb", None, "plan", "image"),
+    ]
+    for name, lazy_override, limit_from, task in runs:
         p = profiles[name]
         quant = next(q for q in p.quants if text_file(p.model, q).exists())
         mm = next(mmproj_file(p.model, q) for q in p.mmproj_quants if mmproj_file(p.model, q).exists())
         lazy = lazy_override or p.lazy_mode
-        plan = predicted(text_file(p.model, quant), ctx=p.n_ctx, ubatch=p.n_ubatch, lazy=lazy, mmproj=mm)
+        plan = predicted(
+            text_file(p.model, quant), ctx=p.n_ctx, ubatch=p.n_ubatch, lazy=lazy, mmproj=mm, image_tokens=p.image_tokens
+        )
         limit = p.memory_gb * GIB - p.os_headroom_mb * MIB if limit_from == "budget" else sum(plan.values())
         group = CGROUP / f"edge-proof-{os.getpid()}"
         group.mkdir()
@@ -556,7 +568,14 @@ def cgroup() -> dict:
             _drop_from_page_cache(text_file(p.model, quant), mm)
             start = time.perf_counter()
             r = run_child(
-                text_file(p.model, quant), "audio30", ctx=p.n_ctx, ubatch=p.n_ubatch, lazy=lazy, mmproj=mm, cgroup=group
+                text_file(p.model, quant),
+                task,
+                ctx=p.n_ctx,
+                ubatch=p.n_ubatch,
+                lazy=lazy,
+                mmproj=mm,
+                budget=p.image_tokens if task == "image" else 0,
+                cgroup=group,
             )
             r["wall_s"] = time.perf_counter() - start
             stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines())
@@ -576,6 +595,8 @@ def cgroup() -> dict:
                     )
                 ),
                 limit_from=limit_from,
+                turn=task,
+                image_tokens=p.image_tokens,
                 predicted=plan,
             )
         finally:
@@ -585,7 +606,7 @@ def cgroup() -> dict:
                     break
                 except OSError:
                     time.sleep(0.1)
-        out[f"{name}-lazy_{lazy}-{limit_from}"] = r
+        out[f"{name}-lazy_{lazy}-{limit_from}" + ("-image" if task == "image" else "")] = r
         print(
             f"cgroup {name} lazy {lazy}: rc {r['returncode']}, max {r['max_usage'] / MIB:.0f} of {limit / MIB:.0f} MiB",
             flush=True,
@@ -617,7 +638,12 @@ def repredict(results: dict) -> None:
             p = profiles[r["profile"]]
             model = text_file(p.model, r["quant"])
             r["predicted"] = predicted(
-                model, ctx=r["n_ctx"], ubatch=p.n_ubatch, lazy=r["lazy"], mmproj=MODELS / r["mmproj"]
+                model,
+                ctx=r["n_ctx"],
+                ubatch=p.n_ubatch,
+                lazy=r["lazy"],
+                mmproj=MODELS / r["mmproj"],
+                image_tokens=p.image_tokens,
             )
 
 

@@ -151,3 +151,41 @@ def test_a_ringing_timer_reaches_the_pulseaudio_null_sink(conversation, null_sin
     assert loop.rung == ["eggs"]
     loud = np.nonzero(frame_levels(rec.audio[start:]) > -35)[0]
     assert len(loud) > 50  # half a second and more of speech came out of the sink
+
+
+def test_the_camera_tool_needs_a_camera_and_all_leaves_it_out_without_one(tmp_path):
+    assert "look" not in [s.name for s in Toolbox("all").specs]
+    assert "look" in [s.name for s in Toolbox("all", camera=str(tmp_path)).specs]
+    with pytest.raises(UsageError, match="--camera"):
+        Toolbox("camera")
+    result = Toolbox("camera", camera=str(tmp_path / "gone")).run(ToolCall("look", {}))
+    assert "no camera" in result["error"]  # the model hears what went wrong; nothing crashes
+
+
+def test_a_forced_look_shows_one_frame_to_the_model_in_the_same_turn(conversation, tmp_path):
+    from PIL import Image
+
+    from edge.model.engine.core import _picture_keys
+    from edge.model.tool_turn import SHOWN_BELOW
+    from edge.vision.images import read_image
+
+    conversation.forget()
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.random((240, 320, 3)) * 255).astype(np.uint8)).save(tmp_path / "frame.png")
+    box = Toolbox("camera", camera=str(tmp_path))  # a folder of images stands in for the camera
+    stream = np.concatenate([silence(0.5), speech("What am I holding?"), silence(1.5)])
+    loop = VoiceLoop(conversation, ArraySource(stream), sampling=GREEDY.with_(max_tokens=24), toolbox=box)
+    loop.settings.tool_choice = "look"
+    [turn] = loop.run()
+    assert turn.tool_calls and all(c == "look({})" for c in turn.tool_calls)
+    # The frame went into the KV cache after the call's result, whole, in the same model turn.
+    loaded = conversation.loaded
+    frame = loaded.fit_image(read_image(tmp_path / "frame.png"))
+    keys = _picture_keys(frame.digest, loaded.projector.image_tokens(frame))
+    cached = loaded.engine.cached
+    start = cached.index(keys[0])
+    assert cached[start : start + len(keys)] == keys
+    # The history names the picture; it is not kept (the next question does not pay for it again).
+    answer = conversation.history[-1]
+    assert answer["tool_responses"][0]["response"] == {"picture": SHOWN_BELOW}
+    assert "images" not in answer

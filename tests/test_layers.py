@@ -12,10 +12,10 @@ LAYERS = [
     {"device"},
     {"profiles"},
     {"settings", "tuned"},
-    {"model", "audio"},
+    {"model", "audio", "vision"},
     {"setup"},
     {"launch", "assist"},
-    {"bench", "voice"},
+    {"bench", "voice", "ask"},
     {"serve"},
     {"cli"},
 ]

@@ -503,3 +503,87 @@ def test_speech_refuses_what_it_cannot_make(text_server):
         with pytest.raises(APIStatusError) as err:
             openai.audio.speech.create(**ask)
         assert err.value.status_code in (400, 422) and err.value.body["message"]
+
+
+# -- pictures ----------------------------------------------------------------------------------------
+
+
+def _data_url(image, fmt="PNG") -> str:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _photo(width=400, height=300):
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+def test_image_url_answers_with_its_image_tokens_and_the_picture_stays_cached(audio_server):
+    from edge.vision.images import budget_size
+
+    openai = client(audio_server, KEY)
+    model = openai.models.list().data[0].id
+    shown = {"type": "image_url", "image_url": {"url": _data_url(_photo())}}
+    asked = [{"role": "user", "content": [shown, {"type": "text", "text": "What is this?"}]}]
+    first = openai.chat.completions.create(model=model, messages=asked, max_tokens=3)
+    w, h = budget_size(400, 300, 140, 48)  # the generic profile's budget
+    tokens = (w // 48) * (h // 48)
+    assert first.usage.prompt_tokens_details.image_tokens == tokens
+    assert first.usage.prompt_tokens > tokens
+    # The next turn re-sends the picture, as chat clients do: found in the KV cache, not evaluated again.
+    follow_up = asked + [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And the colours?"},
+    ]
+    second = openai.chat.completions.create(model=model, messages=follow_up, max_tokens=3)
+    assert second.usage.prompt_tokens_details.image_tokens == tokens
+    assert second.usage.prompt_tokens_details.cached_tokens > tokens
+    low = {"type": "image_url", "image_url": {"url": _data_url(_photo(), "JPEG"), "detail": "low"}}
+    stream = openai.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": [low]}],
+        max_tokens=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = [chunk.usage for chunk in stream if chunk.usage][-1]
+    w, h = budget_size(400, 300, 70, 48)
+    assert usage.prompt_tokens_details.image_tokens == (w // 48) * (h // 48)
+
+
+def test_bad_images_are_400s_that_say_what_to_send(audio_server, text_server):
+    url = audio_server.url + "/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def ask(image_url, role="user", server_url=url):
+        part = {"type": "image_url", "image_url": image_url}
+        return httpx.post(server_url, json={"messages": [{"role": role, "content": [part]}]}, headers=auth, timeout=60)
+
+    never = error_of(ask({"url": "https://example.com/cat.jpg"}), 400)
+    assert never["code"] == "image_url_not_fetched" and "data URL" in never["message"]
+    assert "data URL" in error_of(ask({"url": "file:///etc/passwd"}), 400)["message"]
+    text = "data:image/png;base64," + base64.b64encode(b"hello, I am text").decode()
+    assert error_of(ask({"url": text}), 400)["code"] == "invalid_image"
+    whole = _data_url(_photo())
+    cut = whole[: len(whole) // 2]
+    cut = cut[: len(cut) - len(cut) % 4]
+    assert "truncated" in error_of(ask({"url": cut}), 400)["message"]
+    assert "base64" in error_of(ask({"url": "data:image/png;base64,@@@"}), 400)["message"]
+    assert error_of(ask({"url": "data:text/plain;base64,aGk="}), 400)["param"] == "messages[0].content[0]"
+    assert "detail" in error_of(ask({"url": whole, "detail": "huge"}), 400)["message"]
+    assert "user messages" in error_of(ask({"url": whole}, role="system"), 400)["message"]
+    many = [{"type": "image_url", "image_url": {"url": whole}}] * 9
+    body = {"messages": [{"role": "user", "content": many}]}
+    assert "at most" in error_of(httpx.post(url, json=body, headers=auth), 400)["message"]
+    # A text-only model: the picture is refused, not dropped.
+    small = _data_url(_photo(40, 30))
+    assert (
+        "cannot see"
+        in error_of(ask({"url": small}, server_url=text_server.url + "/v1/chat/completions"), 400)["message"]
+    )
+    assert ask({"url": whole}).status_code == 200  # and the server is fine

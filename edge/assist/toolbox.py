@@ -1,5 +1,6 @@
 """The voice loop's own tools, for a speaker with no Home Assistant: the time and date, timers,
-a calculator. Each is a ToolSpec the model sees and a function that answers its call.
+a calculator, and a camera to look through. Each is a ToolSpec the model sees and a function that
+answers its call.
 
 Timers run on the audio stream's clock (seconds of sound heard), so a file read faster than real
 time rings them as a microphone would have, and a test need not wait. The loop asks `due()` between
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.errors import UsageError
+from edge.errors import ImageError, UsageError
 from edge.model.tool_calls import ToolCall, ToolSpec
 
 MAX_TIMER_SECONDS = 24 * 3600
@@ -144,6 +145,14 @@ _SPECS = {
             {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
         )
     ],
+    "camera": [
+        ToolSpec(
+            "look",
+            "Take one picture with the camera and look at it: for what the user is holding or showing, "
+            "or what is in front of you",
+            {"type": "object", "properties": {}},
+        )
+    ],
 }
 TOOL_GROUPS = tuple(_SPECS)
 
@@ -151,11 +160,18 @@ TOOL_GROUPS = tuple(_SPECS)
 class Toolbox:
     """The offline tools chosen with `--tools` (a comma list of TOOL_GROUPS, 'all' or 'none')."""
 
-    def __init__(self, groups: str = "all", *, clock: Callable[[], float] = lambda: 0.0):
+    def __init__(self, groups: str = "all", *, clock: Callable[[], float] = lambda: 0.0, camera: str | None = None):
+        """`camera`: the source `look` opens for each picture (vision/camera.py); without one, "all"
+        leaves the camera out and asking for it is an error."""
         chosen = _parse_groups(groups)
+        if camera is None and "camera" in chosen:
+            if groups.strip() != "all":
+                raise UsageError("the camera tool needs a camera: pass --camera SOURCE (an index, picamera2, ...)")
+            chosen.remove("camera")
         self.specs: tuple[ToolSpec, ...] = tuple(spec for group in chosen for spec in _SPECS[group])
         self.timers = TimerBoard()
         self.clock = clock  # stream seconds now (set by the voice loop)
+        self.camera = camera
 
     def __bool__(self) -> bool:
         return bool(self.specs)
@@ -167,8 +183,15 @@ class Toolbox:
             return {"error": f"there is no tool named {call.name}"}
         try:
             return handler(**call.arguments)
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, ImageError) as exc:
             return {"error": str(exc) or type(exc).__name__}
+
+    def _look(self) -> dict:
+        """One frame, the camera open only while it is taken: never watching in between."""
+        from edge.vision.camera import open_camera
+
+        with open_camera(self.camera) as camera:
+            return {"picture": camera.capture()}
 
     def _get_time(self) -> dict:
         now = datetime.datetime.now().astimezone()

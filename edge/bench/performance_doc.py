@@ -26,6 +26,7 @@ def render_markdown(results: dict) -> str:
         ("audio", _audio),
         ("voice", _voice),
         ("listening", _listening),
+        ("vision", _vision),
         ("memory", _memory),
         ("cgroup", _cgroup),
     ):
@@ -207,15 +208,16 @@ def _cgroup(data: dict, _: dict) -> list[str]:
         "## The boards' plans in a memory cgroup",
         "",
         "Each small board's plan (its profile's model, first quant, projector, context, ubatch and lazy PLE",
-        "setting) runs a load and a 30 s audio turn alone in a cgroup v1 memory group limited to the",
+        "setting) runs a load and a turn (a 30 s clip, or a picture at the profile's image-token budget)",
+        "alone in a cgroup v1 memory group limited to the",
         "board's RAM less the OS headroom its profile keeps (limit: budget), or to the plan's own figure",
         "for the process (limit: plan). No swap. Page cache for the files is dropped first, so every page",
         "the run reads is charged to it. Max usage includes page cache, which fills any limit; major faults",
         "count pages read again after the kernel dropped them.",
         "",
-        "| profile | model file | projector | n_ctx | lazy PLE | limit | limit MiB | plan MiB | max usage MiB | "
+        "| profile | model file | projector | n_ctx | lazy PLE | turn | limit | limit MiB | plan MiB | max usage MiB | "
         "major faults | result |",
-        "|---|---|---|---:|---|---|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---|---|---|---:|---:|---:|---:|---|",
     ]
     for r in data.values():
         plan = _plan_total(r["predicted"])
@@ -226,11 +228,17 @@ def _cgroup(data: dict, _: dict) -> list[str]:
         else:
             result = f"failed ({r.get('signal') or r['returncode']})"
         out.append(
-            f"| {r['profile']} | {r['quant']} | {r['mmproj']} | {r['n_ctx']} | {r['lazy']} | "
+            f"| {r['profile']} | {r['quant']} | {r['mmproj']} | {r['n_ctx']} | {r['lazy']} | {_turn(r)} | "
             f"{r.get('limit_from', 'budget')} | {_mib(r['limit'])} | "
             f"{_mib(plan)} | {_mib(r['max_usage'])} | {r['pgmajfault']:,} | {result} |"
         )
     return out
+
+
+def _turn(r: dict) -> str:
+    if r.get("turn") == "image":
+        return f"picture, {r['image']['image_tokens']} image tokens" if "image" in r else "picture"
+    return "30 s audio"
 
 
 # -- hearing while the user speaks -----------------------------------------------------------------
@@ -281,6 +289,61 @@ def _listening(data: dict, results: dict) -> list[str]:
         "![One 5 s question, heard whole and while spoken](listening.png)",
     ]
     return out
+
+
+# Prefill on a Pi 5 (FACTS.md, published llama.cpp figures): E2B Q4 28-32 tok/s, E4B Q4_0 18.5-18.9.
+PI5_PREFILL_TPS = {"e2b": 30.0, "e4b": 18.7}
+
+
+def _vision(data: dict, _: dict) -> list[str]:
+    out = [
+        "## Pictures: the image-token budget (Q4_0, F16 projector)",
+        "",
+        "A 640x480 photo (JPEG, decoded as a user's file is) shown at each of Gemma 4's budgets, each budget",
+        "in a fresh process after a text warm-up, pi5's settings otherwise (lazy PLE, n_ubatch 128, flash",
+        "attention, 2 threads). The picture is sized to the budget before the projector sees it (aspect",
+        "kept, 48x48 pixels per image token), so the tokens are at most the budget. `prefill`: the image",
+        "tokens and the question around them. `memory`: what the process's anonymous memory grew by",
+        "while encoding and prefilling the picture (the vision encoder's compute buffers); `projector`:",
+        "what loading the projector added. Pi 5 on paper: the encoder scaled by this machine's E2B prefill",
+        "rate over a Pi 5's (FACTS.md), the prefill at the Pi 5's published rate for the model.",
+        "",
+        "| model | budget | picture | image tokens | vision encode | prefill | total | memory MiB | projector MiB "
+        "| Pi 5 on paper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rates = {model: _image_prefill_tps(runs) for model, runs in data.items() if runs}
+    encoder_scale = rates.get("e2b", PI5_PREFILL_TPS["e2b"]) / PI5_PREFILL_TPS["e2b"]
+    for model, runs in data.items():
+        for r in runs:
+            if "image" not in r:
+                out.append(f"| {model.upper()} | - | failed: {r.get('signal') or r.get('stderr')} | | | | | | | |")
+                continue
+            i = r["image"]
+            encode, prefill = i["encode_ms"] / 1000, i["prefill_s"]
+            added = r["peak_anon"] - r["anon_before_image"]
+            projector = r["after_mmproj"]["VmRSS"] - r["after_load"]["VmRSS"]
+            paper = encode * encoder_scale + i["prompt_tokens"] / PI5_PREFILL_TPS[model]
+            out.append(
+                f"| {model.upper()} | {i['budget']} | {i['size'][0]}x{i['size'][1]} | {i['image_tokens']} "
+                f"| {encode:.1f} s | {prefill:.1f} s | {encode + prefill:.1f} s | {_mib(added)} | {_mib(projector)} "
+                f"| {paper:.0f} s |"
+            )
+    here = ", ".join(f"{m.upper()} {t:.1f} tok/s" for m, t in rates.items())
+    out += [
+        "",
+        f"Prefill here with a picture: {here}. The encoder is the same for E2B and E4B (one vision tower);",
+        "prefill is the model's. The profiles' budgets follow from the Pi 5 column: 70 on every Pi 5 (an",
+        "answer in seconds; memory is not what limits a Pi here, its CPU is), 140 for unknown machines and",
+        "the Orin Nano (its projector runs on the CPU), 280 on laptops, 560 where the encoder runs on a large",
+        "GPU. `--image-tokens` (ask, serve) or `detail: low` (serve) choose per use.",
+    ]
+    return out
+
+
+def _image_prefill_tps(runs: list[dict]) -> float:
+    done = [r["image"] for r in runs if "image" in r]
+    return sum(i["prompt_tokens"] for i in done) / max(1e-9, sum(i["prefill_s"] for i in done))
 
 
 def rates_here(cases: list[dict]) -> dict[str, float]:

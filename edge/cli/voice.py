@@ -106,7 +106,12 @@ def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, la
     "tool_groups",
     default="all",
     show_default=True,
-    help="Tools the assistant may use, comma-separated: time, timers, calculator; or all, none.",
+    help="Tools the assistant may use, comma-separated: time, timers, calculator, camera; or all, none.",
+)
+@click.option(
+    "--camera",
+    help="Let the assistant look when asked (the camera tool takes one frame per question, never more): "
+    "an index (0), /dev/videoN, picamera2, a video file or a folder of images.",
 )
 @click.option(
     "-w",
@@ -193,6 +198,7 @@ def voice(
     silence,
     reply_after,
     tool_groups,
+    camera,
     wake_word,
     follow_up,
     no_chime,
@@ -241,7 +247,12 @@ def voice(
     from edge.assist.toolbox import Toolbox
     from edge.audio.wake import WakeWord, check_wake_word
 
-    toolbox = Toolbox(tool_groups)  # an unknown name fails here, before the model loads
+    toolbox = Toolbox(tool_groups, camera=camera)  # an unknown name fails here, before the model loads
+    if camera is not None:
+        from edge.vision.camera import open_camera
+
+        with open_camera(camera):  # a camera that is not there fails now, not at the first question
+            pass
     wake = None
     if wake_word != "none":
         check_wake_word(wake_word)

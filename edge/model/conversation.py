@@ -32,9 +32,10 @@ def media_of(messages: list[Message]) -> list:
 
 
 def with_pictures(content: str, pictures, marker: str) -> Message:
-    """A user message showing `pictures` (fitted: LoadedModel.fit_image) before its text."""
+    """A user message showing `pictures` (fitted: LoadedModel.fit_image) before its text, each set
+    apart by a blank line as Gemma 4's template sets apart an image part."""
     pictures = list(pictures)
-    message: Message = {"role": "user", "content": marker * len(pictures) + content}
+    message: Message = {"role": "user", "content": (marker + "\n\n") * len(pictures) + content}
     if pictures:
         message["images"] = pictures
     return message
@@ -193,7 +194,7 @@ def _saved(message: Message, projector) -> Message:
     if "images" in message:
         content = message["content"]
         for picture in message["images"]:
-            content = content.replace(projector.marker, f"(picture: {Path(picture.name).name})\n", 1)
+            content = content.replace(projector.marker, f"(picture: {Path(picture.name).name})", 1)
         return {"role": message["role"], "content": content}
     return message
 

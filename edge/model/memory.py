@@ -26,8 +26,20 @@ from edge.settings import RunSettings
 MIB = 1 << 20
 GB = 10**9
 LAZY_AUTO_MIN = 4 << 30  # llama.cpp's lazy_mode=auto only reads tensors above 4 GiB lazily
-# Not measured: an allowance for the projector's own compute buffer (audio/image encoder graphs).
+# The projector's own compute buffers: an allowance for the audio encoder (not measured alone; a
+# 30 s audio turn ran within the plan's cgroup), and for a picture what encoding it was measured to
+# add at full size (docs/performance.md, "Pictures": 78 MiB at 63 image tokens, 317 at 540, 579 at
+# 1064, E2B and E4B alike), rounded up to a line: 48 MiB + 0.5 MiB per image token.
 MMPROJ_COMPUTE_ALLOWANCE = 128 * MIB
+VISION_COMPUTE_BASE = 48 * MIB
+VISION_COMPUTE_PER_TOKEN = MIB // 2
+
+
+def projector_compute_bytes(image_tokens: int) -> int:
+    """The larger of the audio allowance and one picture's encode at `image_tokens`."""
+    return max(MMPROJ_COMPUTE_ALLOWANCE, VISION_COMPUTE_BASE + image_tokens * VISION_COMPUTE_PER_TOKEN)
+
+
 PLE_TENSOR = "per_layer_token_embd.weight"  # Gemma 3n/4 per-layer embeddings
 
 
@@ -106,6 +118,7 @@ def memory_lines(
     mmproj_note: str,
     os_headroom: int,
     load_mode: str = "mmap",
+    image_tokens: int = 0,
 ) -> list[MemoryLine]:
     """The arithmetic both choose_plan and check_fits use."""
     lines = []
@@ -136,7 +149,13 @@ def memory_lines(
     )
     if mmproj:
         lines.append(MemoryLine("projector (mmproj)", mmproj, mmproj_note))
-        lines.append(MemoryLine("projector compute (approx.)", MMPROJ_COMPUTE_ALLOWANCE, "allowance, not measured"))
+        compute = projector_compute_bytes(image_tokens)
+        note = (
+            f"a picture at {image_tokens} image tokens (measured line); they sit in the context counted above"
+            if compute > MMPROJ_COMPUTE_ALLOWANCE
+            else f"audio allowance (a picture at {image_tokens} image tokens needs less)"
+        )
+        lines.append(MemoryLine("projector compute (approx.)", compute, note))
     lines.append(MemoryLine("OS and other programs", os_headroom, "profile os_headroom_mb"))
     return lines
 
@@ -188,6 +207,7 @@ def check_fits(
         mmproj_note="on the GPU (shared memory)" if mmproj_on_gpu else "on the CPU",
         os_headroom=os_headroom_mb * MIB,
         load_mode=settings.load_mode,
+        image_tokens=settings.image_tokens,
     )
     budget, why = device_budget(device)
     total = sum(line.bytes for line in lines)

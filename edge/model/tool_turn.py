@@ -24,6 +24,7 @@ from edge.model.tool_calls import (
     ToolSpec,
 )
 from edge.model.tool_grammar import call_grammar, clamp_to_schema
+from edge.vision.images import Picture
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,21 @@ class ToolTurn:
         cls, loaded: LoadedModel, calls: list[ToolCall], results: list[object], setup: ToolSetup, sampling: Sampling
     ) -> ToolTurn:
         """The same model turn, continued in the KV cache: the results are read, the reply goes on.
-        Nothing before them is evaluated again (a spoken turn's audio included)."""
+        Nothing before them is evaluated again (a spoken turn's audio included). A result's pictures
+        (a camera's frame) are shown after the results, fitted to the model's image budget."""
         before = len(loaded.engine.cached)
-        added = loaded.engine.extend(results_text(loaded, calls, results))
-        report = PrefillReport(before + added.evaluated, before, added.evaluated, added.seconds)
+        pictures = [loaded.fit_image(p) for p in pictures_in(results)]
+        text = results_text(loaded, calls, results) + "".join("\n\n" + loaded.projector.marker for _ in pictures)
+        added = loaded.engine.extend(text + ("\n\n" if pictures else ""), pictures)
+        report = PrefillReport(
+            before + added.evaluated,
+            before,
+            added.evaluated,
+            added.seconds,
+            media_tokens=added.media_tokens,
+            media_chunks=added.media_chunks,
+            encode_ms=added.encode_ms,
+        )
         generation = Generation(
             loaded.engine, None, setup.sampling(sampling), special=markup_tokens(loaded), prefilled=report
         )
@@ -138,10 +150,26 @@ def results_text(loaded: LoadedModel, calls: list[ToolCall], results: list[objec
 
 
 def with_results(calls: list[ToolCall], results: list[object], text: str = "") -> Message:
-    """The model's turn as the template renders it: its calls, their results, then (once written) its text."""
+    """The model's turn as the template renders it: its calls, their results, then (once written) its
+    text. A picture in a result is named, not rendered: it is shown after the results (after_results)
+    and does not stay in the history."""
     return {
         "role": "assistant",
         "content": text,
         "tool_calls": [{"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in calls],
-        "tool_responses": [{"name": c.name, "response": r} for c, r in zip(calls, results)],
+        "tool_responses": [{"name": c.name, "response": _named(r)} for c, r in zip(calls, results)],
     }
+
+
+SHOWN_BELOW = "the picture is shown below"
+
+
+def pictures_in(results: list[object]) -> list[Picture]:
+    """The pictures tools returned (a dict value that is a Picture), in order."""
+    return [v for r in results if isinstance(r, dict) for v in r.values() if isinstance(v, Picture)]
+
+
+def _named(result: object) -> object:
+    if isinstance(result, dict):
+        return {k: SHOWN_BELOW if isinstance(v, Picture) else v for k, v in result.items()}
+    return result

@@ -16,7 +16,6 @@ from edge.errors import MemoryFitError, UsageError
 from edge.model.kv_cache import KNOWN_SHAPES, ModelDims
 from edge.model.memory import (
     MIB,
-    MMPROJ_COMPUTE_ALLOWANCE,
     MemoryLine,
     context_buffers,
     device_budget,
@@ -206,6 +205,7 @@ def _candidate(
         mmproj_note=f"{mm.precision}, on the {where}" if mm else "",
         os_headroom=profile.os_headroom_mb * MIB,
         load_mode=base.load_mode,
+        image_tokens=base.image_tokens,
     )
     return _Candidate(q, is_lazy, mm, ctx, mf, tuple(lines))
 
@@ -270,7 +270,8 @@ def _no_fit(model, usable, evaluate, lazy, smallest_mm, ladder, budget, forced, 
         f" ({'forced by ' + ', '.join(forced) if forced else 'the smallest choice the profile allows'})"
     )
     if with_mmproj and smallest.mmproj:
-        text_only = smallest.total - smallest.mmproj.size - MMPROJ_COMPUTE_ALLOWANCE
+        projector = sum(line.bytes for line in smallest.lines if line.label.startswith("projector"))
+        text_only = smallest.total - projector
         msg += f"; text only (no projector) would need {gb(text_only)}"
     return MemoryFitError(msg + "; pick a smaller --quant/--model/--ctx or a profile with less OS headroom")
 

@@ -195,9 +195,17 @@ class Engine:
         self.last_prefill = report
         return report
 
-    def extend(self, text: str) -> PrefillReport:
-        """Evaluate `text` (no BOS) after what the cache holds, e.g. a question after a reply."""
-        return self.extend_tokens(self.tokenize(text, bos=False))
+    def extend(self, text: str, media: Sequence[np.ndarray | Picture] = ()) -> PrefillReport:
+        """Evaluate `text` (no BOS) after what the cache holds, e.g. a question after a reply, or a
+        tool's results with the picture a camera took (`media`: one per marker in `text`)."""
+        if not media:
+            return self.extend_tokens(self.tokenize(text, bos=False))
+        with self._pieces(text, media, bos=False) as pieces:
+            rows = self._media_rows(pieces, media, lambda stage: None)
+            self.check_room(len(self.cached) + sum(_size(p) for p in pieces))
+            report = self._evaluate(pieces, rows, skip=0)
+        self.last_prefill = report
+        return report
 
     def extend_tokens(self, tokens: list[int]) -> PrefillReport:
         """Evaluate token ids after what the cache holds."""
