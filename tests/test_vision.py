@@ -164,6 +164,24 @@ def test_a_picture_already_in_the_cache_is_reused_whole_and_never_cut(loaded):
     assert again.prefill.reused == start and again.prefill.encode_ms > 0
 
 
+def test_the_context_budget_counts_pictures_and_drops_the_oldest_turns(loaded):
+    from edge.model.conversation import Conversation
+    from edge.model.engine import GREEDY
+
+    conversation = Conversation(loaded)
+    sampling, dropped = GREEDY.with_(max_tokens=4), 0
+    for seed in range(9):  # 9 pictures of 540 tokens: more than the 4096-token context holds
+        picture = loaded.fit_image(decode_image(encoded(photo(seed=seed), "PNG")), 560)
+        reply = conversation.reply(f"Picture {seed}?", sampling, images=[picture])
+        reply.run()
+        conversation.remember(reply.text)
+        assert reply.prefill.prompt_tokens + 4 <= loaded.n_ctx
+        dropped += conversation.last_fit.dropped_turns
+    kept = [m for m in conversation.history if "images" in m]
+    assert 1 <= len(kept) < 9 and dropped == 9 - len(kept)
+    assert kept[-1]["content"].endswith("Picture 8?")
+
+
 def test_a_model_without_eyes_says_so(demo_gguf, llama_cpp_available):
     from edge.model.engine import LoadedModel
     from edge.settings import RunSettings
@@ -211,11 +229,17 @@ def test_ask_refuses_bad_pictures_before_loading_anything(tmp_path, pictures):
     bomb.write_bytes(png_claiming(60_000, 60_000))
     assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(text)), "notes.png", "not an image")
     assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(cut)), "truncated")
-    assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(bomb)), "60000x60000")
+    assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(bomb)), "absurd")
+    bomb.write_bytes(png_claiming(10_000, 9_000))  # under Pillow's own refusal, over our 64 MP
+    assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(bomb)), "10000x9000")
     assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(tmp_path / "gone.png")), "not found")
     assert_one_line_error(edge_gemma("ask", *ARGS, "What?"), "--image")
     assert_one_line_error(edge_gemma("ask", *ARGS, "--camera", str(tmp_path / "nothing")), "no camera")
     assert_one_line_error(edge_gemma("ask", *ARGS, "-i", str(pictures / "frame0.png"), "--image-tokens", "5000"))
+    # The voice loop's camera is checked before its model loads, and the tool needs one.
+    gone = str(tmp_path / "no-camera")
+    assert_one_line_error(edge_gemma("voice", *ARGS, "--camera", gone, "--tts", "none"), "no camera")
+    assert_one_line_error(edge_gemma("voice", *ARGS, "--tools", "camera", "--tts", "none"), "--camera")
 
 
 def test_ask_takes_a_frame_from_a_camera_stand_in(tmp_path, pictures, llama_cpp_available):

@@ -212,12 +212,13 @@ def _cgroup(data: dict, _: dict) -> list[str]:
         "alone in a cgroup v1 memory group limited to the",
         "board's RAM less the OS headroom its profile keeps (limit: budget), or to the plan's own figure",
         "for the process (limit: plan). No swap. Page cache for the files is dropped first, so every page",
-        "the run reads is charged to it. Max usage includes page cache, which fills any limit; major faults",
-        "count pages read again after the kernel dropped them.",
+        "the run reads is charged to it. Max usage includes page cache, which fills any limit; peak anon is",
+        "the process's own memory at its peak (what cannot be dropped: no swap); major faults count pages",
+        "read again after the kernel dropped them.",
         "",
         "| profile | model file | projector | n_ctx | lazy PLE | turn | limit | limit MiB | plan MiB | max usage MiB | "
-        "major faults | result |",
-        "|---|---|---|---:|---|---|---|---:|---:|---:|---:|---|",
+        "peak anon MiB | major faults | result |",
+        "|---|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in data.values():
         plan = _plan_total(r["predicted"])
@@ -230,7 +231,7 @@ def _cgroup(data: dict, _: dict) -> list[str]:
         out.append(
             f"| {r['profile']} | {r['quant']} | {r['mmproj']} | {r['n_ctx']} | {r['lazy']} | {_turn(r)} | "
             f"{r.get('limit_from', 'budget')} | {_mib(r['limit'])} | "
-            f"{_mib(plan)} | {_mib(r['max_usage'])} | {r['pgmajfault']:,} | {result} |"
+            f"{_mib(plan)} | {_mib(r['max_usage'])} | {_mib(r.get('peak_anon'))} | {r['pgmajfault']:,} | {result} |"
         )
     return out
 

@@ -45,10 +45,11 @@ def count_prompt(loaded: LoadedModel, messages: list[Message], tools=None) -> in
     """Prompt positions of `messages`: text as rendered, the rows of turns kept as audio, the
     pictures' image tokens (their markers counted as text too: a few tokens of slack)."""
     media = media_of(messages)
-    extra = sum(len(m.embeddings) for m in media if isinstance(m, EncodedAudio))
-    if len(media) > extra and loaded.projector is not None:
-        extra += sum(loaded.projector.image_tokens(p) for p in media if isinstance(p, Picture))
-    return loaded.count_tokens(loaded.chat_prompt(messages, tools=tools).text) + extra
+    rows = sum(len(m.embeddings) for m in media if isinstance(m, EncodedAudio))
+    pictures = [p for p in media if isinstance(p, Picture)]
+    if pictures:
+        rows += sum(loaded.projector.image_tokens(p) for p in pictures)
+    return loaded.count_tokens(loaded.chat_prompt(messages, tools=tools).text) + rows
 
 
 def _with_media(messages: list[Message], clips):

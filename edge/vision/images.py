@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def decode_image(data: bytes, *, name: str = "the image") -> Picture:
             f"{name} is {len(data) / 2**20:.0f} MiB, over the {MAX_IMAGE_BYTES >> 20} MiB limit; shrink it"
         )
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        with warnings.catch_warnings():  # our own pixel cap below speaks for itself, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError:
         raise ImageError(f"{name} claims an absurd size (a decompression bomb?); send a real photo") from None
     except (UnidentifiedImageError, OSError, ValueError):
