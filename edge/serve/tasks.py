@@ -57,13 +57,13 @@ def chat(
     """A chat reply; `audio` (16 kHz mono) belongs to the last user message, whose text is the instruction.
     User messages may show pictures ("images": (Picture, budget) pairs, as parsed).
     With `tools`, the reply may be calls: each one is emitted as a ("call", ToolCall) event."""
-    *earlier, last = messages
-    earlier, pictures = _shown(loaded, earlier), _fitted(loaded, last.get("images", ()))
     cancelled = job.cancelled.is_set
     if tools is not None:
         if audio is not None:
             raise AudioError("tools with audio input are not taken yet: send the request as text, or without tools")
         return _tool_reply(loaded, messages, tools, sampling, job)
+    *earlier, last = messages
+    earlier, pictures = _shown(loaded, earlier), _fitted(loaded, last.get("images", ()))
     if audio is None:
         conversation = Conversation(loaded, history=earlier)
         generation = conversation.reply(

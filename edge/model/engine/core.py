@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.errors import AudioError, ContextFullError, GenerationError
+from edge.errors import AudioError, ContextFullError, GenerationError, ImageError
 from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
 from edge.model.engine.sampling import Sampling, sampler_chain
 from edge.model.engine.text import TextStream
@@ -366,7 +366,7 @@ class Engine:
         rc = m.mtmd_encode_chunk(projector.handle, piece.chunk)
         encode_s = time.perf_counter() - t0
         if rc != 0:
-            raise AudioError(f"the {piece.kind} encoder failed (code {rc})")
+            raise _media_error(piece)(f"the {piece.kind} encoder failed (code {rc})")
         n_past = len(self.cached)
         new_n_past = self._lc.llama_pos(n_past)
         rc = m.mtmd_helper_decode_image_chunk(
@@ -383,7 +383,7 @@ class Engine:
         )
         if rc != 0:
             self._resync()
-            raise AudioError(f"decoding the {piece.kind} embeddings failed (code {rc}); try a larger --ctx")
+            raise _media_error(piece)(f"decoding the {piece.kind} embeddings failed (code {rc}); try a larger --ctx")
         keys = _cache_keys(piece, None)
         self.cached.extend(keys if len(keys) == new_n_past.value - n_past else [MEDIA] * (new_n_past.value - n_past))
         return encode_s
@@ -462,6 +462,10 @@ def _cache_keys(piece: TextPiece | MediaPiece, encoded: EncodedAudio | None) -> 
         return _picture_keys(piece.id, piece.n_pos)
     keys = encoded.keys[: piece.n_pos] if encoded is not None else []
     return keys + [MEDIA] * (piece.n_pos - len(keys))
+
+
+def _media_error(piece: MediaPiece) -> type[AudioError] | type[ImageError]:
+    return ImageError if piece.kind == "image" else AudioError
 
 
 def _picture_keys(digest: str, n_pos: int) -> list[int]:
