@@ -5,7 +5,7 @@ Runs on the files scripts/make_fullsize_gemma4.py makes (random weights, real sh
 speed and memory do not depend on what the weights say). Each section's results go to a JSON file
 next to the models, so a section can be rerun alone; the markdown is rendered from that file only.
 
-    python scripts/fullsize_report.py                        # every section (~40 min on 2 cores)
+    python scripts/fullsize_report.py                        # every section (~50 min on 2 cores)
     python scripts/fullsize_report.py --sections bench,memory
     python scripts/fullsize_report.py --render               # markdown from the saved results
 

@@ -178,6 +178,7 @@ def test_a_forced_look_shows_one_frame_to_the_model_in_the_same_turn(conversatio
     loop.settings.tool_choice = "look"
     [turn] = loop.run()
     assert turn.tool_calls and all(c == "look({})" for c in turn.tool_calls)
+    assert turn.image_tokens == 19 * 14 * len(turn.tool_calls) and turn.image_encode_ms > 0  # 4:3 at 280 tokens
     # The frame went into the KV cache after the call's result, whole, in the same model turn.
     loaded = conversation.loaded
     frame = loaded.fit_image(read_image(tmp_path / "frame.png"))

@@ -315,6 +315,10 @@ def _show_turn(stats, verbose: bool) -> None:
         click.echo(f"  (heard: {stats.heard})", err=True)
     for call in stats.tool_calls:
         click.echo(f"  (used {call})", err=True)
+    if stats.image_tokens:
+        click.echo(
+            f"  (looked: {stats.image_tokens} image tokens, encoded in {stats.image_encode_ms:.0f} ms)", err=True
+        )
     if verbose:
         sound = f"{stats.first_sound_s:.2f} s" if stats.first_sound_s is not None else "-"
         click.echo(

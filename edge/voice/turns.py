@@ -54,6 +54,8 @@ class TurnStats:
     audio_tokens_early: int = 0  # of audio_tokens, prefilled while the user was still speaking
     first_token_s: float | None = None  # end of speech -> the reply's first token
     encoded_audio_s: float = 0.0  # audio through the encoder for this turn, overlapping windows included
+    image_tokens: int = 0  # pictures a tool showed the model in this turn (the camera's frame)
+    image_encode_ms: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,7 +207,7 @@ class TurnWorker:
             timeline.output_latency_s = self.speaker.sink.output_latency_s
         heard_pcm = self._heard_pcm(clip)
         held: list[str] = []  # text of a reply not yet committed: shown only if it is kept
-        calls, results = [], []
+        calls, results, shown = [], [], None
         tools = self._tools()
         if tools is not None:
             first = self.conversation.reply_with_tools(
@@ -220,6 +222,7 @@ class TurnWorker:
                 # Reading the results, the model answers in words (no second round of calls).
                 more = self.conversation.continue_after_calls(calls, results, replace(tools, choice="none"), s.sampling)
                 text += self._speak((value for kind, value in more if kind == "text"), turn, held)
+                shown = more.prefill  # what reading the results took: a camera frame's image tokens
         else:
             generation = self.conversation.reply(
                 heard_pcm, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
@@ -243,6 +246,8 @@ class TurnWorker:
         stats = self._stats(turn, generation, heard, len(heard_pcm) / SAMPLE_RATE)
         calls_made = [f"{c.name}({c.arguments_json()})" for c in calls]
         stats = replace(stats, reply=text.strip(), tool_calls=calls_made)
+        if shown is not None and shown.media_tokens:
+            stats = replace(stats, image_tokens=shown.media_tokens, image_encode_ms=shown.encode_ms)
         self.turns.append(stats)
         self.on_turn(stats)
         if s.log_path is not None:
