@@ -77,13 +77,14 @@ def load_mutations(examples: int) -> collections.Counter:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=2000)
-    parser.add_argument("--only", choices=["gguf", "profile", "audio", "hub"])
+    parser.add_argument("--only", choices=["gguf", "profile", "audio", "image", "hub"])
     parser.add_argument("--load", action="store_true", help="also load passing GGUF mutations in llama.cpp")
     args = parser.parse_args()
     plans = {
         "gguf": (targets.mutated_gguf(), targets.gguf_target),
         "profile": (targets.profile_toml(), targets.profile_target),
         "audio": (targets.audio_bytes(), targets.audio_target),
+        "image": (targets.image_bytes(), targets.image_target),
     }
     total = 0
     for name, (strategy, target) in plans.items():

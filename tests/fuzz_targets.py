@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from edge.errors import AudioError, DownloadError, ModelFileError, ProfileError
+from edge.errors import AudioError, DownloadError, ImageError, ModelFileError, ProfileError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_GGUF = FIXTURES / "gemma4-tiny" / "tiny-gemma-4-E2B.gguf"
@@ -80,6 +80,7 @@ PROFILE_KEYS = [
     "type_v",
     "os_headroom_mb",
     "mmproj_gpu",
+    "image_tokens",
 ]
 toml_values = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
@@ -160,6 +161,58 @@ def audio_target(data: bytes):
     try:
         return decode_audio(data, name="fuzzed", max_seconds=600)
     except AudioError as exc:
+        return exc
+
+
+def seed_images() -> dict[str, bytes]:
+    """One small real picture in each format a user may send."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    image = Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8))
+    out = {}
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        out[fmt] = buffer.getvalue()
+    return out
+
+
+SEED_IMAGES = seed_images()
+
+
+@st.composite
+def image_bytes(draw) -> bytes:
+    """Random bytes, or a real picture with bytes flipped, inserted or cut (headers: sizes, chunk lengths)."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=512))
+    data = bytearray(SEED_IMAGES[draw(st.sampled_from(sorted(SEED_IMAGES)))])
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["flip", "set", "truncate", "insert"]))
+        at = draw(st.integers(0, min(64, len(data) - 1) if draw(st.booleans()) else len(data) - 1))
+        if kind == "flip":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "set":
+            data[at] = draw(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF]))
+        elif kind == "truncate":
+            del data[draw(st.integers(0, len(data))) :]
+            if not data:
+                break
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+def image_target(data: bytes):
+    """The decoded picture, or the ImageError that refused the bytes."""
+    from edge.vision.images import decode_image
+
+    try:
+        return decode_image(data, name="fuzzed")
+    except ImageError as exc:
         return exc
 
 

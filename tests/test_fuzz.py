@@ -44,6 +44,15 @@ def test_audio_file_decoding(data):
         assert pcm.dtype == np.float32 and pcm.ndim == 1 and np.isfinite(pcm).all() and np.abs(pcm).max(initial=0) <= 1
 
 
+@BOUNDED
+@given(targets.image_bytes())
+def test_image_decoding(capfd, data):
+    picture = accepted_or_refused(targets.image_target(data))
+    if picture is not None:
+        assert picture.rgb.dtype == np.uint8 and picture.rgb.ndim == 3 and picture.rgb.shape[2] == 3
+    assert capfd.readouterr().err == ""  # nothing else reaches the user's terminal: no decoder's own logs
+
+
 @pytest.fixture(scope="module")
 def hub_for_fuzzing():
     from fake_hub import FakeHub

@@ -19,7 +19,7 @@ from edge.cli import options
     "image_files",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="A picture (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat for more.",
+    help="A picture (PNG, JPEG, WebP, GIF, BMP); repeat for more.",
 )
 @click.option(
     "--camera",

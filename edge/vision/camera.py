@@ -21,7 +21,7 @@ from edge.vision.images import FORMATS, Picture, picture_from_rgb, read_image
 
 # A camera's first frames come before its exposure settles (dark or washed out): drop a few.
 SETTLE_FRAMES = 5
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 
 
 class FrameSource:
