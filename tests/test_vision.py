@@ -105,6 +105,19 @@ def test_a_budget_size_never_exceeds_the_budget_and_keeps_the_shape(width, heigh
         assert abs(np.log((w / h) / (width / height))) < 0.35
 
 
+def test_a_large_photo_is_kept_small_enough_for_any_budget():
+    from edge.vision.images import KEPT_PIXELS
+
+    y, x = np.mgrid[0:4000, 0:6000]
+    smooth = Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8))
+    for fmt in ("JPEG", "PNG"):  # JPEG decodes at a reduced scale, PNG is shrunk after decoding
+        kept = decode_image(encoded(smooth, fmt))
+        assert kept.width * kept.height <= KEPT_PIXELS and abs(kept.width / kept.height - 1.5) < 0.01
+        fitted = fit_to_budget(kept, 1120, ALIGN)  # the largest budget is still cut from it, not grown
+        assert (fitted.width, fitted.height) == budget_size(6000, 4000, 1120, ALIGN)
+        assert fitted.width <= kept.width and fitted.height <= kept.height
+
+
 def test_fitting_shrinks_large_pictures_and_grows_small_ones():
     big = decode_image(encoded(photo(4000, 3000), "JPEG"))
     small = decode_image(encoded(photo(64, 48), "PNG"))

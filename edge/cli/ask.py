@@ -77,4 +77,6 @@ def ask(
         seen = ", ".join(
             f"{p.width}x{p.height} -> {n} image tokens" for p, n in zip(reply.pictures, reply.image_tokens)
         )
-        click.echo(format_stats(reply.generation.stats, loaded) + (f" [{seen}]" if seen else ""), err=True)
+        if seen:  # the encoders' share of the wait (pictures and a clip), apart from the prompt's
+            seen = f" [{seen}; encoded in {reply.generation.stats.prefill.encode_ms / 1000:.2f} s]"
+        click.echo(format_stats(reply.generation.stats, loaded) + seen, err=True)
