@@ -166,10 +166,12 @@ def child(args: argparse.Namespace) -> None:
                     }
                 )
         elif args.task == "image":
+            from edge.bench.pictures import test_photo
+
             projector = loaded.attach_projector(args.mmproj)
             out["after_mmproj"] = memory_now()
             out["anon_before_image"] = memory_now()["RssAnon"]
-            picture = projector.fit_image(photo(), args.budget)
+            picture = projector.fit_image(test_photo(), args.budget)
             prompt = loaded.chat_prompt([{"role": "user", "content": projector.marker + "What is this?"}]).text
             # A first prefill pays one-time costs (graph allocation, the first per-layer rows read):
             # warm up on text, so the figures are the picture's own.
@@ -189,30 +191,6 @@ def child(args: argparse.Namespace) -> None:
         out["peak_anon"] = anon.stop()
     out["seconds"] = time.perf_counter() - start
     print(json.dumps(out), flush=True)
-
-
-def photo():
-    """A 640x480 picture with a photo's kind of content (smooth shapes, edges, noise), through the
-    same decoder a user's file takes; what it shows does not matter to speed or memory."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    from edge.vision.images import decode_image
-
-    rng = np.random.default_rng(640)
-    y, x = np.mgrid[0:480, 0:640]
-    base = np.stack([x / 640 * 200, y / 480 * 180, (x + y) / 1120 * 160], axis=-1)
-    image = Image.fromarray((base + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x0, y0 = rng.integers(0, 560), rng.integers(0, 400)
-        draw.ellipse(
-            (x0, y0, x0 + rng.integers(20, 160), y0 + rng.integers(20, 160)), fill=tuple(rng.integers(0, 255, 3))
-        )
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return decode_image(buffer.getvalue(), name="photo.jpg")
 
 
 def run_child(

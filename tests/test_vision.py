@@ -292,3 +292,16 @@ def test_chat_shows_a_picture_with_the_next_message_and_keeps_it_cached(pictures
     assert len(stats) == 2 and "cached" in stats[1]
     cached = int(stats[1].split("(")[1].split()[0])
     assert cached > 130  # the follow-up found the picture in the KV cache
+
+
+def test_bench_measures_a_picture_at_each_budget(llama_cpp_available):
+    result = edge_gemma("bench", "-m", str(MODEL), "--mmproj", str(MMPROJ), "--pictures", "70,280", "-r", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["pictures"]
+    assert [r["budget"] for r in rows] == [70, 280]
+    for r in rows:
+        w, h = budget_size(640, 480, r["budget"], ALIGN)
+        assert (r["width"], r["height"]) == (w, h) and r["image_tokens"] == (w // ALIGN) * (h // ALIGN)
+        assert r["encode_s"] > 0 and r["prefill_s"] > 0 and r["prompt_tokens"] > r["image_tokens"]
+    assert_one_line_error(edge_gemma("bench", "-m", str(MODEL), "--mmproj", str(MMPROJ), "--pictures", "9000"))
+    assert_one_line_error(edge_gemma("bench", "-m", "demo", "--pictures", "70"), "mmproj")

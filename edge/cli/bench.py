@@ -57,6 +57,13 @@ def _end_progress() -> None:
 )
 @click.option("--cold", is_flag=True, help="Drop the model file from the page cache first (cold load).")
 @click.option("--no-warmup", is_flag=True, help="Skip the warmup run (not llama-bench's default).")
+@click.option(
+    "--pictures",
+    metavar="BUDGETS",
+    help="Measure pictures instead: vision encode and prefill at these image-token budgets "
+    "(e.g. 70,140,280, or 'all' for 70 to 1120). Gemma 4 E2B/E4B with a projector.",
+)
+@options.mmproj()
 @options.no_tune
 @options.root
 def bench(
@@ -80,6 +87,8 @@ def bench(
     duration,
     cold,
     no_warmup,
+    pictures,
+    mmproj,
     no_tune,
     root,
 ):
@@ -97,11 +106,15 @@ def bench(
       edge-gemma bench --save --duration 300
       edge-gemma bench --list
       edge-gemma bench --compare latest~1 latest
+      edge-gemma bench --pictures 70,140,280 -r 3
     """
     from edge.bench import report
 
     if list_saved or compare:
         _show_saved(list_saved, compare)
+        return
+    if pictures is not None:
+        _bench_pictures(pictures, model, mmproj, device_name, n_ctx, repetitions, "json" if as_json else fmt, root)
         return
 
     from edge.bench.run import bench_model, plan_bench
@@ -153,6 +166,31 @@ def bench(
     if run.interrupted:
         click.echo(f"interrupted: printed the {len(run.results)} test(s) that finished", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _bench_pictures(budgets, model, mmproj, device_name, n_ctx, repetitions, fmt, root) -> None:
+    """`bench --pictures`: a test photo at each budget, through the model's projector."""
+    from edge.bench.measure import parse_int_list
+    from edge.bench.pictures import bench_pictures, render_pictures
+    from edge.errors import UsageError
+    from edge.launch import load_model, prepare_run
+    from edge.vision.images import IMAGE_TOKEN_BUDGETS, check_budget
+
+    if fmt not in ("md", "json"):
+        raise UsageError("--pictures prints md or json (-o md, -o json)")
+    chosen = list(IMAGE_TOKEN_BUDGETS) if budgets.strip() == "all" else parse_int_list(budgets, "--pictures")
+    for budget in chosen:
+        check_budget(budget)
+    if repetitions < 1:
+        raise UsageError("-r/--repetitions must be at least 1")
+    # Room for the largest picture and its question, whatever the profile's context.
+    plan = prepare_run(model, device_name, {"n_ctx": n_ctx or max(2048, 2 * max(chosen))}, root=root)
+    with load_model(plan, projector="media", mmproj=mmproj) as loaded:
+        loaded.projector.require_vision()
+        click.echo(f"{len(chosen)} budget(s) x {repetitions} run(s) on {plan.model_path.name}", err=True)
+        results = bench_pictures(loaded, chosen, repetitions, progress=_progress)
+        _end_progress()
+        click.echo(render_pictures(results, fmt, model=plan.model_path.name, projector=loaded.projector.path.name))
 
 
 def _show_saved(list_saved: bool, compare: tuple[str, str] | None) -> None:
