@@ -554,6 +554,9 @@ def test_image_url_answers_with_its_image_tokens_and_the_picture_stays_cached(au
     usage = [chunk.usage for chunk in stream if chunk.usage][-1]
     w, h = budget_size(400, 300, 70, 48)
     assert usage.prompt_tokens_details.image_tokens == (w // 48) * (h // 48)
+    metrics = httpx.get(audio_server.url + "/metrics").text
+    seen = next(line for line in metrics.splitlines() if line.startswith("edge_gemma_image_tokens_total "))
+    assert int(seen.split()[1]) >= 2 * tokens + (w // 48) * (h // 48)
 
 
 def test_bad_images_are_400s_that_say_what_to_send(audio_server, text_server):

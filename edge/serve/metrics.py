@@ -13,6 +13,7 @@ class Metrics:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.audio_seconds = 0.0
+        self.image_tokens = 0
         self.last_prompt_tps = 0.0
         self.last_generation_tps = 0.0
         self.cancelled = 0  # jobs whose caller left before the end (generation stopped early)
@@ -33,6 +34,7 @@ class Metrics:
                 outcome.prompt_tps,
                 outcome.generation_tps,
                 outcome.audio_seconds,
+                outcome.image_tokens,
             )
         elif hasattr(outcome, "duration"):
             self.completion(0, 0, 0.0, outcome.generation_tps, outcome.duration)
@@ -44,11 +46,13 @@ class Metrics:
         prompt_tps: float,
         generation_tps: float,
         audio_seconds: float = 0.0,
+        image_tokens: int = 0,
     ) -> None:
         with self._lock:
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
             self.audio_seconds += audio_seconds
+            self.image_tokens += image_tokens
             self.last_prompt_tps = prompt_tps or self.last_prompt_tps
             self.last_generation_tps = generation_tps or self.last_generation_tps
 
@@ -78,6 +82,9 @@ class Metrics:
                 "# HELP edge_gemma_audio_seconds_total Seconds of audio the model has heard.",
                 "# TYPE edge_gemma_audio_seconds_total counter",
                 f"edge_gemma_audio_seconds_total {self.audio_seconds:.3f}",
+                "# HELP edge_gemma_image_tokens_total Image tokens of the pictures the model has seen.",
+                "# TYPE edge_gemma_image_tokens_total counter",
+                f"edge_gemma_image_tokens_total {self.image_tokens}",
                 "# HELP edge_gemma_prompt_tokens_per_second Prefill rate of the last request.",
                 "# TYPE edge_gemma_prompt_tokens_per_second gauge",
                 f"edge_gemma_prompt_tokens_per_second {self.last_prompt_tps:.2f}",
