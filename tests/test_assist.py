@@ -165,7 +165,7 @@ def test_the_camera_tool_needs_a_camera_and_all_leaves_it_out_without_one(tmp_pa
 def test_a_forced_look_shows_one_frame_to_the_model_in_the_same_turn(conversation, tmp_path):
     from PIL import Image
 
-    from edge.model.engine.core import _picture_keys
+    from edge.model.engine.cache_record import picture_keys
     from edge.model.tool_turn import SHOWN_BELOW
     from edge.vision.images import read_image
 
@@ -182,7 +182,7 @@ def test_a_forced_look_shows_one_frame_to_the_model_in_the_same_turn(conversatio
     # The frame went into the KV cache after the call's result, whole, in the same model turn.
     loaded = conversation.loaded
     frame = loaded.fit_image(read_image(tmp_path / "frame.png"))
-    keys = _picture_keys(frame.digest, loaded.projector.image_tokens(frame))
+    keys = picture_keys(frame.digest, loaded.projector.image_tokens(frame))
     cached = loaded.engine.cached
     start = cached.index(keys[0])
     assert cached[start : start + len(keys)] == keys

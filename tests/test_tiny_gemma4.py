@@ -14,7 +14,7 @@ from conftest import FIXTURES, require
 
 from edge.errors import AudioError, ModelFileError
 from edge.model.engine import GREEDY, Generation, LoadedModel, Projector
-from edge.model.engine.core import MEDIA
+from edge.model.engine.cache_record import MEDIA
 from edge.settings import RunSettings
 
 TINY = FIXTURES / "gemma4-tiny"

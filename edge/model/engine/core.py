@@ -4,11 +4,9 @@ Everything the model reads or writes goes through `Engine`: prompts (text, and m
 projector) are prefilled after the longest cached prefix, tokens are sampled with one sampler
 chain (sampling.py), and text comes out through one incremental detokenizer (text.py).
 
-The engine keeps its own record of what the KV cache holds (`cached`: one entry per position, the
-token id; under audio a fingerprint of each row's embedding; under a picture a key made from its
-pixels' digest; MEDIA under media it cannot name, which never matches a later prompt), so prefix
-reuse, continuing after a reply (`extend`) and rolling back (`truncate`) are exact. A picture is
-reused whole or evaluated again whole: the model may attend across it both ways.
+The engine keeps its own record of what the KV cache holds (`cached`: one key per position, see
+cache_record.py: token ids, audio rows' fingerprints, pictures' digests), so prefix reuse through
+text, audio and pictures, continuing after a reply (`extend`) and rolling back (`truncate`) are exact.
 
 Seeds: a seeded request is evaluated from an empty cache, in the same batches every time. On some
 CPUs a token's logits differ in the last bits with the batch it was evaluated in, so a prompt
@@ -19,7 +17,6 @@ seed, request, model and settings give the same reply in this process, whatever 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,12 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.errors import AudioError, ContextFullError, GenerationError, ImageError
+from edge.model.engine.cache_record import (
+    MEDIA,
+    cache_keys,
+    common_prefix,
+    outside_pictures,
+    positions_of,
+    through_last_media,
+)
 from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
 from edge.model.engine.sampling import Sampling, sampler_chain
 from edge.model.engine.text import TextStream
 from edge.vision.images import Picture
 
-MEDIA = -1  # cached value under media decoded by libmtmd's helper: no token has it, so nothing matches it
 # Audio rows are decoded in batches of this many, aligned to the clip's start (two encoder blocks,
 # 0.96 s of speech): small enough to prefill while the user speaks, large enough to keep matmuls busy.
 AUDIO_BATCH = 24
@@ -176,20 +180,20 @@ class Engine:
         bos = not (self.bos_text and text.startswith(self.bos_text))
         with self._pieces(text, clips, bos=bos) as pieces:
             rows = self._media_rows(pieces, clips, on_stage, audio_rows)
-            wanted = [key for piece, encoded in zip(pieces, rows) for key in _cache_keys(piece, encoded)]
+            wanted = [key for piece, encoded in zip(pieces, rows) for key in cache_keys(piece, encoded)]
             self.check_room(len(wanted))
             if audio_rows is None:
                 end = len(wanted)
             else:
-                end = _through_last_media(pieces, audio_rows // AUDIO_BATCH * AUDIO_BATCH)
+                end = through_last_media(pieces, audio_rows // AUDIO_BATCH * AUDIO_BATCH)
             if fresh:
                 self.reset()
                 keep = 0
             else:
-                keep = _common_prefix(self.cached, wanted[:end])
+                keep = common_prefix(self.cached, wanted[:end])
                 if audio_rows is None:
                     keep = min(keep, end - 1)  # the last token is evaluated again: fresh logits
-                keep = _outside_pictures(pieces, rows, keep)
+                keep = outside_pictures(pieces, rows, keep)
                 self.truncate(keep)
             report = self._evaluate(pieces, rows, skip=keep, end=end, logits=audio_rows is None, on_stage=on_stage)
         self.last_prefill = report
@@ -202,7 +206,7 @@ class Engine:
             return self.extend_tokens(self.tokenize(text, bos=False))
         with self._pieces(text, media, bos=False) as pieces:
             rows = self._media_rows(pieces, media, lambda stage: None)
-            self.check_room(len(self.cached) + sum(_size(p) for p in pieces))
+            self.check_room(len(self.cached) + sum(positions_of(p) for p in pieces))
             report = self._evaluate(pieces, rows, skip=0)
         self.last_prefill = report
         return report
@@ -271,12 +275,12 @@ class Engine:
         """Evaluate prompt positions [skip, end) of `pieces` (the cache holds those before `skip`)."""
         t0 = time.perf_counter()
         rows = rows or [None] * len(pieces)
-        end = sum(_size(p) for p in pieces) if end is None else end
+        end = sum(positions_of(p) for p in pieces) if end is None else end
         position, evaluated, media_tokens, media_chunks, last_reused = 0, 0, 0, 0, 0
         for piece, encoded in zip(pieces, rows):
             if position >= end:
                 break
-            size = _size(piece)
+            size = positions_of(piece)
             lo, hi = max(0, skip - position), min(size, end - position)
             if isinstance(piece, MediaPiece):
                 media_tokens += hi
@@ -384,7 +388,7 @@ class Engine:
         if rc != 0:
             self._resync()
             raise _media_error(piece)(f"decoding the {piece.kind} embeddings failed (code {rc}); try a larger --ctx")
-        keys = _cache_keys(piece, None)
+        keys = cache_keys(piece, None)
         self.cached.extend(keys if len(keys) == new_n_past.value - n_past else [MEDIA] * (new_n_past.value - n_past))
         return encode_s
 
@@ -448,62 +452,5 @@ class _Just:
         return None
 
 
-def _size(piece: TextPiece | MediaPiece) -> int:
-    """Context positions a piece takes."""
-    return piece.n_pos if isinstance(piece, MediaPiece) else len(piece.tokens)
-
-
-def _cache_keys(piece: TextPiece | MediaPiece, encoded: EncodedAudio | None) -> list[int]:
-    """What the cache will record for a piece: its tokens, its rows' fingerprints, a picture's keys
-    (MEDIA where unknown)."""
-    if isinstance(piece, TextPiece):
-        return piece.tokens
-    if encoded is None and piece.id:
-        return _picture_keys(piece.id, piece.n_pos)
-    keys = encoded.keys[: piece.n_pos] if encoded is not None else []
-    return keys + [MEDIA] * (piece.n_pos - len(keys))
-
-
 def _media_error(piece: MediaPiece) -> type[AudioError] | type[ImageError]:
     return ImageError if piece.kind == "image" else AudioError
-
-
-def _picture_keys(digest: str, n_pos: int) -> list[int]:
-    """One key per position of a picture: negative (never a token id), distinct from audio rows' by
-    construction (another input), and the same for the same pixels at the same budget."""
-    return [
-        -2 - int.from_bytes(hashlib.blake2b(f"{digest}:{n_pos}:{i}".encode(), digest_size=7).digest(), "little")
-        for i in range(n_pos)
-    ]
-
-
-def _outside_pictures(pieces: list, rows: list, keep: int) -> int:
-    """`keep` moved back to the start of a picture it would cut (media decoded whole by libmtmd)."""
-    position = 0
-    for piece, encoded in zip(pieces, rows):
-        size = _size(piece)
-        if isinstance(piece, MediaPiece) and encoded is None and position < keep < position + size:
-            return position
-        position += size
-    return keep
-
-
-def _through_last_media(pieces: list, rows: int) -> int:
-    """Prompt positions up to and including `rows` rows of the last media piece."""
-    position, last = 0, None
-    for piece in pieces:
-        if isinstance(piece, MediaPiece):
-            last = (position, piece.n_pos)
-        position += _size(piece)
-    if last is None:
-        raise AudioError("listening ahead needs a prompt with a clip")
-    return last[0] + max(0, min(rows, last[1]))
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y or x == MEDIA:
-            break
-        n += 1
-    return n
