@@ -559,6 +559,24 @@ def test_image_url_answers_with_its_image_tokens_and_the_picture_stays_cached(au
     assert int(seen.split()[1]) >= 2 * tokens + (w // 48) * (h // 48)
 
 
+def test_a_spoken_question_about_a_picture(audio_server, question_wav):
+    from edge.vision.images import budget_size
+
+    openai = client(audio_server, KEY)
+    audio = base64.b64encode(question_wav.read_bytes()).decode()
+    content = [
+        {"type": "image_url", "image_url": {"url": _data_url(_photo())}},
+        {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+    ]
+    reply = openai.chat.completions.create(
+        model="tiny-gemma-4-E2B.gguf", max_tokens=4, messages=[{"role": "user", "content": content}]
+    )
+    w, h = budget_size(400, 300, 140, 48)
+    images = (w // 48) * (h // 48)
+    assert reply.usage.prompt_tokens_details.image_tokens == images
+    assert reply.usage.prompt_tokens > images + 50  # and 2.5 s of speech: 60+ audio tokens
+
+
 def test_bad_images_are_400s_that_say_what_to_send(audio_server, text_server):
     url = audio_server.url + "/v1/chat/completions"
     auth = {"Authorization": f"Bearer {KEY}"}
