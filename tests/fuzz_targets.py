@@ -26,13 +26,13 @@ def seed_gguf() -> bytes:
     return PROBE_GGUF.read_bytes()
 
 
-@st.composite
-def mutated_gguf(draw) -> bytes:
-    """The probe GGUF with a few bytes flipped, inserted, or cut, mostly in its header."""
-    data = bytearray(seed_gguf())
-    for _ in range(draw(st.integers(1, 8))):
+def mutated(draw, seed: bytes, edits: int, position) -> bytes:
+    """`seed` with 1 to `edits` bytes flipped, set, inserted, or the tail cut; `position(draw, data)`
+    picks where (parsers read their headers first: mutations land there)."""
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, edits))):
         kind = draw(st.sampled_from(["flip", "set", "truncate", "insert"]))
-        at = draw(st.integers(0, min(HEADER_BYTES, len(data) - 1)))
+        at = position(draw, data)
         if kind == "flip":
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif kind == "set":
@@ -44,6 +44,12 @@ def mutated_gguf(draw) -> bytes:
         else:
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
     return bytes(data)
+
+
+@st.composite
+def mutated_gguf(draw) -> bytes:
+    """The probe GGUF with a few bytes flipped, inserted, or cut, mostly in its header."""
+    return mutated(draw, seed_gguf(), 8, lambda draw, data: draw(st.integers(0, min(HEADER_BYTES, len(data) - 1))))
 
 
 def gguf_target(data: bytes):
@@ -189,21 +195,12 @@ def image_bytes(draw) -> bytes:
     """Random bytes, or a real picture with bytes flipped, inserted or cut (headers: sizes, chunk lengths)."""
     if draw(st.integers(0, 9)) == 0:
         return draw(st.binary(max_size=512))
-    data = bytearray(SEED_IMAGES[draw(st.sampled_from(sorted(SEED_IMAGES)))])
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["flip", "set", "truncate", "insert"]))
-        at = draw(st.integers(0, min(64, len(data) - 1) if draw(st.booleans()) else len(data) - 1))
-        if kind == "flip":
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "set":
-            data[at] = draw(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF]))
-        elif kind == "truncate":
-            del data[draw(st.integers(0, len(data))) :]
-            if not data:
-                break
-        else:
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-    return bytes(data)
+    seed = SEED_IMAGES[draw(st.sampled_from(sorted(SEED_IMAGES)))]
+    return mutated(draw, seed, 6, _header_or_anywhere)
+
+
+def _header_or_anywhere(draw, data: bytearray) -> int:
+    return draw(st.integers(0, min(64, len(data) - 1) if draw(st.booleans()) else len(data) - 1))
 
 
 def image_target(data: bytes):

@@ -46,10 +46,13 @@ def count_prompt(loaded: LoadedModel, messages: list[Message], tools=None) -> in
     pictures' image tokens (their markers counted as text too: a few tokens of slack)."""
     media = media_of(messages)
     rows = sum(len(m.embeddings) for m in media if isinstance(m, EncodedAudio))
+    return loaded.count_tokens(loaded.chat_prompt(messages, tools=tools).text) + rows + image_tokens_in(loaded, media)
+
+
+def image_tokens_in(loaded: LoadedModel, media: list) -> int:
+    """Context positions the pictures among `media` take (fitted pictures; none without a projector)."""
     pictures = [p for p in media if isinstance(p, Picture)]
-    if pictures:
-        rows += sum(loaded.projector.image_tokens(p) for p in pictures)
-    return loaded.count_tokens(loaded.chat_prompt(messages, tools=tools).text) + rows
+    return sum(loaded.projector.image_tokens(p) for p in pictures) if pictures else 0
 
 
 def _with_media(messages: list[Message], clips):

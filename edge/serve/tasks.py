@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.audio_format import SAMPLE_RATE
-from edge.errors import AudioError, ImageError
+from edge.errors import AudioError
 from edge.model.chat_format import Message
 from edge.model.context_budget import fit_history
-from edge.model.conversation import Conversation, count_prompt, media_of, with_pictures
+from edge.model.conversation import Conversation, count_prompt, image_tokens_in, media_of, with_pictures
 from edge.model.engine import Generation, LoadedModel, Sampling
 from edge.model.tool_calls import ToolCall
 from edge.model.tool_turn import ToolSetup, ToolTurn
@@ -88,7 +88,7 @@ def chat(
     fit = conversation.last_fit
     completion.dropped_turns = fit.dropped_turns if fit else 0
     completion.kept_history = list(conversation.history)
-    completion.image_tokens = _image_tokens(loaded, conversation.history + [{"images": pictures}])
+    completion.image_tokens = image_tokens_in(loaded, media_of(conversation.history) + pictures)
     return completion
 
 
@@ -103,18 +103,9 @@ def _shown(loaded: LoadedModel, messages: list[Message]) -> list[Message]:
 
 
 def _fitted(loaded: LoadedModel, shown) -> list[Picture]:
-    """(Picture, budget) pairs as parsed -> pictures sized to their budgets (None: the server's)."""
-    if shown and (loaded.projector is None or not loaded.projector.supports_vision):
-        raise ImageError(
-            "this server's model cannot see: start it with a Gemma 4 E2B/E4B model and its --mmproj "
-            "(edge-gemma setup installs both)"
-        )
+    """(Picture, budget) pairs as parsed -> pictures sized to their budgets (None: the server's).
+    A model without eyes refuses here (LoadedModel.fit_image says how to give it some)."""
     return [loaded.fit_image(picture, tokens) for picture, tokens in shown]
-
-
-def _image_tokens(loaded: LoadedModel, messages: list[Message]) -> int:
-    pictures = [p for p in media_of(messages) if isinstance(p, Picture)]
-    return sum(loaded.projector.image_tokens(p) for p in pictures) if pictures else 0
 
 
 def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, sampling: Sampling, job: Job):
@@ -150,7 +141,7 @@ def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, 
         dropped_turns=fitted.dropped_turns,
         kept_history=fitted.history,
         tool_calls=reply.calls,
-        image_tokens=_image_tokens(loaded, shown),
+        image_tokens=image_tokens_in(loaded, media_of(shown)),
     )
 
 
