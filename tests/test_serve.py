@@ -302,6 +302,21 @@ def test_sigterm_drains_and_exits_cleanly(demo_gguf, llama_cpp_available):
     assert code in (0, 128 + signal.SIGTERM) and "Traceback" not in err and "crashed" not in err
 
 
+def test_sigterm_during_a_streamed_reply_finishes_it_then_exits_cleanly(llama_cpp_available):
+    server = Server("--model", str(MODEL), "-c", "2048")
+    url = server.url + "/v1/chat/completions"
+    story = {"messages": [{"role": "user", "content": "A long story."}], "max_tokens": 400, "seed": 3, "stream": True}
+    chunks = []
+    with httpx.stream("POST", url, json=story, timeout=120) as response:
+        for line in response.iter_lines():
+            chunks.append(line)
+            if len(chunks) == 5:
+                server.proc.send_signal(signal.SIGTERM)  # mid-reply: the worker is decoding
+    code, err = server.proc.wait(timeout=120), server.proc.stderr.read()
+    assert code == 0 and "Traceback" not in err and "crashed" not in err, err
+    assert chunks[-1] == "data: [DONE]"  # the reply in flight was finished, not cut (graceful drain)
+
+
 def test_a_port_in_use_is_one_line(text_server):
     from cli_helpers import assert_one_line_error, edge_gemma
 

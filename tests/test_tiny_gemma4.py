@@ -232,7 +232,13 @@ def test_mmproj_without_audio_names_setup(loaded, tmp_path):
     vision_only = tmp_path / "mmproj-vision-only.gguf"
     vision_only.write_bytes(bytes(data))
     projector = Projector(
-        loaded.model_handle, vision_only, n_threads=2, use_gpu=False, flash_attn_type=0, verbose=False
+        loaded.model_handle,
+        vision_only,
+        n_threads=2,
+        use_gpu=False,
+        flash_attn_type=0,
+        verbose=False,
+        lifetime=loaded.engine.lifetime,
     )
     try:
         with pytest.raises(AudioError, match="edge-gemma setup"):
@@ -241,7 +247,13 @@ def test_mmproj_without_audio_names_setup(loaded, tmp_path):
         projector.close()
     with pytest.raises(ModelFileError, match="edge-gemma setup"):
         Projector(
-            loaded.model_handle, tmp_path / "missing.gguf", n_threads=2, use_gpu=False, flash_attn_type=0, verbose=False
+            loaded.model_handle,
+            tmp_path / "missing.gguf",
+            n_threads=2,
+            use_gpu=False,
+            flash_attn_type=0,
+            verbose=False,
+            lifetime=loaded.engine.lifetime,
         )
 
 
@@ -255,4 +267,12 @@ def test_closed_projector_refuses_work(loaded):
 
 
 def _projector(loaded, path) -> Projector:
-    return Projector(loaded.model_handle, path, n_threads=2, use_gpu=False, flash_attn_type=0, verbose=False)
+    return Projector(
+        loaded.model_handle,
+        path,
+        n_threads=2,
+        use_gpu=False,
+        flash_attn_type=0,
+        verbose=False,
+        lifetime=loaded.engine.lifetime,
+    )

@@ -1,12 +1,13 @@
 """Gemma 4 tool calls: the syntax parser on documented outputs, the schema checks, and grammar-forced
 calls on the tiny Gemma 4 (random weights, real tokenizer and chat template)."""
 
+import json
 from dataclasses import replace
 
 import pytest
 from conftest import FIXTURES
 
-from edge.model.engine import GEMMA_SAMPLING, LoadedModel
+from edge.model.engine import GEMMA_SAMPLING, Grammar, LoadedModel
 from edge.model.tool_calls import CallSplitter, ToolCall, ToolSchemaError, parse_call, split_reply, tool_specs
 from edge.model.tool_grammar import clamp_to_schema
 from edge.model.tool_turn import ToolSetup, ToolTurn, results_text, with_results
@@ -207,3 +208,42 @@ def test_results_continue_the_model_turn_in_the_cache_as_the_template_writes_the
     reply = more.run()
     assert more.stats.prefill.reused == before  # nothing before the results was evaluated again
     assert reply.calls == [] and "<|" not in reply.content
+
+
+# --- offering tools costs nothing until a call starts; a grammar checks the drawn token first -----
+
+
+@pytest.mark.parametrize("seed", [5, 8])
+def test_offered_tools_leave_every_token_as_it_would_be_without_them(tiny, seed):
+    # The lazy call grammar is inert until its trigger token: the same seed writes the same reply.
+    prompt = tiny.chat_prompt(ASK, tools=ToolSetup(TOOLS).declarations()).text
+    sampling = GEMMA_SAMPLING.with_(max_tokens=200, seed=seed)
+    plain = tiny.complete(prompt, sampling, special=True)
+    offered = tiny.complete(prompt, ToolSetup(TOOLS).sampling(sampling), special=True)
+    assert plain.run() == offered.run() and len(plain.text) > 50
+    assert "<|tool_call>" not in offered.text and tiny.engine.last_refusals == 0
+
+
+def test_a_lazy_grammar_holds_from_its_trigger_token_on(tiny):
+    # Greedy text without a grammar; then the same text with a grammar triggered by one of its tokens.
+    # From that token on, the grammar must hold although the weights never write what it asks.
+    prompt = tiny.chat_prompt(ASK).text
+    greedy = GEMMA_SAMPLING.with_(temperature=0, max_tokens=12)
+    free = tiny.complete(prompt, greedy, special=True)
+    pieces = list(free)
+    trigger_at = next(i for i, p in enumerate(pieces) if i >= 3 and len(tiny.engine.tokenize(p, bos=False)) == 1)
+    trigger = pieces[trigger_at]
+    grammar = Grammar(f"root ::= {json.dumps(trigger)} {json.dumps(' sunny day')}", trigger=trigger)
+    held = tiny.complete(prompt, greedy.with_(grammar=grammar, max_tokens=64), special=True)
+    assert held.run() == "".join(pieces[: trigger_at + 1]) + " sunny day"
+    assert held.stats.finish_reason == "stop"  # the grammar, complete, allowed only the end
+    assert tiny.engine.last_refusals >= 1  # the weights' own choices were refused and drawn again
+
+
+def test_tools_on_a_model_without_the_call_token_are_refused_in_one_line(demo_gguf, llama_cpp_available):
+    from edge.errors import UsageError
+
+    with LoadedModel(demo_gguf, RunSettings(n_ctx=512)) as demo:
+        sampling = ToolSetup(tool_specs([LIGHT])).sampling(GEMMA_SAMPLING.with_(max_tokens=4))
+        with pytest.raises(UsageError, match="Gemma 4"):
+            demo.complete("Hello", sampling).run()

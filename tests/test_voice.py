@@ -400,3 +400,39 @@ def _wait_until(condition, seconds: float) -> None:
     while not condition():
         assert time.time() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_a_file_ending_mid_reply_finishes_the_turn_before_the_model_is_freed(
+    audio_files, tmp_path, llama_cpp_available
+):
+    # The reply (tools offered, as by default) is still decoding when the file ends: the command
+    # waits for it, logs it and exits 0; the model is never freed under the decode.
+    import json
+
+    log = tmp_path / "turns.jsonl"
+    args = ["--file", str(audio_files["16k.wav"]), "--tts", "none", "--log", str(log), "--max-tokens", "700"]
+    result = edge_gemma("voice", *args, "-m", str(MODEL), "--mmproj", str(MMPROJ), "-c", "2048")
+    assert result.returncode == 0 and "crashed" not in result.stderr, result.stderr
+    [record] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["reply_tokens"] > 0 and record["reply"]
+
+
+def test_ctrl_c_mid_reply_in_voice_exits_130_without_a_crash(audio_files, tmp_path, llama_cpp_available):
+    import signal
+    import subprocess
+    import sys
+
+    args = ["--file", str(audio_files["16k.wav"]), "--tts", "none", "--max-tokens", "3000", "--verbose"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "voice", *args, "-m", str(MODEL), "--mmproj", str(MMPROJ), "-c", "4096"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen, deadline = "", time.time() + 120
+    while len(seen.strip()) < 40 and time.time() < deadline:  # the reply is streaming to stdout
+        seen += proc.stdout.read(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, seen + err
+    assert "Traceback" not in err and "crashed" not in err and "Segmentation" not in err, err

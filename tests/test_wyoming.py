@@ -264,3 +264,20 @@ def test_conversations_are_kept_per_context_and_forgotten_after_quiet():
     assert service.conversation("kitchen") is kitchen and service.conversation("hall") is not kitchen
     time.sleep(0.3)
     assert service.conversation("kitchen") is not kitchen  # a new day, a new conversation
+
+
+def test_sigterm_during_a_conversation_exits_cleanly(llama_cpp_available):
+    port, proc = start()
+
+    async def ask_then_terminate():
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            await client.write_event(Transcript(text="Tell me a long story.").event())
+            first = await asyncio.wait_for(client.read_event(), 60)
+            proc.terminate()  # the worker is decoding the answer
+            return first
+
+    first = asyncio.run(ask_then_terminate())
+    assert first is not None
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "crashed" not in err and "Segmentation" not in err, err

@@ -203,10 +203,13 @@ class CallSplitter:
     """Feed streamed text; get back content to show and calls as each one completes.
 
     Text from `<|tool_call>` to `<tool_call|>` never reaches the content, and a tail that could be the
-    start of `<|tool_call>` is held back until it is clear either way.
+    start of `<|tool_call>` is held back until it is clear either way. `names`: the functions offered;
+    a call to any other is malformed (the grammar holds from the call token; a call spelled out of
+    ordinary tokens is not held to it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, names: frozenset[str] | None = None) -> None:
+        self._names = names
         self._buffer = ""
         self._in_call = False
         self.content = ""
@@ -261,6 +264,9 @@ class CallSplitter:
         try:
             call = parse_call(body)
         except CallSyntaxError:
+            self.malformed += 1
+            return None
+        if self._names is not None and call.name not in self._names:
             self.malformed += 1
             return None
         call = ToolCall(call.name, call.arguments, f"call_{uuid.uuid4().hex[:16]}")

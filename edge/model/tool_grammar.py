@@ -21,7 +21,6 @@ MAX_ENUMERATED_RANGE = 200  # integer ranges up to this many values are listed e
 # itself, and after a call the model may start another. A schema's maxLength overrides the first.
 MAX_STRING_CHARS = 64
 MAX_CALLS = 4
-TRIGGER_PATTERN = r"[\s\S]*?(<\|tool_call>)[\s\S]*"  # a call spelled out of ordinary tokens triggers too
 
 
 def _literal(text: str) -> str:
@@ -144,7 +143,8 @@ def call_grammar(tools: Sequence[ToolSpec], *, only: str | None = None, parallel
     gbnf = "\n".join(f"{name} ::= {body}" for name, body in rules.items())
     if not lazy:
         return Grammar(gbnf)
-    return Grammar(gbnf, trigger_patterns=(TRIGGER_PATTERN,))
+    # The call-opening marker is one control token: the grammar starts when it is drawn.
+    return Grammar(gbnf, trigger=CALL_OPEN)
 
 
 def clamp_to_schema(call: ToolCall, tools: Sequence[ToolSpec]) -> ToolCall:

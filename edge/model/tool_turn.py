@@ -64,7 +64,7 @@ class ToolTurn:
 
     def __init__(self, generation: Generation, setup: ToolSetup):
         self.generation, self.setup = generation, setup
-        self._splitter = CallSplitter()
+        self._splitter = CallSplitter(frozenset(t.name for t in setup.tools))
         self.reply: SplitReply | None = None
 
     @classmethod

@@ -3,7 +3,8 @@
 A llama context and libmtmd are not thread-safe, so the HTTP (or Wyoming) side never touches the
 model: it submits a job and awaits the job's events. The queue is bounded; a full queue is refused
 at once (the caller answers 503 with Retry-After) rather than letting latency grow without limit.
-A job whose caller went away is cancelled between tokens.
+A job whose caller went away is cancelled between tokens. Stopping cancels the running job and
+waits for the thread, with no timeout: the model is freed only once nothing runs on it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ class Job:
     outcome: Any = None  # what run() returned, or the exception it raised
 
     def emit(self, kind: str, value: Any = None) -> None:
-        """From the model thread: hand an event to the caller."""
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        """From the model thread: hand an event to the caller. A caller whose event loop has ended
+        (the server is shutting down) is gone: the job is cancelled and the event dropped."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:  # "Event loop is closed"
+            self.cancelled.set()
 
     async def stream(self) -> AsyncIterator[tuple[str, Any]]:
         """The job's events until it ends: ("piece", text)..., then ("done", result) or ("error", exc)."""
@@ -73,6 +78,8 @@ class ModelWorker:
         self.state = "loading"  # loading | ready | failed | stopped
         self.error: str | None = None
         self.busy = False
+        self._running: Job | None = None
+        self._stopping = threading.Event()
         self._on_job_end = on_job_end
         self._thread = threading.Thread(target=self._main, name="edge-model-worker", daemon=True)
 
@@ -94,12 +101,24 @@ class ModelWorker:
             raise Busy(f"{self.depth} requests are queued for the model; try again shortly") from None
         return job
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the running job, refuse new ones, free the model."""
-        if self.state == "ready":
+    def stop(self) -> None:
+        """Refuse new jobs, end the running one at its next token and the queued ones unrun, then
+        wait until the thread has freed the model (however long the last token takes)."""
+        self._stopping.set()
+        if self.state in ("ready", "loading"):
             self.state = "stopped"
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        running = self._running
+        if running is not None:
+            running.cancelled.set()
+        if not self._thread.is_alive():
+            return
+        while True:  # the queue may be full: jobs drain fast once stopping (each is refused unrun)
+            try:
+                self._jobs.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
 
     def _main(self) -> None:
         try:
@@ -107,19 +126,30 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001  (reported through /health and every request)
             self.state, self.error = "failed", f"the model failed to load: {exc}"
             return
+        if self._stopping.is_set():  # stopped while loading
+            self._close_resources()
+            return
         self.state = "ready"
         try:
             while (job := self._jobs.get()) is not None:
                 self._run(job)
         finally:
-            close = getattr(self.resources, "close", None)
-            if close:
-                close()
+            self._close_resources()
+
+    def _close_resources(self) -> None:
+        close = getattr(self.resources, "close", None)
+        if close:
+            close()
 
     def _run(self, job: Job) -> None:
         if job.cancelled.is_set():
             return
-        self.busy = True
+        if self._stopping.is_set():
+            job.emit("error", NotReady("the server is stopping; try again once it is back"))
+            return
+        self.busy, self._running = True, job
+        if self._stopping.is_set():  # stop() may have looked for a running job just before
+            job.cancelled.set()
         try:
             job.outcome = job.run(job)
             job.emit("done", job.outcome)
@@ -127,6 +157,6 @@ class ModelWorker:
             job.outcome = exc
             job.emit("error", exc)
         finally:
-            self.busy = False
+            self.busy, self._running = False, None
             if self._on_job_end:
                 self._on_job_end(job)

@@ -137,16 +137,18 @@ class VoiceLoop:
                 on_turn=self.on_turn,
                 on_note=self.on_note,
             )
+            interrupted = False
             try:
                 self._listen(max_turns, push_to_talk, stop, toggles)
             except KeyboardInterrupt:
+                interrupted = True
                 if self._last is not None:
                     self._last.cancel()  # stop the reply in progress at its next token
                 raise
             finally:
                 if self._pending is not None:
                     self._discard(self._pending)
-                self._worker.close()
+                self._worker.close(cancel=interrupted)
             if self.speaker is not None:
                 self.speaker.wait(timeout=120)
         return self.turns

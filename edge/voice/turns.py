@@ -134,16 +134,21 @@ class TurnWorker:
         self._jobs: queue.SimpleQueue[Turn | Listen | None] = queue.SimpleQueue()
         self._heard_from: tuple[float, int] | None = None  # (clip start, first sample) of the clip being heard
         self._last_turn_at: float | None = None  # stream time the last kept turn's speech ended
+        self._cancelled_all = False  # Ctrl-C: the turns still queued are not made
         self._thread = threading.Thread(target=self._work, name="edge-voice-turns", daemon=True)
         self._thread.start()
 
     def submit(self, job: Turn | Listen) -> None:
         self._jobs.put(job)
 
-    def close(self, timeout: float = 120.0) -> None:
-        """Finish the queued turns (cancelled ones end at their next token), then stop the thread."""
+    def close(self, *, cancel: bool = False) -> None:
+        """Finish the queued turns (`cancel`: skip them; a cancelled turn ends at its next token),
+        then wait for the thread to stop. No timeout: the model is closed after this, and a reply
+        still decoding would decode on freed memory (a slow board only makes the wait longer)."""
+        if cancel:
+            self._cancelled_all = True
         self._jobs.put(None)
-        self._thread.join(timeout)
+        self._thread.join()
 
     def _work(self) -> None:
         try:
@@ -152,7 +157,10 @@ class TurnWorker:
             self.on_note(f"could not evaluate the system prompt ahead ({_reason(exc)})")
         while (job := self._jobs.get()) is not None:
             try:
-                if isinstance(job, Listen):
+                if self._cancelled_all:
+                    if isinstance(job, Turn):
+                        job.cancel()
+                elif isinstance(job, Listen):
                     self._hear(job.clip)
                 elif not job.cancelled:
                     self._guarded(job)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.errors import AudioError, ContextFullError, GenerationError, ImageError
+from edge.errors import AudioError, ContextFullError, GenerationError, ImageError, UsageError
 from edge.model.engine.cache_record import (
     MEDIA,
     cache_keys,
@@ -32,8 +32,9 @@ from edge.model.engine.cache_record import (
     positions_of,
     through_last_media,
 )
+from edge.model.engine.lifetime import Lifetime
 from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
-from edge.model.engine.sampling import Sampling, sampler_chain
+from edge.model.engine.sampling import Sampling, TokenSampler
 from edge.model.engine.text import TextStream
 from edge.vision.images import Picture
 
@@ -114,9 +115,13 @@ class Engine:
         self.projector: Projector | None = None
         self.last_prefill: PrefillReport | None = None
         self.last_finish, self.last_generated = "stop", 0  # how the last generate() ended
+        self.last_refusals = 0  # tokens the last generate()'s grammar refused (each a full-vocabulary pass)
         self.bos_text = self.token_text(llama.token_bos())
+        self.lifetime = Lifetime()  # every native call below runs inside lifetime.use()
 
-    def close(self) -> None:
+    def free(self) -> None:
+        """Free the projector and batches. Only through `lifetime.close` (LoadedModel.close): never
+        while a job is running."""
         if self.projector is not None:
             self.projector.close()
             self.projector = None
@@ -128,7 +133,8 @@ class Engine:
     # -- text <-> tokens -------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, bos: bool) -> list[int]:
-        return self._llama.tokenize(text.encode(), add_bos=bos, special=True)
+        with self.lifetime.use():
+            return self._llama.tokenize(text.encode(), add_bos=bos, special=True)
 
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -149,14 +155,16 @@ class Engine:
 
     def reset(self) -> None:
         """An empty cache, laid out as in a fresh context."""
-        self._lc.llama_memory_clear(self._memory, True)
-        self.cached = []
+        with self.lifetime.use():
+            self._lc.llama_memory_clear(self._memory, True)
+            self.cached = []
 
     def truncate(self, n_positions: int) -> None:
         """Forget every cached position from `n_positions` on."""
         if n_positions < len(self.cached):
-            self._lc.llama_memory_seq_rm(self._memory, -1, n_positions, -1)
-            del self.cached[n_positions:]
+            with self.lifetime.use():
+                self._lc.llama_memory_seq_rm(self._memory, -1, n_positions, -1)
+                del self.cached[n_positions:]
 
     def prefill(
         self,
@@ -178,7 +186,7 @@ class Engine:
         """
         # A rendered template may begin with <bos> itself: a second one degrades the model.
         bos = not (self.bos_text and text.startswith(self.bos_text))
-        with self._pieces(text, clips, bos=bos) as pieces:
+        with self.lifetime.use(), self._pieces(text, clips, bos=bos) as pieces:
             rows = self._media_rows(pieces, clips, on_stage, audio_rows)
             wanted = [key for piece, encoded in zip(pieces, rows) for key in cache_keys(piece, encoded)]
             self.check_room(len(wanted))
@@ -204,7 +212,7 @@ class Engine:
         tool's results with the picture a camera took (`media`: one per marker in `text`)."""
         if not media:
             return self.extend_tokens(self.tokenize(text, bos=False))
-        with self._pieces(text, media, bos=False) as pieces:
+        with self.lifetime.use(), self._pieces(text, media, bos=False) as pieces:
             rows = self._media_rows(pieces, media, lambda stage: None)
             self.check_room(len(self.cached) + sum(positions_of(p) for p in pieces))
             report = self._evaluate(pieces, rows, skip=0)
@@ -214,7 +222,8 @@ class Engine:
     def extend_tokens(self, tokens: list[int]) -> PrefillReport:
         """Evaluate token ids after what the cache holds."""
         self.check_room(len(self.cached) + len(tokens))
-        report = self._evaluate([TextPiece(tokens)], skip=0)
+        with self.lifetime.use():
+            report = self._evaluate([TextPiece(tokens)], skip=0)
         self.last_prefill = report
         return report
 
@@ -321,6 +330,7 @@ class Engine:
         batch = self._embd_batch
         row = lo
         while row < hi:
+            self.lifetime.check()  # a model closing mid-prompt stops between batches
             stop = min(hi, (row // AUDIO_BATCH + 1) * AUDIO_BATCH)
             part = np.ascontiguousarray(clip.embeddings[row:stop], dtype=np.float32)
             ctypes.memmove(batch.embd, part.ctypes.data, part.nbytes)
@@ -342,6 +352,7 @@ class Engine:
         """Tokens into the cache in batches of n_batch (the same split for the same prompt)."""
         batch = self._batch
         for begin in range(0, len(tokens), self.n_batch):
+            self.lifetime.check()  # a model closing mid-prompt stops between batches
             part = tokens[begin : begin + self.n_batch]
             base = len(self.cached)
             for i, token in enumerate(part):
@@ -408,35 +419,53 @@ class Engine:
         """Text pieces sampled after the cache's last logits, until end of generation, a stop string,
         max_tokens or `cancelled()`. `special`: render control tokens as text (all, or these ids: a
         tool call's markup) instead of dropping them.
-        The outcome is in `self.last_finish` and `self.last_generated` once the iterator ends."""
-        lc = self._lc
-        sampler = sampler_chain(sampling, self._vocab)
+        The outcome is in `self.last_finish` and `self.last_generated` once the iterator ends; a
+        model that starts closing ends it as "cancelled" at the next token."""
+        sampler = self._token_sampler(sampling)
         stream = TextStream(sampling.stop)
         self.last_finish, self.last_generated = "length", 0
+        life = self.lifetime
         try:
             while self.last_generated < sampling.max_tokens:
-                if cancelled():
+                if cancelled() or life.closing:
                     self.last_finish = "cancelled"
                     return
-                token = lc.llama_sampler_sample(sampler, self._ctx, -1)
-                if self.is_end_of_generation(token):
-                    self.last_finish = "stop"
-                    break
+                with life.use():
+                    token = sampler.sample()
+                    if self.is_end_of_generation(token):
+                        self.last_finish = "stop"
+                        break
+                    shown = special is True or (isinstance(special, frozenset) and token in special)
+                    data = self.token_bytes(token, special=shown)
                 self.last_generated += 1
-                shown = special is True or (isinstance(special, frozenset) and token in special)
-                piece = stream.push(self.token_bytes(token, special=shown))
+                piece = stream.push(data)
                 if piece:
-                    yield piece
+                    yield piece  # outside lifetime.use(): a suspended reply holds nothing
                 if stream.stopped:
                     self.last_finish = "stop"
                     return
-                if self.last_generated < sampling.max_tokens:
-                    self._decode_tokens([token], logits_last=True)
+                if self.last_generated < sampling.max_tokens and not life.closing:
+                    with life.use():
+                        self._decode_tokens([token], logits_last=True)
             tail = stream.flush()
             if tail:
                 yield tail
         finally:
-            lc.llama_sampler_free(sampler)
+            self.last_refusals = sampler.refusals
+            sampler.close()
+
+    def _token_sampler(self, sampling: Sampling) -> TokenSampler:
+        grammar, trigger = sampling.grammar, None
+        if grammar is not None and grammar.lazy:
+            ids = self.tokenize(grammar.trigger, bos=False)
+            if len(ids) != 1:
+                raise UsageError(
+                    f"this model has no single token for {grammar.trigger!r}, so it cannot start a tool call: "
+                    "tools need a Gemma 4 model (edge-gemma setup)"
+                )
+            trigger = ids[0]
+        with self.lifetime.use():
+            return TokenSampler(sampling, self._vocab, self._ctx, trigger_token=trigger)
 
 
 class _Just:

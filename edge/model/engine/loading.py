@@ -128,6 +128,7 @@ class LoadedModel:
             use_gpu=use_gpu,
             flash_attn_type=self.llama.context_params.flash_attn_type,
             verbose=self.verbose,
+            lifetime=self.engine.lifetime,
         )
         if self.engine.projector is not None:
             self.engine.projector.close()
@@ -220,7 +221,12 @@ class LoadedModel:
         self.engine.reset()
 
     def close(self) -> None:
-        self.engine.close()  # the projector goes before the model it was opened for
+        """Stop every job on this model (each ends at its next token or batch), wait for them however
+        long they take, then free: the projector before the model it was opened for."""
+        self.engine.lifetime.close(self._free)
+
+    def _free(self) -> None:
+        self.engine.free()
         self.llama.close()
 
     def __enter__(self) -> LoadedModel:

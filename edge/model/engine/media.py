@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.audio_format import MAX_CLIP_SECONDS, SAMPLE_RATE
 from edge.errors import AudioError, ImageError, ModelFileError
+from edge.model.engine.lifetime import Lifetime
 from edge.model.gguf import inspect_gguf
 from edge.vision.images import IMAGE_TOKEN_BUDGETS, Picture, check_budget, fit_to_budget
 
@@ -104,9 +105,22 @@ def check_pcm(pcm: Any) -> np.ndarray:
 
 
 class Projector:
-    """An mmproj opened for one loaded llama model. Close it before the model (LoadedModel does)."""
+    """An mmproj opened for one loaded llama model. Close it before the model (LoadedModel does).
 
-    def __init__(self, model_handle, path: str | Path, *, n_threads: int, use_gpu: bool, flash_attn_type: int, verbose):
+    `lifetime`: the model's (lifetime.py); the encoders run inside it, so closing waits for them."""
+
+    def __init__(
+        self,
+        model_handle,
+        path: str | Path,
+        *,
+        n_threads: int,
+        use_gpu: bool,
+        flash_attn_type: int,
+        verbose,
+        lifetime: Lifetime,
+    ):
+        self._lifetime = lifetime
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"mmproj file not found: {path}; run `edge-gemma setup` to download it")
@@ -255,18 +269,19 @@ class Projector:
         samples = check_pcm(pcm)
         if samples.size > MAX_CLIP_SECONDS * SAMPLE_RATE:
             raise AudioError(f"encode at most {MAX_CLIP_SECONDS:g} s at once, got {samples.size / SAMPLE_RATE:.1f} s")
-        with self.tokenize(self.marker, [samples], add_bos=False) as pieces:
+        with self._lifetime.use(), self.tokenize(self.marker, [samples], add_bos=False) as pieces:
             (piece,) = [p for p in pieces if isinstance(p, MediaPiece)]
             return self.encode(piece)
 
     def encode(self, piece: MediaPiece) -> np.ndarray:
         """One media chunk through its encoder: (tokens, embedding) float32, a copy."""
-        rc = self._m.mtmd_encode_chunk(self.handle, piece.chunk)
-        if rc != 0:
-            raise AudioError(f"the {piece.kind} encoder failed (code {rc})")
-        n_embd = self.embedding_size
-        out = ctypes.cast(self._m.mtmd_get_output_embd(self.handle), ctypes.POINTER(ctypes.c_float))
-        return np.ctypeslib.as_array(out, shape=(piece.n_tokens * n_embd,)).reshape(piece.n_tokens, n_embd).copy()
+        with self._lifetime.use():
+            rc = self._m.mtmd_encode_chunk(self.handle, piece.chunk)
+            if rc != 0:
+                raise AudioError(f"the {piece.kind} encoder failed (code {rc})")
+            n_embd = self.embedding_size
+            out = ctypes.cast(self._m.mtmd_get_output_embd(self.handle), ctypes.POINTER(ctypes.c_float))
+            return np.ctypeslib.as_array(out, shape=(piece.n_tokens * n_embd,)).reshape(piece.n_tokens, n_embd).copy()
 
     @functools.cached_property
     def audio_layers(self) -> int:

@@ -1,7 +1,8 @@
 """How the next token is chosen: Gemma's recommended sampling, seeds, and an optional grammar.
 
 `Sampling` is the one description of a request's sampling; `sampler_chain` turns it into
-llama.cpp's sampler chain (the only place one is built).
+llama.cpp's sampler chain (the only place one is built), and `TokenSampler` draws each token with it,
+checking a grammar's verdict on the drawn token only.
 """
 
 from __future__ import annotations
@@ -9,25 +10,26 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, replace
 
-from edge.errors import UsageError
+import numpy as np
+
+from edge.errors import GenerationError, UsageError
 
 
 @dataclass(frozen=True)
 class Grammar:
     """A GBNF grammar that constrains decoding (built by the tool-call code).
 
-    Lazy when it has triggers: the grammar starts only once the output matches a trigger pattern
-    (a regex over the text so far, as llama-server's tool calls use) or a trigger token appears.
+    Lazy when it has a `trigger`: text is free until the model writes that control token (one token
+    in the vocabulary, e.g. Gemma 4's `<|tool_call>`), and the grammar holds from that token on.
     """
 
     gbnf: str
     root: str = "root"
-    trigger_patterns: tuple[str, ...] = ()
-    trigger_tokens: tuple[int, ...] = ()
+    trigger: str | None = None
 
     @property
     def lazy(self) -> bool:
-        return bool(self.trigger_patterns or self.trigger_tokens)
+        return self.trigger is not None
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,11 @@ GREEDY = Sampling(temperature=0.0)
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp draws one
 
 
-def sampler_chain(sampling: Sampling, vocab):
-    """A new llama.cpp sampler chain for `sampling`; the caller frees it (llama_sampler_free)."""
+def sampler_chain(sampling: Sampling):
+    """A new llama.cpp sampler chain for `sampling` (no grammar); the caller frees it (llama_sampler_free)."""
     import llama_cpp as lc
 
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-    if sampling.grammar is not None:
-        # First in the chain: every later stage only ever sees tokens the grammar allows.
-        lc.llama_sampler_chain_add(chain, _grammar_sampler(sampling.grammar, vocab))
     if sampling.greedy:
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
         return chain
@@ -84,25 +83,96 @@ def sampler_chain(sampling: Sampling, vocab):
     return chain
 
 
+# llama_token_data, as numpy lays it out: the whole vocabulary as candidates in one array.
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
+class TokenSampler:
+    """Chooses each next token: the chain (top-k, top-p, temperature, seeded draw) over the logits,
+    then the grammar, if any, checks that one token. Only when it refuses is the whole vocabulary
+    filtered by the grammar and drawn from again (llama.cpp's common sampler works this way); a
+    grammar first in the chain would check every token of the vocabulary at every step.
+
+    A lazy grammar costs nothing until its trigger token is drawn: a reply that calls no tool decodes
+    at the speed of one with no tools offered. `refusals` counts the full-vocabulary passes.
+    """
+
+    def __init__(self, sampling: Sampling, vocab, ctx, *, trigger_token: int | None = None):
+        import llama_cpp as lc
+
+        self._lc, self._ctx = lc, ctx
+        self._chain = sampler_chain(sampling)
+        self._grammar = _grammar_sampler(sampling.grammar, vocab) if sampling.grammar is not None else None
+        if self._grammar is not None and sampling.grammar.lazy and trigger_token is None:
+            raise UsageError("a lazy grammar needs its trigger's token id")
+        self._trigger = trigger_token
+        self._waiting = self._grammar is not None and sampling.grammar.lazy
+        self._n_vocab = lc.llama_vocab_n_tokens(vocab)
+        self._one = (lc.llama_token_data * 1)()
+        self._one_array = lc.llama_token_data_array(self._one, 1, -1, False)
+        self._candidates: np.ndarray | None = None  # the whole vocabulary, made at the first refusal
+        self.refusals = 0
+
+    @property
+    def constrained(self) -> bool:
+        """The grammar holds now (a forced call, or a lazy one after its trigger)."""
+        return self._grammar is not None and not self._waiting
+
+    def sample(self) -> int:
+        """The next token after the context's last logits."""
+        lc = self._lc
+        token = lc.llama_sampler_sample(self._chain, self._ctx, -1)  # draws and accepts into the chain
+        if self._grammar is None:
+            return token
+        if self._waiting:
+            if token != self._trigger:
+                return token
+            self._waiting = False
+        elif not self._allows(token):
+            token = self._resample()
+        lc.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def _allows(self, token: int) -> bool:
+        one = self._one[0]
+        one.id, one.logit, one.p = token, 0.0, 0.0
+        self._one_array.size, self._one_array.selected = 1, -1
+        self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
+        return one.logit != float("-inf")
+
+    def _resample(self) -> int:
+        """Draw again from the whole vocabulary, the grammar first (every later stage sees only tokens it allows)."""
+        lc = self._lc
+        self.refusals += 1
+        if self._candidates is None:
+            self._candidates = np.zeros(self._n_vocab, dtype=_TOKEN_DATA)
+        candidates = self._candidates
+        logits = lc.llama_get_logits_ith(self._ctx, -1)
+        candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        candidates["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        candidates["p"] = 0.0
+        array = lc.llama_token_data_array(
+            candidates.ctypes.data_as(ctypes.POINTER(lc.llama_token_data)), self._n_vocab, -1, False
+        )
+        lc.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        lc.llama_sampler_apply(self._chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise GenerationError("the grammar allows no token here (the reply cannot go on)")
+        return int(candidates["id"][array.selected])
+
+    def close(self) -> None:
+        for sampler in (self._chain, self._grammar):
+            if sampler is not None:
+                self._lc.llama_sampler_free(sampler)
+        self._chain = self._grammar = None
+
+
 def _grammar_sampler(grammar: Grammar, vocab):
     import llama_cpp as lc
 
-    if grammar.lazy:
-        patterns = (ctypes.c_char_p * max(1, len(grammar.trigger_patterns)))(
-            *[p.encode() for p in grammar.trigger_patterns]
-        )
-        tokens = (lc.llama_token * max(1, len(grammar.trigger_tokens)))(*grammar.trigger_tokens)
-        sampler = lc.llama_sampler_init_grammar_lazy_patterns(
-            vocab,
-            grammar.gbnf.encode(),
-            grammar.root.encode(),
-            patterns,
-            len(grammar.trigger_patterns),
-            tokens,
-            len(grammar.trigger_tokens),
-        )
-    else:
-        sampler = lc.llama_sampler_init_grammar(vocab, grammar.gbnf.encode(), grammar.root.encode())
+    # Never llama.cpp's lazy grammar: its trigger check runs inside the grammar every token, and once
+    # triggered it filters the whole vocabulary every token. TokenSampler triggers and checks instead.
+    sampler = lc.llama_sampler_init_grammar(vocab, grammar.gbnf.encode(), grammar.root.encode())
     if not sampler:
         raise UsageError("llama.cpp rejected the grammar built for this request (see --llama-log for where)")
     return sampler

@@ -1,0 +1,111 @@
+"""What offering tools costs a reply's decode: the same prompt and seed with the call grammar and without.
+
+A lazy grammar (tool_choice auto) must cost nothing until a call starts: `offered_vs_free` decodes the
+same prompt at the same seed with and without it, at each length, and says whether both wrote the
+same tokens (they must, until a call). A forced call holds every token to the grammar:
+`forced_vs_free` decodes a call against free text of the same length. Random weights write what the
+grammar refuses far more often than a trained model does, so the forced figure is a floor.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from edge.model.engine import GEMMA_SAMPLING, Generation, Grammar, LoadedModel, Sampling
+from edge.model.tool_calls import ToolSpec
+from edge.model.tool_grammar import call_grammar
+
+PROMPT_ASK = [{"role": "user", "content": "Tell me a long story about the house, then turn on the kitchen light."}]
+
+
+@dataclass(frozen=True)
+class OfferedRow:
+    tokens: int  # decoded tokens asked for
+    free_tps: float  # median decode tokens/s, no tools
+    offered_tps: float  # median decode tokens/s, tools offered (lazy grammar)
+    same_text: bool  # every run wrote the same tokens both ways (no call started)
+    calls_started: int  # runs in which the model wrote the call token (the grammar then held)
+
+    @property
+    def ratio(self) -> float:
+        return self.offered_tps / self.free_tps
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 3)}
+
+
+# Any text at all: every token a model writes is allowed, so this measures the check on the drawn token
+# alone, which is what a trained model's call pays when it writes the syntax it was taught.
+ANY_TEXT = Grammar("root ::= [^\\x00]*")
+
+
+@dataclass(frozen=True)
+class ForcedRow:
+    free_tps: float  # median decode tokens/s of free text of the call's length
+    forced_tps: float  # median decode tokens/s of a forced call
+    call_tokens: float  # median tokens in the forced call
+    refusals: float  # median full-vocabulary passes per call (tokens the grammar refused)
+    checked_tps: float  # median decode tokens/s under a grammar that refuses nothing (the check alone)
+
+    @property
+    def ratio(self) -> float:
+        return self.forced_tps / self.free_tps
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 3)}
+
+
+def offered_vs_free(
+    loaded: LoadedModel, tools: Sequence[ToolSpec], lengths: Sequence[int], seeds: Sequence[int]
+) -> list[OfferedRow]:
+    """Decode `length` tokens after the chat prompt with `tools` declared, with the lazy call grammar
+    and without it (temperature 1, each seed both ways; the prompt evaluated fresh each time)."""
+    prompt = loaded.chat_prompt(PROMPT_ASK, tools=[t.declaration() for t in tools]).text
+    grammar = call_grammar(tools, lazy=True)
+    rows = []
+    for length in lengths:
+        free, offered, same, started = [], [], True, 0
+        for seed in seeds:
+            base = GEMMA_SAMPLING.with_(max_tokens=length, seed=seed)
+            plain = _decode(loaded, prompt, base)
+            lazy = _decode(loaded, prompt, base.with_(grammar=grammar))
+            free.append(_rate(plain))
+            offered.append(_rate(lazy))
+            same &= plain.text == lazy.text
+            started += "<|tool_call>" in lazy.text
+        rows.append(OfferedRow(length, _median(free), _median(offered), same, started))
+    return rows
+
+
+def forced_vs_free(loaded: LoadedModel, tools: Sequence[ToolSpec], seeds: Sequence[int]) -> ForcedRow:
+    """A call forced from the first token (tool_choice required), against free text of its length."""
+    prompt = loaded.chat_prompt(PROMPT_ASK, tools=[t.declaration() for t in tools]).text
+    grammar = call_grammar(tools, lazy=False, parallel=False)
+    free, forced, lengths, refusals, checked = [], [], [], [], []
+    for seed in seeds:
+        call = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=400, seed=seed, grammar=grammar))
+        n, refused = call.stats.generated_tokens, loaded.engine.last_refusals
+        plain = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=max(n, 8), seed=seed))
+        check = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=max(n, 8), seed=seed, grammar=ANY_TEXT))
+        forced.append(_rate(call))
+        free.append(_rate(plain))
+        checked.append(_rate(check))
+        lengths.append(n)
+        refusals.append(refused)
+    return ForcedRow(_median(free), _median(forced), _median(lengths), _median(refusals), _median(checked))
+
+
+def _decode(loaded: LoadedModel, prompt: str, sampling: Sampling) -> Generation:
+    generation = loaded.complete(prompt, sampling, special=True)
+    generation.run()
+    return generation
+
+
+def _rate(generation: Generation) -> float:
+    return generation.stats.generation_tps or float("nan")
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
