@@ -353,13 +353,13 @@ def test_real_short_sweep_on_the_embedded_model(demo_model):
 
 def test_other_batch_sizes_and_depth_tests_get_their_own_context(demo_model):
     with BenchContext(demo_model, n_batch=128, n_ubatch=128) as own:
-        assert own.ctx == demo_model.llama._ctx.ctx  # the model's context, reused
+        assert own.ctx == demo_model.llama.ctx  # the model's context, lent by its engine
     # Depth tests need llama-bench's small sliding-window cache: a full-size one means another context.
     full_swa = bool(demo_model.llama.context_params.swa_full)
     with BenchContext(demo_model, n_batch=128, n_ubatch=128, sliding_window_cache=True) as deep:
-        assert (deep.ctx != demo_model.llama._ctx.ctx) == full_swa
+        assert (deep.ctx != demo_model.llama.ctx) == full_swa
     with BenchContext(demo_model, n_batch=128, n_ubatch=64) as other:
-        assert other.ctx != demo_model.llama._ctx.ctx
+        assert other.ctx != demo_model.llama.ctx
         other.set_threads(2, 2)
         assert other.prompt(70, 128) > 0 and other.generate(2) > 0
     generation = demo_model.complete("Hello", GREEDY.with_(max_tokens=2))

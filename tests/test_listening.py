@@ -62,7 +62,7 @@ def test_a_turn_heard_while_spoken_gives_the_same_greedy_reply_as_the_clip_evalu
 
     engine.reset()
     engine.prefill(prompt, [long_question])
-    whole = Generation(engine, None, GREEDY.with_(max_tokens=24)).run()
+    whole = Generation(engine, "", GREEDY.with_(max_tokens=24), continues=True).run()
 
     engine.reset()
     listener = Listener(loaded.projector)
@@ -70,7 +70,7 @@ def test_a_turn_heard_while_spoken_gives_the_same_greedy_reply_as_the_clip_evalu
         heard = listener.hear(long_question[:end])
         engine.prefill(prompt, [heard], audio_rows=len(heard.embeddings))
     final = engine.prefill(prompt, [listener.finish(long_question)])
-    streamed = Generation(engine, None, GREEDY.with_(max_tokens=24)).run()
+    streamed = Generation(engine, "", GREEDY.with_(max_tokens=24), continues=True).run()
 
     assert streamed == whole and len(whole) > 0
     rows = len(listener.rows)

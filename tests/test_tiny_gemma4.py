@@ -94,7 +94,7 @@ def test_generates_n_tokens(engine):
     engine.prefill("The quick brown fox")
     before = len(engine.cached)
     # max_tokens with no stop: random weights may well pick <eos> early, so count what came.
-    generation = Generation(engine, None, GREEDY.with_(max_tokens=12))
+    generation = Generation(engine, "", GREEDY.with_(max_tokens=12), continues=True)
     generation.run()
     n = generation.stats.generated_tokens
     assert 1 <= n <= 12 and len(engine.cached) == before + n - (n == 12)
@@ -155,7 +155,7 @@ def test_two_seconds_of_speech_become_about_25_tokens_per_second(engine, speech)
     assert ids[-3:] == engine.tokenize("<|turn>model\n", bos=False)[-3:]
 
     # Sampling continues from the cached prompt without evaluating it again.
-    generation = Generation(engine, None, GREEDY.with_(max_tokens=4))
+    generation = Generation(engine, "", GREEDY.with_(max_tokens=4), continues=True)
     generation.run()
     assert len(engine.cached) == report.prompt_tokens + generation.stats.generated_tokens - 1
 
@@ -179,7 +179,7 @@ def test_45_seconds_make_two_audio_chunks_and_still_evaluate(engine, speech):
     assert report.media_chunks == 2  # libmtmd cuts at 30 s
     assert abs(report.media_tokens - 45 * 25) <= 4
     assert report.prompt_tokens == len(engine.cached)
-    assert Generation(engine, None, GREEDY.with_(max_tokens=1)).run() is not None
+    assert Generation(engine, "", GREEDY.with_(max_tokens=1), continues=True).run() is not None
 
 
 # --- buffers that must never reach libmtmd ----------------------------------------------------

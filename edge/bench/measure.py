@@ -211,6 +211,7 @@ class BenchResult:
 class BenchContext:
     """A llama_context of a loaded model, driven through llama.cpp's C API with random tokens.
 
+    Borrowed from the engine (Engine.lent_context: the cache emptied, threads restored on close).
     Uses the model's own context when n_batch/n_ubatch match it; otherwise creates (and later frees)
     a context on the same model, so no setting in a sweep needs the weights loaded again.
     `sliding_window_cache`: tests at a depth need llama-bench's small sliding-window cache
@@ -222,7 +223,16 @@ class BenchContext:
 
         self._c = llama_cpp
         self.requested = (n_batch, n_ubatch, sliding_window_cache)
-        own = loaded.context_handle
+        self._lease = loaded.engine.lent_context()  # the model stays loaded and its cache empty until close()
+        own = self._lease.__enter__()
+        try:
+            self._open(loaded, own, n_batch, n_ubatch, sliding_window_cache, seed)
+        except BaseException:
+            self._lease.__exit__(None, None, None)
+            raise
+
+    def _open(self, loaded, own, n_batch: int, n_ubatch: int, sliding_window_cache: bool, seed: int) -> None:
+        llama_cpp = self._c
         # llama.cpp clamps n_batch to n_ctx and n_ubatch to n_batch: compare what it would use.
         want_batch = min(n_batch, llama_cpp.llama_n_ctx(own))
         same_batches = (want_batch, min(n_ubatch, want_batch)) == (
@@ -323,6 +333,9 @@ class BenchContext:
         if self._owned and self.ctx:
             self._c.llama_free(self.ctx)
         self.ctx = None
+        if self._lease is not None:
+            self._lease.__exit__(None, None, None)
+            self._lease = None
 
     def __enter__(self) -> BenchContext:
         return self
@@ -410,13 +423,7 @@ def run_sweep(
         if bench:
             bench.clear()
             bench.close()
-        restore_model_state(loaded)
     return outcome
-
-
-def restore_model_state(loaded) -> None:
-    """Leave the model as `run`/`chat` expect it: its own threads, an empty cache, no cached prompt."""
-    loaded.restore()
 
 
 def _throttled_between(before, after) -> bool:

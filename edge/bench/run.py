@@ -24,7 +24,6 @@ from edge.bench.measure import (
     expand_sweep,
     mean,
     now_rfc3339,
-    restore_model_state,
     run_sweep,
 )
 from edge.launch import RunPlan
@@ -102,7 +101,6 @@ def run_duration(
             pass  # keep the blocks so far: a sustained run is often stopped by hand
         finally:
             bench.clear()
-    restore_model_state(loaded)
     return DurationResult(n_threads, block_tokens, seconds, tuple(blocks))
 
 
@@ -291,7 +289,7 @@ def measure_ttft(loaded) -> float | None:
     except KeyboardInterrupt:
         return None
     finally:
-        restore_model_state(loaded)
+        loaded.engine.reset()  # the next measurement starts from an empty cache
     return generation.stats.time_to_first_token if generation.stats else None
 
 

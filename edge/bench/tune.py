@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge.bench.measure import BenchContext, Progress, mean, now_rfc3339, restore_model_state, sample_stdev
+from edge.bench.measure import BenchContext, Progress, mean, now_rfc3339, sample_stdev
 from edge.tuned import TunedSettings
 
 UBATCH_CANDIDATES = (128, 256, 512)
@@ -92,8 +92,6 @@ def tune_model(
             _tune_ubatch(loaded, ubatch, ubatches, prefill.best(), start + budget_s, clock, progress, result.notes)
     except KeyboardInterrupt:
         result.interrupted = True
-    finally:
-        restore_model_state(loaded)
     result.seconds = clock() - start
     if decode.best() is not None and prefill.best() is not None:
         result.tuned = TunedSettings(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from edge.model.chat_format import Message
-from edge.model.engine import Generation, LoadedModel, PrefillReport, Sampling
+from edge.model.engine import Generation, LoadedModel, Sampling
 from edge.model.tool_calls import (
     CALL_CLOSE,
     MARKUP_TOKENS,
@@ -84,21 +84,10 @@ class ToolTurn:
         """The same model turn, continued in the KV cache: the results are read, the reply goes on.
         Nothing before them is evaluated again (a spoken turn's audio included). A result's pictures
         (a camera's frame) are shown after the results, fitted to the model's image budget."""
-        before = len(loaded.engine.cached)
         pictures = [loaded.fit_image(p) for p in pictures_in(results)]
         text = results_text(loaded, calls, results) + "".join("\n\n" + loaded.projector.marker for _ in pictures)
-        added = loaded.engine.extend(text + ("\n\n" if pictures else ""), pictures)
-        report = PrefillReport(
-            before + added.evaluated,
-            before,
-            added.evaluated,
-            added.seconds,
-            media_tokens=added.media_tokens,
-            media_chunks=added.media_chunks,
-            encode_ms=added.encode_ms,
-        )
-        generation = Generation(
-            loaded.engine, None, setup.sampling(sampling), special=markup_tokens(loaded), prefilled=report
+        generation = loaded.continue_turn(
+            text + ("\n\n" if pictures else ""), setup.sampling(sampling), media=pictures, special=markup_tokens(loaded)
         )
         return cls(generation, setup)
 

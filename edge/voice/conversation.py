@@ -30,17 +30,17 @@ from edge.model.chat_format import GEMMA3_STOP, GEMMA4_STOP, Message
 from edge.model.context_budget import Fitted, audio_tokens_for
 from edge.model.conversation import Conversation
 from edge.model.engine import (
+    AUDIO_BATCH,
     GEMMA_SAMPLING,
     GREEDY,
     EncodedAudio,
     Generation,
     Listener,
+    ListenerWork,
     LoadedModel,
     PrefillReport,
     Sampling,
 )
-from edge.model.engine.core import AUDIO_BATCH
-from edge.model.engine.listening import ListenerWork
 from edge.model.tool_turn import ToolSetup, ToolTurn, with_results
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -269,8 +269,7 @@ class AudioConversation:
         follow_up = self.loaded.chat_prompt([{"role": "user", "content": HEARD_PROMPT}])
         # follow_up.text is "<turn opener>user\n...<generation prompt>": close the model's turn first.
         closer = (GEMMA4_STOP if "<|turn>" in follow_up.text else GEMMA3_STOP)[0] + "\n"
-        self.loaded.engine.extend(closer + follow_up.text)
         sampling = GREEDY.with_(max_tokens=TRANSCRIPT_MAX_TOKENS, stop=tuple(follow_up.stop))
-        step = Generation(self.loaded.engine, None, sampling, cancelled=give_way)
+        step = self.loaded.continue_turn(closer + follow_up.text, sampling, cancelled=give_way)
         heard = step.run()
         return None if step.stats.finish_reason == "cancelled" else " ".join(heard.split())

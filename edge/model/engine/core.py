@@ -16,10 +16,12 @@ seed, request, model and settings give the same reply in this process, whatever 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -159,6 +161,19 @@ class Engine:
             self._lc.llama_memory_clear(self._memory, True)
             self.cached = []
 
+    @contextlib.contextmanager
+    def lent_context(self) -> Iterator[Any]:
+        """This model's llama context, lent to code that drives llama.cpp's C API itself (bench,
+        tune): the cache is emptied before and after (the record stays true), the thread counts are
+        restored after, and the model cannot be freed meanwhile."""
+        with self.lifetime.use():
+            self.reset()
+            try:
+                yield self._ctx
+            finally:
+                self._lc.llama_set_n_threads(self._ctx, self._llama.n_threads, self._llama.n_threads_batch)
+                self.reset()
+
     def truncate(self, n_positions: int) -> None:
         """Forget every cached position from `n_positions` on."""
         if n_positions < len(self.cached):
@@ -207,17 +222,22 @@ class Engine:
         self.last_prefill = report
         return report
 
-    def extend(self, text: str, media: Sequence[np.ndarray | Picture] = ()) -> PrefillReport:
-        """Evaluate `text` (no BOS) after what the cache holds, e.g. a question after a reply, or a
-        tool's results with the picture a camera took (`media`: one per marker in `text`)."""
-        if not media:
-            return self.extend_tokens(self.tokenize(text, bos=False))
-        with self.lifetime.use(), self._pieces(text, media, bos=False) as pieces:
-            rows = self._media_rows(pieces, media, lambda stage: None)
-            self.check_room(len(self.cached) + sum(positions_of(p) for p in pieces))
-            report = self._evaluate(pieces, rows, skip=0)
-        self.last_prefill = report
-        return report
+    def continue_with(self, text: str, media: Sequence[np.ndarray | Picture] = ()) -> PrefillReport:
+        """Evaluate `text` (no BOS) after what the cache holds: a question after a reply, or a tool's
+        results with the picture a camera took (`media`: one per marker in `text`). The report counts
+        the whole context: what was there is `reused`. Generation(continues=True) is the way in."""
+        before = len(self.cached)
+        if not text and not media:  # nothing to add: sample from the logits the cache ends with
+            added = PrefillReport(0, 0, 0, 0.0)
+        elif not media:
+            added = self.extend_tokens(self.tokenize(text, bos=False))
+        else:
+            with self.lifetime.use(), self._pieces(text, media, bos=False) as pieces:
+                rows = self._media_rows(pieces, media, lambda stage: None)
+                self.check_room(len(self.cached) + sum(positions_of(p) for p in pieces))
+                added = self._evaluate(pieces, rows, skip=0)
+        self.last_prefill = replace(added, prompt_tokens=before + added.evaluated, reused=before)
+        return self.last_prefill
 
     def extend_tokens(self, tokens: list[int]) -> PrefillReport:
         """Evaluate token ids after what the cache holds."""

@@ -14,29 +14,30 @@ import numpy as np
 from edge.model.engine.core import Engine, GenerationStats, PrefillReport
 from edge.model.engine.media import EncodedAudio
 from edge.model.engine.sampling import Sampling
+from edge.vision.images import Picture
 
 
 class Generation:
     def __init__(
         self,
         engine: Engine,
-        prompt: str | None,
+        prompt: str,
         sampling: Sampling,
         *,
-        clips: Sequence[np.ndarray | EncodedAudio] | Callable[[], Sequence] = (),
+        clips: Sequence[np.ndarray | EncodedAudio | Picture] | Callable[[], Sequence] = (),
         cancelled: Callable[[], bool] = lambda: False,
         special: bool | frozenset[int] = False,
         on_stage: Callable[[str], None] = lambda stage: None,
-        prefilled: PrefillReport | None = None,
+        continues: bool = False,
     ):
-        """`prompt` None: continue after what the cache holds (`prefilled`: what the caller's own
-        extension of the cache did, for the stats). `clips` may be a function: called when the
-        prefill starts, so a clip's encoding is timed with the request."""
-        self._engine, self._prompt, self._clips = engine, prompt, clips
+        """`prompt`: a whole prompt (its longest cached prefix reused), or with `continues` text
+        evaluated after what the cache holds (the same turn going on: tool results, a follow-up
+        question). `clips` may be a function: called when the prefill starts, so a clip's encoding
+        is timed with the request."""
+        self._engine, self._prompt, self._clips, self._continues = engine, prompt, clips, continues
         self.sampling, self._cancelled, self._special, self._on_stage = sampling, cancelled, special, on_stage
         self.stats: GenerationStats | None = None
         self.prefill: PrefillReport | None = None
-        self._prefilled = prefilled
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
@@ -44,14 +45,14 @@ class Generation:
         first = last = None
         finish = "interrupted"
         try:
-            if self._prompt is not None:
+            clips = self._clips() if callable(self._clips) else self._clips
+            if self._continues:
+                self.prefill = engine.continue_with(self._prompt, clips)
+            else:
                 # A seeded request is evaluated from an empty cache: see core.py on what a seed promises.
-                clips = self._clips() if callable(self._clips) else self._clips
                 self.prefill = engine.prefill(
                     self._prompt, clips, fresh=self.sampling.seed is not None, on_stage=self._on_stage
                 )
-            else:
-                self.prefill = self._prefilled or PrefillReport(len(engine.cached), len(engine.cached), 0, 0.0)
             for piece in engine.generate(self.sampling, cancelled=self._cancelled, special=self._special):
                 last = time.perf_counter()
                 first = first or last

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from edge.errors import AudioError, ImageError, ModelFileError
@@ -165,6 +166,13 @@ class LoadedModel:
         sampling = sampling.with_(stop=tuple(sampling.stop) + tuple(prompt.stop))
         return Generation(self.engine, prompt.text, sampling, **kwargs)
 
+    def continue_turn(
+        self, text: str, sampling: Sampling = GEMMA_SAMPLING, *, media: Sequence = (), **kwargs
+    ) -> Generation:
+        """Go on after what the cache holds: `text` (and `media`, one per marker in it) is evaluated
+        when the generation starts, nothing before it again; e.g. a tool's results in the same turn."""
+        return Generation(self.engine, text, sampling, clips=media, continues=True, **kwargs)
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes in the context (with the BOS llama.cpp adds)."""
         return len(self.engine.tokenize(text, bos=True))
@@ -182,17 +190,12 @@ class LoadedModel:
             tools=tools,
         )
 
-    # -- handles for code that drives llama.cpp's C API on contexts of its own (bench) --------------
+    # -- for code that drives llama.cpp's C API itself (bench: engine.lent_context) ---------------
 
     @property
     def model_handle(self):
         """The llama_model pointer."""
         return self.llama.model
-
-    @property
-    def context_handle(self):
-        """The llama_context pointer of this model's own context."""
-        return self.llama.ctx
 
     @property
     def context_params(self):
@@ -212,13 +215,6 @@ class LoadedModel:
             llama_cpp.llama_model_size(self.model_handle),
             llama_cpp.llama_model_n_params(self.model_handle),
         )
-
-    def restore(self) -> None:
-        """Back to a fresh state after C-API use on this context: own thread counts, an empty cache."""
-        import llama_cpp
-
-        llama_cpp.llama_set_n_threads(self.context_handle, self.settings.n_threads, self.settings.n_threads_batch)
-        self.engine.reset()
 
     def close(self) -> None:
         """Stop every job on this model (each ends at its next token or batch), wait for them however
