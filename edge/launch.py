@@ -1,14 +1,15 @@
-"""From command-line choices to a loaded model: device -> profile -> settings -> file -> runner.
+"""From command-line choices to a loaded model: LoadRequest -> device -> profile -> settings -> file -> model.
 
-Every command that loads a model (run, chat, bench, voice) goes through `prepare_run`, so they all
-pick the same profile, settings and file for the same flags.
+Every command that loads a model goes through `prepare_run` (a RunPlan, checked before any slow
+work) and `load_model`, so they all pick the same profile, settings, files and memory check for
+the same flags.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from edge.device import info as device_mod
 from edge.device.info import DeviceInfo
@@ -24,6 +25,47 @@ from edge.setup.config import load_device_config
 from edge.tuned import TunedFileError, apply_tuned, lookup
 
 
+class ProjectorUse(Enum):
+    """What a command needs of the projector (mmproj) that gives Gemma 4 ears and eyes."""
+
+    NONE = "none"  # text only
+    OPTIONAL = "optional"  # serve, wyoming, chat: hear and see when there is a projector
+    HEARING = "hearing"  # voice, transcribe: hearing is the job, so a projector with audio is required
+    MEDIA = "media"  # ask, bench --pictures: a projector is required; each input checks what it needs
+
+
+@dataclass(frozen=True)
+class SettingsOverrides:
+    """Settings the command line sets over the profile, setup's plan and the stored tuning."""
+
+    n_ctx: int | None = None
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    image_tokens: int | None = None
+
+    def given(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything the command line says about which model to load and how: built once, from the
+    options every model-loading command shares (cli/options.py `load_options`)."""
+
+    model: str | None = None  # 'demo', a .gguf path, or None: what setup installed
+    mmproj: Path | None = None  # None: setup's projector
+    device: str = "auto"
+    overrides: SettingsOverrides = field(default_factory=SettingsOverrides)
+    no_tune: bool = False  # ignore the threads `edge-gemma tune` stored
+    llama_log: bool = False  # llama.cpp's own log on stderr
+    root: Path = Path("/")  # device facts read below this directory (tests)
+
+    def with_overrides(self, **changes: int | None) -> LoadRequest:
+        """The same request with these settings set (None leaves one as it is)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, overrides=replace(self.overrides, **given))
+
+
 @dataclass(frozen=True)
 class RunPlan:
     model_path: Path
@@ -31,9 +73,10 @@ class RunPlan:
     choice: ProfileChoice
     resolved: ResolvedSettings
     tuned_note: str | None = None  # e.g. "tuned threads 2/2" when `edge-gemma tune` values apply
-    mmproj_path: Path | None = None  # the audio/vision projector setup installed with the model
+    mmproj_path: Path | None = None  # the audio/vision projector: --mmproj, else the one setup installed
     model_info: GGUFInfo | None = None  # the model's checked header, so loading does not read it again
     backend: BackendChoice | None = None  # which extra CPU kernels loads use (model/backend.py)
+    llama_log: bool = False
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -42,20 +85,15 @@ class RunPlan:
         return self.resolved.notes + fresh
 
 
-def prepare_run(
-    model: str | None = None,
-    device_name: str = "auto",
-    overrides: dict[str, Any] | None = None,
-    *,
-    root: Path = Path("/"),
-    no_tune: bool = False,
-) -> RunPlan:
+def prepare_run(request: LoadRequest = LoadRequest()) -> RunPlan:
     """Resolve everything that is cheap to check, before any slow model load.
 
-    Without --model, the model `edge-gemma setup` installed is used (with its profile and planned
-    settings), else the embedded demo model. Settings stack up as profile < setup's plan < tuned
-    values (`edge-gemma tune`, unless no_tune) < overrides.
+    Without a model, the one `edge-gemma setup` installed is used (with its profile, planned
+    settings and projector), else the embedded demo model. Settings stack up as profile < setup's
+    plan < tuned values (`edge-gemma tune`, unless no_tune) < the request's overrides. The memory
+    check counts the projector the load will open.
     """
+    model, device_name, root = request.model, request.device, request.root
     info = device_mod.detect(root)
     config = load_device_config() if model is None else None
     profiles = load_profiles()
@@ -63,12 +101,12 @@ def prepare_run(
         device_name = config.profile
     choice = choose_profile(device_name, profiles, info)
     planned = config.settings if config else {}
-    explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
+    explicit = request.overrides.given()
     model_path = resolve_model(model, config.model_path if config else None)
-    mmproj_path = config.mmproj_path if config else None
+    mmproj_path = request.mmproj or (config.mmproj_path if config else None)
     resolved = resolve_settings(choice.profile, info, {**planned, **explicit})
     tuned_note = None
-    if not no_tune:
+    if not request.no_tune:
         try:
             # Tuned values sit under explicit flags only; setup's plan sits under both.
             with_tuned, tuned_note = apply_tuned(lookup(info, model_path), explicit)
@@ -77,13 +115,32 @@ def prepare_run(
         except TunedFileError as exc:  # a broken tuning file must not stop `run`
             resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
     model_info = check_loadable_model(model_path)
-    resolved = _check_memory(model_path, model_info, resolved, info, choice)
-    return RunPlan(model_path, info, choice, resolved, tuned_note, mmproj_path, model_info, backend_choice())
+    resolved = _check_memory(model_path, model_info, resolved, info, choice, _projector_bytes(mmproj_path, model_info))
+    return RunPlan(
+        model_path, info, choice, resolved, tuned_note, mmproj_path, model_info, backend_choice(), request.llama_log
+    )
 
 
-def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info, choice) -> ResolvedSettings:
+def _projector_bytes(mmproj: Path | None, model_info: GGUFInfo) -> int:
+    """The projector the load may open (only Gemma 4 takes one), as setup's plan counts it."""
+    if mmproj is None or model_info.architecture != "gemma4" or not mmproj.is_file():
+        return 0
+    return mmproj.stat().st_size
+
+
+def _check_memory(
+    model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info, choice, mmproj_bytes: int
+) -> ResolvedSettings:
     """Refuse settings that cannot fit this machine, with the numbers; warn when free memory is short."""
-    report = check_fits(model_info, resolved.settings, info, os_headroom_mb=choice.profile.os_headroom_mb)
+    profile = choice.profile
+    report = check_fits(
+        model_info,
+        resolved.settings,
+        info,
+        mmproj_bytes,
+        os_headroom_mb=profile.os_headroom_mb,
+        mmproj_on_gpu=profile.mmproj_gpu and resolved.settings.n_gpu_layers != 0,
+    )
     if not report.fits_device:
         raise MemoryFitError(
             f"{model_path.name} with n_ctx {resolved.settings.n_ctx} needs "
@@ -95,29 +152,25 @@ def _check_memory(model_path: Path, model_info: GGUFInfo, resolved: ResolvedSett
     return resolved
 
 
-def load_model(
-    plan: RunPlan, *, verbose: bool = False, projector: str = "none", mmproj: Path | None = None
-) -> LoadedModel:
-    """The one loader of a model and its projector (`--mmproj`, else the one setup installed).
+def load_model(plan: RunPlan, use: ProjectorUse = ProjectorUse.NONE) -> LoadedModel:
+    """The one loader of a model and its projector (the request's --mmproj, else setup's).
 
-    `projector`: "none" (text only), "optional" (serve, wyoming, chat: hear and see when there is a
-    projector), "required" (voice, transcribe: hearing is the job) or "media" (ask: a projector must be
-    there; what it must do is checked per input). One rule: a projector that is given is loaded, and
-    one that does not belong to the model is an error; a missing one is an error only where required.
+    One rule: a projector that is given is loaded (unless `use` is NONE), and one that does not
+    belong to the model is an error; a missing one is an error only where hearing or media are the job.
     """
-    path = (mmproj or plan.mmproj_path) if projector != "none" else None
-    if projector in ("required", "media") and path is None:
+    path = plan.mmproj_path if use is not ProjectorUse.NONE else None
+    if use in (ProjectorUse.HEARING, ProjectorUse.MEDIA) and path is None:
         raise AudioError(
             "no projector (mmproj) for this model, and Gemma 4 hears and sees through one: run "
             "`edge-gemma setup` (it downloads one) or pass --mmproj PATH"
         )
     loaded = LoadedModel(
-        plan.model_path, plan.resolved.settings, verbose=verbose, info=plan.model_info, backend=plan.backend
+        plan.model_path, plan.resolved.settings, verbose=plan.llama_log, info=plan.model_info, backend=plan.backend
     )
     try:
         if path is not None:
             loaded.attach_projector(path, use_gpu=plan.choice.profile.mmproj_gpu)
-            if projector == "required":
+            if use is ProjectorUse.HEARING:
                 loaded.projector.require_audio()
     except BaseException:
         loaded.close()

@@ -67,7 +67,7 @@ def mmproj_file(model: str, precision: str) -> Path:
 
 def speech(seconds: float) -> np.ndarray:
     """`seconds` of real espeak-ng speech at 16 kHz: sentences back to back, cut to length."""
-    from edge.audio.tts import espeak_pcm as spoken
+    from edge.audio.tts_backends import espeak_pcm as spoken
 
     text = (
         "Turn on the kitchen lights, then set a timer for ten minutes and read me the weather. "
@@ -380,7 +380,7 @@ def listening() -> dict:
     speech, one at a time, as the voice loop does). The reply starts at the end of speech."""
     from edge.model.engine import GREEDY, LoadedModel
     from edge.settings import RunSettings
-    from edge.voice.conversation import AudioConversation
+    from edge.voice.audio_conversation import AudioConversation
 
     settings = RunSettings(n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, n_threads_batch=2)
     out = []

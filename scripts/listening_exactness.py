@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio.tts import espeak_pcm
+from edge.audio.tts_backends import espeak_pcm
 from edge.model.engine import LoadedModel
 from edge.model.engine.listening import BLOCK_ROWS, BLOCK_SAMPLES
 from edge.model.synthetic import FULLSIZE_DIR, REPO

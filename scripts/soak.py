@@ -27,11 +27,12 @@ import numpy as np
 from edge.audio.capture import ArraySource
 from edge.audio.files import load_audio
 from edge.audio.playback import NullSink
-from edge.audio.tts import EspeakBackend, Speaker
+from edge.audio.tts import Speaker
+from edge.audio.tts_backends import EspeakBackend
 from edge.model.engine import GEMMA_SAMPLING, LoadedModel
 from edge.model.synthetic import TINY_DIR as TINY
 from edge.settings import RunSettings
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.loop import VoiceLoop
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from edge.assist.ha_intents import HA_INTENTS
 from edge.model.engine import GEMMA_SAMPLING, LoadedModel
 from edge.model.files import ensure_demo_model
+from edge.model.reply_events import CallEvent
 from edge.model.synthetic import TINY_DIR, TINY_TEXT_NAME
 from edge.model.tool_grammar import call_grammar
 from edge.model.tool_turn import ToolSetup, ToolTurn
@@ -54,8 +55,8 @@ def call_times(loaded: LoadedModel, runs: int) -> tuple[float, float, float, int
             loaded.engine.reset()
         started = time.perf_counter()
         turn = ToolTurn.chat(loaded, ASK, setup, GEMMA_SAMPLING.with_(max_tokens=400))
-        for kind, _ in turn:
-            if kind == "call":
+        for event in turn:
+            if isinstance(event, CallEvent):
                 (fresh if run < runs else cached).append(time.perf_counter() - started)
         tokens.append(turn.stats.generated_tokens)
         malformed += turn.reply.malformed

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
-from edge.audio.tts import EspeakBackend
+from edge.audio.tts_backends import EspeakBackend
 from edge.audio.vad import EndpointConfig, Endpointer
 from edge.audio_format import SAMPLE_RATE
 

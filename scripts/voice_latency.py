@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio.files import save_wav
-from edge.audio.tts import espeak_pcm as spoken
+from edge.audio.tts_backends import espeak_pcm as spoken
 from edge.model.synthetic import REPO, TINY_DIR, TINY_MMPROJ_NAME, TINY_TEXT_NAME
 from edge.voice.timeline import STAGES
 

@@ -13,13 +13,14 @@ from edge.assist.ha_intents import HA_INTENTS
 from edge.assist.toolbox import TOOL_GROUPS, Toolbox, calculate, spoken_duration
 from edge.audio.capture import ArraySource
 from edge.audio.playback import NullSink
-from edge.audio.tts import EspeakBackend, Speaker
+from edge.audio.tts import Speaker
+from edge.audio.tts_backends import EspeakBackend
 from edge.errors import UsageError
 from edge.model.engine import GREEDY, LoadedModel
 from edge.model.tool_calls import ToolCall
 from edge.model.tool_grammar import call_grammar
 from edge.settings import RunSettings
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.loop import VoiceLoop
 
 TINY = FIXTURES / "gemma4-tiny"

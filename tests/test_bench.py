@@ -32,7 +32,7 @@ from edge.bench.report import (
 )
 from edge.bench.run import BenchRun, DurationBlock, DurationResult, RunConditions, bench_model, run_duration
 from edge.errors import EdgeError, UsageError
-from edge.launch import prepare_run
+from edge.launch import LoadRequest, SettingsOverrides, prepare_run
 from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
 
@@ -375,7 +375,8 @@ def test_real_sustained_run(demo_model):
 
 
 def test_whole_run_reports_load_rss_ttft_and_conditions(demo_gguf, llama_cpp_available):
-    plan = prepare_run(str(demo_gguf), "auto", {"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2}, no_tune=True)
+    overrides = SettingsOverrides(n_ctx=512, n_threads=2, n_threads_batch=2)
+    plan = prepare_run(LoadRequest(model=str(demo_gguf), overrides=overrides, no_tune=True))
     run = bench_model(plan, [spec(n_prompt=32), spec(n_gen=8)], 2)
     c = run.conditions
     assert [r.spec.name for r in run.results] == ["pp32", "tg8"] and not run.interrupted

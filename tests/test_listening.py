@@ -19,7 +19,7 @@ from edge.errors import AudioError
 from edge.model.engine import GREEDY, Generation, Listener, LoadedModel
 from edge.model.engine.core import AUDIO_BATCH
 from edge.settings import RunSettings
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.loop import VoiceLoop
 
 SR = 16_000

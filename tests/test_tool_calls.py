@@ -8,6 +8,7 @@ import pytest
 from conftest import FIXTURES
 
 from edge.model.engine import GEMMA_SAMPLING, Grammar, LoadedModel
+from edge.model.reply_events import CallEvent
 from edge.model.tool_calls import CallSplitter, ToolCall, ToolSchemaError, parse_call, split_reply, tool_specs
 from edge.model.tool_grammar import clamp_to_schema
 from edge.model.tool_turn import ToolSetup, ToolTurn, results_text, with_results
@@ -158,7 +159,7 @@ def test_a_named_choice_gives_a_valid_call_from_random_weights(tiny, seed):
     events = list(turn)
     reply = turn.reply
     assert reply.malformed == 0 and reply.calls and all(c.name == "set_light" and valid(c) for c in reply.calls)
-    assert [e for e in events if e[0] == "call"] == [("call", c) for c in reply.calls]
+    assert [e for e in events if isinstance(e, CallEvent)] == [CallEvent(c) for c in reply.calls]
     assert "<|" not in reply.content and "call:" not in reply.content
 
 

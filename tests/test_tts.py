@@ -11,14 +11,8 @@ from edge.audio.capture import MicrophoneSource
 from edge.audio.piper import PiperBackend
 from edge.audio.playback import NullSink, SoundDeviceSink
 from edge.audio.resample import resample
-from edge.audio.tts import (
-    EspeakBackend,
-    NoneBackend,
-    SentenceSplitter,
-    Speaker,
-    clean_for_speech,
-    make_tts_backend,
-)
+from edge.audio.tts import SentenceSplitter, Speaker, clean_for_speech, make_tts_backend
+from edge.audio.tts_backends import EspeakBackend, NoneBackend
 from edge.audio.vad import Endpointer
 from edge.errors import AudioError
 

@@ -8,7 +8,7 @@ from edge import tuned
 from edge.bench import tune
 from edge.bench.tune import Race, thread_candidates
 from edge.device.info import detect
-from edge.launch import prepare_run
+from edge.launch import LoadRequest, SettingsOverrides, prepare_run
 from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
 from edge.tuned import TunedSettings, apply_tuned
@@ -95,20 +95,20 @@ def test_prepare_run_applies_tuned_between_profile_and_flags(demo_gguf):
     model_file = demo_gguf  # prepare_run checks the file is a loadable GGUF that fits
     info = detect()
     tuned.store(tuned_for(info, model_file, n_threads=1, n_threads_batch=1))
-    plan = prepare_run(str(model_file))
+    plan = prepare_run(LoadRequest(model=str(model_file)))
     assert (plan.resolved.settings.n_threads, plan.resolved.settings.n_threads_batch) == (1, 1)
     assert plan.tuned_note == "tuned threads 1/1"
-    explicit = prepare_run(str(model_file), overrides={"n_threads": 2})
+    explicit = prepare_run(LoadRequest(model=str(model_file), overrides=SettingsOverrides(n_threads=2)))
     assert explicit.resolved.settings.n_threads == 2 and explicit.resolved.settings.n_threads_batch == 1
-    ignored = prepare_run(str(model_file), no_tune=True)
+    ignored = prepare_run(LoadRequest(model=str(model_file), no_tune=True))
     assert ignored.tuned_note is None
-    assert ignored.resolved.settings == prepare_run(str(model_file), overrides={}, no_tune=True).resolved.settings
+    assert ignored.resolved.settings == prepare_run(LoadRequest(model=str(model_file), no_tune=True)).resolved.settings
 
 
 def test_a_broken_tuned_file_does_not_stop_a_run(demo_gguf):
     tuned.tuned_path().parent.mkdir(parents=True, exist_ok=True)
     tuned.tuned_path().write_text("[]")
-    plan = prepare_run(str(demo_gguf))
+    plan = prepare_run(LoadRequest(model=str(demo_gguf)))
     assert plan.tuned_note is None
     assert any("tuned settings file" in note for note in plan.notes)
 

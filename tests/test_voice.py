@@ -14,11 +14,12 @@ from conftest import FIXTURES
 
 from edge.audio.capture import ArraySource, MicrophoneSource
 from edge.audio.playback import NullSink
-from edge.audio.tts import EspeakBackend, Speaker
+from edge.audio.tts import Speaker
+from edge.audio.tts_backends import EspeakBackend
 from edge.errors import AudioError
 from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.loop import VoiceLoop
 
 TINY = FIXTURES / "gemma4-tiny"

@@ -16,7 +16,7 @@ from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 from edge.model.engine import GREEDY, LoadedModel
 from edge.settings import RunSettings
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.loop import VoiceLoop
 
 TINY = FIXTURES / "gemma4-tiny"

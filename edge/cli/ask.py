@@ -26,7 +26,7 @@ from edge.cli import options
     help="Take one frame: a camera index (0), /dev/videoN, 'picamera2', a video file or a folder of images.",
 )
 @options.image_tokens
-@options.audio_model_options
+@options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @options.as_json
 def ask(
@@ -35,12 +35,7 @@ def ask(
     image_files,
     camera,
     image_tokens,
-    model,
-    mmproj,
-    device_name,
-    n_ctx,
-    n_threads,
-    llama_log,
+    load,
     max_tokens,
     as_json,
 ):
@@ -58,14 +53,16 @@ def ask(
       edge-gemma ask --audio question.wav
       edge-gemma ask --audio doorbell.flac "What sound is this?" --json
     """
-    from edge.ask import answer, gather
     from edge.cli.output import format_stats
-    from edge.launch import load_model, prepare_run
+    from edge.launch import ProjectorUse, load_model, prepare_run
+    from edge.media_question import answer, gather
     from edge.model.engine import GEMMA_SAMPLING
 
     inputs = gather(question, audio=audio_file, images=image_files, camera=camera)  # before any load
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads, "image_tokens": image_tokens})
-    with load_model(plan, verbose=llama_log, projector="media", mmproj=mmproj) as loaded:
+    plan = prepare_run(load.with_overrides(image_tokens=image_tokens))
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    with load_model(plan, ProjectorUse.MEDIA) as loaded:
         reply = answer(loaded, inputs, sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens))
         for piece in reply.generation:
             if not as_json:

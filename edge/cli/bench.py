@@ -32,7 +32,7 @@ def _end_progress() -> None:
 
 
 @click.command()
-@options.model()
+@options.model(options.TEXT_MODEL_HELP)
 @options.device
 @click.option("-p", "--n-prompt", default="512", show_default=True, help="Prompt sizes, e.g. 128,512.")
 @click.option("-n", "--n-gen", default="128", show_default=True, help="Generated token counts.")
@@ -173,7 +173,7 @@ def _bench_pictures(budgets, model, mmproj, device_name, n_ctx, repetitions, fmt
     from edge.bench.measure import parse_int_list
     from edge.bench.pictures import bench_pictures, render_pictures
     from edge.errors import UsageError
-    from edge.launch import load_model, prepare_run
+    from edge.launch import LoadRequest, ProjectorUse, SettingsOverrides, load_model, prepare_run
     from edge.vision.images import IMAGE_TOKEN_BUDGETS, check_budget
 
     if fmt not in ("md", "json"):
@@ -184,8 +184,9 @@ def _bench_pictures(budgets, model, mmproj, device_name, n_ctx, repetitions, fmt
     if repetitions < 1:
         raise UsageError("-r/--repetitions must be at least 1")
     # Room for the largest picture and its question, whatever the profile's context.
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx or max(2048, 2 * max(chosen))}, root=root)
-    with load_model(plan, projector="media", mmproj=mmproj) as loaded:
+    overrides = SettingsOverrides(n_ctx=n_ctx or max(2048, 2 * max(chosen)))
+    plan = prepare_run(LoadRequest(model=model, mmproj=mmproj, device=device_name, overrides=overrides, root=root))
+    with load_model(plan, ProjectorUse.MEDIA) as loaded:
         loaded.projector.require_vision()
         click.echo(f"{len(chosen)} budget(s) x {repetitions} run(s) on {plan.model_path.name}", err=True)
         results = bench_pictures(loaded, chosen, repetitions, progress=_progress)
@@ -215,7 +216,7 @@ def _sweep_lists(**flags: tuple[str | None, str]) -> dict[str, list[int] | None]
 
 
 @click.command()
-@options.model()
+@options.model(options.TEXT_MODEL_HELP)
 @options.device
 @click.option(
     "--budget",
@@ -249,11 +250,12 @@ def tune(model, device_name, budget, show, reset, as_json, root):
         _show_or_reset_tuning(model, root, reset=reset, as_json=as_json)
         return
 
-    from edge.launch import load_model, prepare_run
+    from edge.launch import LoadRequest, SettingsOverrides, load_model, prepare_run
     from edge.settings import usable_cores
 
     # 1024 tokens: room for pp512 at every ubatch candidate, little memory.
-    plan = prepare_run(model, device_name, {"n_ctx": TUNE_CTX}, root=root, no_tune=True)
+    overrides = SettingsOverrides(n_ctx=TUNE_CTX)
+    plan = prepare_run(LoadRequest(model=model, device=device_name, overrides=overrides, no_tune=True, root=root))
     fast, _ = usable_cores(plan.device)
     click.echo(
         f"tuning {plan.model_path.name} on {plan.choice.profile.name}: threads 1..{fast}, about {budget:.0f} s",

@@ -1,11 +1,13 @@
 """Options more than one command takes, defined once so that a flag means the same thing everywhere.
 
--m/--model, -d/--device, -c/--ctx (one range), -t/--threads, --llama-log (llama.cpp's own log),
---json and the hidden --root (device facts read below a directory, for tests).
+The model-loading options arrive as one typed LoadRequest (`load_options`); the rest are single
+options: --json, --image-tokens, --tts, --voice, and -d/--device and the hidden --root for
+commands that load nothing.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -37,10 +39,7 @@ def ctx(help_text: str = "Context size (tokens)."):
     return click.option("-c", "--ctx", "n_ctx", type=CTX_RANGE, help=help_text)
 
 
-def model(
-    help_text: str = "'demo' (embedded Gemma 3 270M), or a .gguf path. "
-    "Default: the model `setup` installed, else demo.",
-):
+def model(help_text: str):
     return click.option("-m", "--model", help=help_text)
 
 
@@ -64,23 +63,48 @@ def apply(*options):
     return decorate
 
 
-# Every command that loads a model for text: run, chat.
-model_options = apply(model(), device, ctx(), threads, threads_batch, no_tune, llama_log, root)
-
-
 def mmproj():
-    return click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's).")
+    return click.option(
+        "--mmproj", type=click.Path(path_type=Path), help="Audio/vision projector .gguf (default: setup's)."
+    )
 
 
-# Every command that loads Gemma 4 with its ears: voice, transcribe, ask, serve, wyoming.
-audio_model_options = apply(
-    model("Gemma 4 E2B/E4B .gguf, or 'demo' (default: the one `setup` installed)."),
-    mmproj(),
-    device,
-    ctx(),
-    threads,
-    llama_log,
-)
+TEXT_MODEL_HELP = "'demo' (embedded Gemma 3 270M), or a .gguf path. Default: the model `setup` installed, else demo."
+GEMMA4_MODEL_HELP = "Gemma 4 E2B/E4B .gguf, or 'demo' (default: the one `setup` installed)."
+
+
+def load_options(
+    *, with_mmproj: bool = True, model_help: str = TEXT_MODEL_HELP, ctx_help: str = "Context size (tokens)."
+):
+    """The options of every command that loads a model, handed to it as one `load: LoadRequest`:
+    -m/--model, [--mmproj], -d/--device, -c/--ctx, -t/--threads, --threads-batch, --no-tune,
+    --llama-log and the hidden --root."""
+    shared = [model(model_help), *([mmproj()] if with_mmproj else []), device, ctx(ctx_help)]
+    shared += [threads, threads_batch, no_tune, llama_log, root]
+
+    def decorate(func):
+        @functools.wraps(func)
+        def with_request(*args, **kwargs):
+            from edge.launch import LoadRequest, SettingsOverrides
+
+            request = LoadRequest(
+                model=kwargs.pop("model"),
+                mmproj=kwargs.pop("mmproj", None),
+                device=kwargs.pop("device_name"),
+                overrides=SettingsOverrides(
+                    n_ctx=kwargs.pop("n_ctx"),
+                    n_threads=kwargs.pop("n_threads"),
+                    n_threads_batch=kwargs.pop("n_threads_batch"),
+                ),
+                no_tune=kwargs.pop("no_tune"),
+                llama_log=kwargs.pop("llama_log"),
+                root=kwargs.pop("root"),
+            )
+            return func(*args, load=request, **kwargs)
+
+        return apply(*shared)(with_request)
+
+    return decorate
 
 
 # Image tokens per picture: ask and serve.

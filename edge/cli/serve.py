@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
@@ -13,7 +12,7 @@ API_KEY_ENV = "EDGE_GEMMA_API_KEY"
 
 
 @click.command()
-@options.audio_model_options
+@options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: the LAN).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--api-key", envvar=API_KEY_ENV, help=f"Require Authorization: Bearer KEY (or set {API_KEY_ENV}).")
@@ -37,14 +36,8 @@ API_KEY_ENV = "EDGE_GEMMA_API_KEY"
 )
 @options.tts
 @options.voice
-@options.root
 def serve(
-    model,
-    mmproj,
-    device_name,
-    n_ctx,
-    n_threads,
-    llama_log,
+    load,
     host,
     port,
     api_key,
@@ -55,7 +48,6 @@ def serve(
     max_tokens,
     tts,
     tts_voice,
-    root,
 ):
     """Serve the model over an OpenAI-compatible HTTP API, audio and pictures in, audio out.
 
@@ -78,8 +70,7 @@ def serve(
 
     check_port_free(host, port)  # before the model loads
     voice_backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
-    overrides = {"n_ctx": n_ctx, "n_threads": n_threads, "image_tokens": image_tokens}
-    plan = prepare_run(model, device_name, overrides, root=root)
+    plan = prepare_run(load.with_overrides(image_tokens=image_tokens))
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
     if not is_loopback(host) and not api_key:
@@ -98,7 +89,7 @@ def serve(
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Serving {plan.model_path.name} at http://{shown}:{port}/v1 (OpenAI API). Ctrl-C stops.", err=True)
-    run_server(plan, host=host, port=port, config=config, mmproj=mmproj, max_queue=max_queue, verbose=llama_log)
+    run_server(plan, host=host, port=port, config=config, max_queue=max_queue)
 
 
 @click.group()
@@ -125,7 +116,7 @@ _kind = click.argument("kind", type=click.Choice(["serve", "voice"]))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def service_install(kind, user_mode, print_only, args):
     """Write, enable and start the unit; ARGS after -- go to the command (e.g. -- --port 8000)."""
-    from edge.serve.service import install, unit_for
+    from edge.serve.systemd_units import install, unit_for
 
     unit = unit_for(kind, user_mode=user_mode or (os.geteuid() != 0 and print_only), args=tuple(args))
     if print_only:
@@ -140,7 +131,7 @@ def service_install(kind, user_mode, print_only, args):
 @_user
 def service_status(kind, user_mode):
     """Whether the unit is installed and running."""
-    from edge.serve.service import status, unit_for
+    from edge.serve.systemd_units import status, unit_for
 
     click.echo(status(unit_for(kind, user_mode=user_mode)))
 
@@ -150,19 +141,14 @@ def service_status(kind, user_mode):
 @_user
 def service_uninstall(kind, user_mode):
     """Stop, disable and remove the unit."""
-    from edge.serve.service import uninstall, unit_for
+    from edge.serve.systemd_units import uninstall, unit_for
 
     for line in uninstall(unit_for(kind, user_mode=user_mode)):
         click.echo(line)
 
 
 @click.command()
-@options.model("Gemma 4 E2B/E4B .gguf (default: the one `setup` installed).")
-@click.option("--mmproj", type=click.Path(path_type=Path), help="Audio projector .gguf (default: setup's).")
-@options.device
-@options.ctx()
-@options.threads
-@options.llama_log
+@options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 @click.option(
     "--uri",
     default="tcp://127.0.0.1:10700",
@@ -195,14 +181,8 @@ def service_uninstall(kind, user_mode):
     show_default=True,
     help="Drop a connection that sends nothing for this long (seconds).",
 )
-@options.root
 def wyoming(
-    model,
-    mmproj,
-    device_name,
-    n_ctx,
-    n_threads,
-    llama_log,
+    load,
     uri,
     zeroconf_name,
     tts,
@@ -210,7 +190,6 @@ def wyoming(
     max_audio_seconds,
     home_control,
     idle_timeout,
-    root,
 ):
     """Be Home Assistant's speech-to-text and conversation agent over Wyoming, with Gemma 4.
 
@@ -230,8 +209,10 @@ def wyoming(
     from edge.serve.wyoming_service import WyomingSettings, run_wyoming
 
     backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads}, root=root)
-    if (mmproj or plan.mmproj_path) is None:
+    plan = prepare_run(load)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    if plan.mmproj_path is None:
         click.echo(
             "note: no audio projector: speech to text will be refused (run `edge-gemma setup`, or pass --mmproj)",
             err=True,
@@ -248,9 +229,7 @@ def wyoming(
         plan,
         uri=uri,
         settings=settings,
-        mmproj=mmproj,
         zeroconf=zeroconf_name is not None,
         zeroconf_name=zeroconf_name,
-        verbose=llama_log,
         on_note=lambda message: click.echo(f"note: {message}", err=True),
     )

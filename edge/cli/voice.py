@@ -12,16 +12,18 @@ import click
 from edge.cli import options
 from edge.errors import AudioError
 
-_audio_model_options = options.audio_model_options
+_load_options = options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 
 
 @contextlib.contextmanager
-def _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt=None):
-    from edge.launch import load_model, prepare_run
-    from edge.voice.conversation import DEFAULT_SYSTEM_PROMPT, AudioConversation
+def _conversation(load, system_prompt=None):
+    from edge.launch import ProjectorUse, load_model, prepare_run
+    from edge.voice.audio_conversation import DEFAULT_SYSTEM_PROMPT, AudioConversation
 
-    plan = prepare_run(model, device_name, {"n_ctx": n_ctx, "n_threads": n_threads})
-    with load_model(plan, verbose=llama_log, projector="required", mmproj=mmproj) as loaded:
+    plan = prepare_run(load)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    with load_model(plan, ProjectorUse.HEARING) as loaded:
         yield AudioConversation(
             loaded, system_prompt=system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT
         )
@@ -29,12 +31,12 @@ def _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, syste
 
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@_audio_model_options
+@_load_options
 @click.option("--language", default="English", show_default=True, help="Language spoken in the file.")
 @click.option(
     "--max-seconds", type=click.FloatRange(min=1), default=600, show_default=True, help="Refuse longer files."
 )
-def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, language, max_seconds):
+def transcribe(file, load, language, max_seconds):
     """Write down what is said in an audio file (WAV, FLAC or MP3; any rate or channels).
 
     Speech is cut into clips of at most 30 s at pauses (the model's limit) and each is transcribed.
@@ -51,14 +53,14 @@ def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, la
     clips = segment(pcm)
     if not clips:
         raise AudioError(f"{file} has no speech in it (only silence or steady noise)")
-    with _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt="") as conversation:
+    with _conversation(load, system_prompt="") as conversation:
         for clip in clips:
             text = conversation.transcribe(clip.pcm, language=language).run()
             click.echo(" ".join(text.split()))
 
 
 @click.command()
-@_audio_model_options
+@_load_options
 @click.option("--list-devices", is_flag=True, help="List audio input and output devices and exit.")
 @click.option("-i", "--input", "input_device", help="Microphone: index or (part of a) name.")
 @click.option("-o", "--output", "output_device", help="Speaker: index or (part of a) name.")
@@ -179,12 +181,7 @@ def transcribe(file, model, mmproj, device_name, n_ctx, n_threads, llama_log, la
     help="When the microphone goes away, wait this long for it to come back (0: exit at once, non-zero).",
 )
 def voice(
-    model,
-    mmproj,
-    device_name,
-    n_ctx,
-    n_threads,
-    llama_log,
+    load,
     list_devices,
     input_device,
     output_device,
@@ -275,7 +272,7 @@ def voice(
             source = CleanedSource(source, NoiseCleaner(noise_suppression, auto_gain))
     sink = SoundDeviceSink(output_device) if tts != "none" else None
     with (
-        _conversation(model, mmproj, device_name, n_ctx, n_threads, llama_log, system_prompt) as conversation,
+        _conversation(load, system_prompt) as conversation,
         contextlib.nullcontext() if verbose else native_stderr_silenced(),
         source,
         sink or contextlib.nullcontext(),

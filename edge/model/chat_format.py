@@ -23,7 +23,7 @@ class Message(TypedDict, total=False):
     tool_calls: list[dict]
     tool_responses: list[dict]
     # A spoken user turn kept as heard (engine.EncodedAudio), its content the media marker: when the
-    # transcript step gave way to the next question (voice/conversation.py).
+    # transcript step gave way to the next question (voice/audio_conversation.py).
     audio: object
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.device.info import DeviceInfo
-from edge.model.kv_cache import (
+from edge.model.kv_size import (
     AttentionShape,
     KVCacheEstimate,
     compute_buffer_bytes,

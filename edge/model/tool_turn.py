@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from edge.model.chat_format import Message
 from edge.model.engine import Generation, LoadedModel, Sampling
+from edge.model.reply_events import CallEvent, TextEvent
 from edge.model.tool_calls import (
     CALL_CLOSE,
     MARKUP_TOKENS,
@@ -59,7 +60,7 @@ class ToolSetup:
 
 
 class ToolTurn:
-    """Iterate for events: ("text", str) as text streams, ("call", ToolCall) as each call completes.
+    """Iterate for events: TextEvent as text streams, CallEvent as each call completes.
     Afterwards `.reply` holds the text and the calls, `.stats` the generation's numbers."""
 
     def __init__(self, generation: Generation, setup: ToolSetup):
@@ -99,7 +100,7 @@ class ToolTurn:
     def prefill(self):
         return self.generation.prefill
 
-    def __iter__(self) -> Iterator[tuple[str, object]]:
+    def __iter__(self) -> Iterator[TextEvent | CallEvent]:
         pieces = iter(self.generation)
         try:
             for piece in pieces:
@@ -112,12 +113,12 @@ class ToolTurn:
                 self.reply.calls = []  # tool_choice none: whatever the weights wrote is not a call
             self.reply.calls = [clamp_to_schema(c, self.setup.tools) for c in self.reply.calls]
 
-    def _events(self, text: str, calls: list[ToolCall]) -> Iterator[tuple[str, object]]:
+    def _events(self, text: str, calls: list[ToolCall]) -> Iterator[TextEvent | CallEvent]:
         if text:
-            yield "text", text
+            yield TextEvent(text)
         if self.setup.offered:
             for call in calls:
-                yield "call", clamp_to_schema(call, self.setup.tools)
+                yield CallEvent(clamp_to_schema(call, self.setup.tools))
 
     def run(self) -> SplitReply:
         for _ in self:

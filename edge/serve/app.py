@@ -18,13 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.errors import AudioError, ContextFullError, EdgeError, ImageError, UsageError
+from edge.model.reply_events import CallEvent, DoneEvent, ErrorEvent, TextEvent
 from edge.serve import openai_api as api
 from edge.serve import tasks
 from edge.serve.metrics import Metrics
 from edge.serve.openai_api import ApiError
 from edge.serve.speech import add_speech_route
 from edge.serve.worker import Busy, Job, ModelWorker, NotReady
-from edge.voice.conversation import language_name
+from edge.voice.audio_conversation import language_name
 
 RETRY_AFTER_S = "2"
 
@@ -276,29 +277,31 @@ def _sse(events: AsyncIterator[dict | str]) -> StreamingResponse:
 async def _chat_events(job: Job, request_id: str, model: str, include_usage: bool):
     yield api.chat_chunk(model, request_id, role="assistant", content="")
     calls = 0
-    async for kind, value in job.stream():
-        if kind == "piece" and value:
-            yield api.chat_chunk(model, request_id, content=value)
-        elif kind == "call":  # a whole call at once: it is only sent once it parsed
-            yield api.chat_chunk(model, request_id, tool_call=(calls, value))
-            calls += 1
-        elif kind == "error":
-            yield _as_api_error(value).body()  # the status is already sent: the error goes in the stream
-        elif kind == "done":
-            yield api.chat_chunk(model, request_id, finish_reason=value.finish_reason)
-            if include_usage:
-                chunk = api.chat_chunk(model, request_id, usage_=api.usage(value))
-                chunk["choices"] = []
-                yield chunk
+    async for event in job.stream():
+        match event:
+            case TextEvent(text) if text:
+                yield api.chat_chunk(model, request_id, content=text)
+            case CallEvent(call):  # a whole call at once: it is only sent once it parsed
+                yield api.chat_chunk(model, request_id, tool_call=(calls, call))
+                calls += 1
+            case ErrorEvent(error):
+                yield _as_api_error(error).body()  # the status is already sent: the error goes in the stream
+            case DoneEvent(result):
+                yield api.chat_chunk(model, request_id, finish_reason=result.finish_reason)
+                if include_usage:
+                    chunk = api.chat_chunk(model, request_id, usage_=api.usage(result))
+                    chunk["choices"] = []
+                    yield chunk
     yield "[DONE]"
 
 
 async def _completion_events(job: Job, request_id: str, model: str):
-    async for kind, value in job.stream():
-        if kind == "piece" and value:
-            yield api.completion_chunk(model, request_id, value)
-        elif kind == "error":
-            yield _as_api_error(value).body()
-        elif kind == "done":
-            yield api.completion_chunk(model, request_id, "", value.finish_reason)
+    async for event in job.stream():
+        match event:
+            case TextEvent(text) if text:
+                yield api.completion_chunk(model, request_id, text)
+            case ErrorEvent(error):
+                yield _as_api_error(error).body()
+            case DoneEvent(result):
+                yield api.completion_chunk(model, request_id, "", result.finish_reason)
     yield "[DONE]"

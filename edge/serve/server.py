@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 from edge.errors import UsageError
-from edge.launch import RunPlan, load_model
+from edge.launch import ProjectorUse, RunPlan, load_model
 from edge.model.engine import LoadedModel
 from edge.serve.app import ServeConfig, create_app
 from edge.serve.metrics import Metrics
@@ -15,9 +14,9 @@ from edge.serve.worker import ModelWorker
 DEFAULT_PORT = 8080
 
 
-def load_served(plan: RunPlan, mmproj: Path | None, *, verbose: bool = False) -> LoadedModel:
-    """The model, with its projector when there is one (audio requests are refused without)."""
-    return load_model(plan, verbose=verbose, projector="optional", mmproj=mmproj)
+def load_served(plan: RunPlan) -> LoadedModel:
+    """The model, with its projector when there is one (audio and picture requests are refused without)."""
+    return load_model(plan, ProjectorUse.OPTIONAL)
 
 
 def is_loopback(host: str) -> bool:
@@ -35,10 +34,7 @@ def serve(
     host: str,
     port: int,
     config: ServeConfig,
-    mmproj: Path | None = None,
     max_queue: int = 8,
-    verbose: bool = False,
-    on_ready=None,
 ) -> None:
     """Run until SIGINT/SIGTERM: uvicorn stops taking requests, lets running ones finish, then the
     worker frees the model."""
@@ -46,12 +42,10 @@ def serve(
 
     check_port_free(host, port)
     metrics = Metrics()
-    worker = ModelWorker(
-        lambda: load_served(plan, mmproj, verbose=verbose), max_queue=max_queue, on_job_end=metrics.job_finished
-    )
+    worker = ModelWorker(lambda: load_served(plan), max_queue=max_queue, on_job_end=metrics.job_finished)
     app = create_app(worker, config, metrics)
     worker.start()
-    server = uvicorn.Server(
+    server = _clean_exit_server(
         uvicorn.Config(
             app,
             host=host,
@@ -66,6 +60,23 @@ def serve(
         server.run()
     finally:
         worker.stop()
+
+
+def _clean_exit_server(config):
+    """A uvicorn server whose SIGTERM ends serve() normally. uvicorn raises a SIGTERM again once its
+    graceful shutdown is done, which would end the process by signal before the model worker has
+    stopped and freed the model; a stop that was asked for (systemctl stop) is a clean exit here."""
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    return Server(config)
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -20,7 +20,8 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.audio.resample import resample
-from edge.audio.tts import SentenceSplitter, TTSBackend, clean_for_speech
+from edge.audio.tts import SentenceSplitter, clean_for_speech
+from edge.audio.tts_backends import TTSBackend
 from edge.serve.api_error import ApiError
 
 PCM_RATE = 24_000  # what OpenAI's pcm format is

@@ -16,6 +16,7 @@ from edge.model.chat_format import Message
 from edge.model.context_budget import fit_history
 from edge.model.conversation import Conversation, count_prompt, image_tokens_in, media_of, with_pictures
 from edge.model.engine import Generation, LoadedModel, Sampling
+from edge.model.reply_events import TextEvent
 from edge.model.tool_calls import ToolCall
 from edge.model.tool_turn import ToolSetup, ToolTurn
 from edge.serve.worker import Job
@@ -56,7 +57,7 @@ def chat(
 ):
     """A chat reply; `audio` (16 kHz mono) belongs to the last user message, whose text is the instruction.
     User messages may show pictures ("images": (Picture, budget) pairs, as parsed).
-    With `tools`, the reply may be calls: each one is emitted as a ("call", ToolCall) event."""
+    With `tools`, the reply may be calls: each one is emitted as a CallEvent."""
     cancelled = job.cancelled.is_set
     if tools is not None:
         if audio is not None:
@@ -75,7 +76,7 @@ def chat(
             cancelled=cancelled,
         )
     else:
-        from edge.voice.conversation import AudioConversation
+        from edge.voice.audio_conversation import AudioConversation
 
         _require_ears(loaded)
         conversation = AudioConversation(loaded, system_prompt="")
@@ -125,8 +126,8 @@ def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, 
     turn = ToolTurn.chat(loaded, shown, tools, sampling, clips=media_of(shown), cancelled=job.cancelled.is_set)
     events = iter(turn)
     try:
-        for kind, value in events:
-            job.emit("piece" if kind == "text" else "call", value)
+        for event in events:
+            job.emit(event)
     finally:
         events.close()
     stats, reply = turn.stats, turn.reply
@@ -152,7 +153,7 @@ def complete(loaded: LoadedModel, prompt: str, sampling: Sampling, job: Job) -> 
 def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) -> Transcript:
     """Speech cut at pauses into clips of at most 30 s, each written down by Gemma 4 (greedy)."""
     from edge.audio.vad import segment
-    from edge.voice.conversation import AudioConversation
+    from edge.voice.audio_conversation import AudioConversation
 
     _require_ears(loaded)
     conversation = AudioConversation(loaded, system_prompt="")
@@ -165,7 +166,7 @@ def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) ->
         if generation.stats and generation.stats.generation_tps:
             rates.append(generation.stats.generation_tps)
         segments.append({"id": i, "start": round(clip.start_s, 2), "end": round(clip.end_s, 2), "text": text})
-        job.emit("piece", text)
+        job.emit(TextEvent(text))
     return Transcript(
         " ".join(s["text"] for s in segments).strip(),
         len(pcm) / SAMPLE_RATE,
@@ -189,7 +190,7 @@ def _stream(generation: Generation, job: Job) -> Completion:
     pieces = iter(generation)
     try:
         for piece in pieces:
-            job.emit("piece", piece)
+            job.emit(TextEvent(piece))
     finally:
         pieces.close()  # ends the generation now, not when garbage is collected
     stats = generation.stats

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.errors import EdgeError
+from edge.model.reply_events import DoneEvent, ErrorEvent, ReplyEvent
 
 
 class Busy(EdgeError):
@@ -32,38 +33,38 @@ class NotReady(EdgeError):
 class Job:
     """A unit of work for the model thread; its events reach the caller's event loop."""
 
-    run: Callable[[Job], Any]  # runs on the model thread; may call emit(); returns the result
+    run: Callable[[Job], Any]  # runs on the model thread; may emit() text and calls; returns the result
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)
     outcome: Any = None  # what run() returned, or the exception it raised
 
-    def emit(self, kind: str, value: Any = None) -> None:
+    def emit(self, event: ReplyEvent) -> None:
         """From the model thread: hand an event to the caller. A caller whose event loop has ended
         (the server is shutting down) is gone: the job is cancelled and the event dropped."""
         try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # "Event loop is closed"
             self.cancelled.set()
 
-    async def stream(self) -> AsyncIterator[tuple[str, Any]]:
-        """The job's events until it ends: ("piece", text)..., then ("done", result) or ("error", exc)."""
+    async def stream(self) -> AsyncIterator[ReplyEvent]:
+        """The job's events until it ends: TextEvent and CallEvent..., then DoneEvent or ErrorEvent."""
         try:
             while True:
-                kind, value = await self.events.get()
-                yield kind, value
-                if kind in ("done", "error"):
+                event = await self.events.get()
+                yield event
+                if isinstance(event, DoneEvent | ErrorEvent):
                     return
         finally:
             self.cancelled.set()  # the caller stopped listening (disconnect): stop generating
 
     async def result(self) -> Any:
-        async for kind, value in self.stream():
-            if kind == "error":
-                raise value
-            if kind == "done":
-                return value
+        async for event in self.stream():
+            if isinstance(event, ErrorEvent):
+                raise event.error
+            if isinstance(event, DoneEvent):
+                return event.result
         return None
 
 
@@ -145,17 +146,17 @@ class ModelWorker:
         if job.cancelled.is_set():
             return
         if self._stopping.is_set():
-            job.emit("error", NotReady("the server is stopping; try again once it is back"))
+            job.emit(ErrorEvent(NotReady("the server is stopping; try again once it is back")))
             return
         self.busy, self._running = True, job
         if self._stopping.is_set():  # stop() may have looked for a running job just before
             job.cancelled.set()
         try:
             job.outcome = job.run(job)
-            job.emit("done", job.outcome)
+            job.emit(DoneEvent(job.outcome))
         except Exception as exc:  # noqa: BLE001  (one bad request never takes the worker down)
             job.outcome = exc
-            job.emit("error", exc)
+            job.emit(ErrorEvent(exc))
         finally:
             self.busy, self._running = False, None
             if self._on_job_end:

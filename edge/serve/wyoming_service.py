@@ -57,11 +57,12 @@ from edge.audio_format import SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.model.chat_format import Message
 from edge.model.engine import GEMMA_SAMPLING
+from edge.model.reply_events import CallEvent, DoneEvent, ErrorEvent, TextEvent
 from edge.model.tool_turn import ToolSetup, with_results
 from edge.serve import tasks
 from edge.serve.worker import ModelWorker
 from edge.serve.wyoming_wake import WakeListener, wake_program
-from edge.voice.conversation import LANGUAGE_NAMES, language_name
+from edge.voice.audio_conversation import LANGUAGE_NAMES, language_name
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 10700  # faster-whisper uses 10300, piper 10200; Home Assistant's discovery finds any
@@ -292,12 +293,13 @@ class GemmaHandler(AsyncEventHandler):
             await self.write_event(TranscriptStart(language=self.language, context=self.context).event())
             job = self._submit(lambda job: tasks.transcribe(self.service.worker.resources, pcm, language, job))
             pieces = []
-            async for kind, value in job.stream():
-                if kind == "piece" and value:
-                    pieces.append(value)
-                    await self.write_event(TranscriptChunk(text=(" " if len(pieces) > 1 else "") + value).event())
-                elif kind == "error":
-                    raise value if isinstance(value, EdgeError) else EdgeError(f"transcription failed: {value}")
+            async for event in job.stream():
+                match event:
+                    case TextEvent(piece) if piece:
+                        pieces.append(piece)
+                        await self.write_event(TranscriptChunk(text=(" " if len(pieces) > 1 else "") + piece).event())
+                    case ErrorEvent(error):
+                        raise error if isinstance(error, EdgeError) else EdgeError(f"transcription failed: {error}")
             await self.write_event(TranscriptStop().event())
             text = " ".join(pieces)
         await self.write_event(Transcript(text=text, language=self.language, context=self.context).event())
@@ -319,16 +321,17 @@ class GemmaHandler(AsyncEventHandler):
         job = self._submit(lambda job: tasks.chat(self.service.worker.resources, messages, None, sampling, job, tools))
         await self.write_event(HandledStart(context=context).event())
         reply, calls, result = "", [], None
-        async for kind, value in job.stream():
-            if kind == "piece" and value:
-                reply += value
-                await self.write_event(HandledChunk(text=value).event())
-            elif kind == "call":
-                calls.append(value)
-            elif kind == "error":
-                raise value if isinstance(value, EdgeError) else EdgeError(f"the reply failed: {value}")
-            elif kind == "done":
-                result = value
+        async for event in job.stream():
+            match event:
+                case TextEvent(piece) if piece:
+                    reply += piece
+                    await self.write_event(HandledChunk(text=piece).event())
+                case CallEvent(call):
+                    calls.append(call)
+                case ErrorEvent(error):
+                    raise error if isinstance(error, EdgeError) else EdgeError(f"the reply failed: {error}")
+                case DoneEvent(done):
+                    result = done
         await self.write_event(HandledStop().event())
         reply = reply.strip()
         if calls:
@@ -398,10 +401,8 @@ def run_wyoming(
     *,
     uri: str,
     settings: WyomingSettings,
-    mmproj=None,
     zeroconf_name: str | None = None,
     zeroconf: bool = False,
-    verbose: bool = False,
     on_note=lambda message: None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (wyoming's server handles both), then free the model."""
@@ -415,7 +416,7 @@ def run_wyoming(
     if parts.scheme != "tcp" or not parts.hostname or not parts.port:
         raise EdgeError(f"--uri {uri!r} is not tcp://HOST:PORT (e.g. tcp://0.0.0.0:{DEFAULT_PORT})")
     check_port_free(parts.hostname, parts.port)
-    worker = ModelWorker(lambda: load_served(plan, mmproj, verbose=verbose), max_queue=8)
+    worker = ModelWorker(lambda: load_served(plan), max_queue=8)
     worker.start()
     service = WyomingService(worker, settings)
 

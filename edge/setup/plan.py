@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
-from edge.model.kv_cache import KNOWN_SHAPES, ModelDims
+from edge.model.kv_size import KNOWN_SHAPES, ModelDims
 from edge.model.memory import (
     MIB,
     MemoryLine,

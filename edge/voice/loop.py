@@ -26,7 +26,7 @@ from edge.audio.tts import Speaker, chime_sound
 from edge.audio.vad import Clip, Endpointer, PushToTalk
 from edge.audio.wake import WakeWord
 from edge.model.engine import GEMMA_SAMPLING, Sampling
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
 from edge.voice.turns import Listen, Turn, TurnSettings, TurnStats, TurnWorker
 from edge.voice.wake_gate import FOLLOW_UP_S, WakeGate

@@ -22,8 +22,9 @@ from edge.audio.vad import Clip, speech_span, trim_silence
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import ContextFullError, EdgeError
 from edge.model.engine import GEMMA_SAMPLING, Sampling
+from edge.model.reply_events import TextEvent
 from edge.model.tool_turn import ToolSetup
-from edge.voice.conversation import AudioConversation
+from edge.voice.audio_conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
 
 
@@ -222,14 +223,14 @@ class TurnWorker:
                 heard_pcm, tools, sampling=s.sampling, on_stage=timeline.mark, cancelled=lambda: turn.cancelled
             )
             generation = first.generation
-            text = self._speak((value for kind, value in first if kind == "text"), turn, held)
+            text = self._speak((e.text for e in first if isinstance(e, TextEvent)), turn, held)
             calls = first.reply.calls if first.reply else []
             turn.decided.wait()  # a tool acts on the world: never for a reply that is thrown away
             if calls and not turn.cancelled:
                 results = [s.toolbox.run(call) for call in calls]
                 # Reading the results, the model answers in words (no second round of calls).
                 more = self.conversation.continue_after_calls(calls, results, replace(tools, choice="none"), s.sampling)
-                text += self._speak((value for kind, value in more if kind == "text"), turn, held)
+                text += self._speak((e.text for e in more if isinstance(e, TextEvent)), turn, held)
                 shown = more.prefill  # what reading the results took: a camera frame's image tokens
         else:
             generation = self.conversation.reply(

@@ -81,7 +81,7 @@ def answer(
     fitted = [loaded.fit_image(p, image_tokens) for p in inputs.pictures]
     counts = [loaded.projector.image_tokens(p) for p in fitted]
     if inputs.pcm is not None:
-        from edge.voice.conversation import AudioConversation
+        from edge.voice.audio_conversation import AudioConversation
 
         conversation = AudioConversation(loaded)
         generation = conversation.reply(inputs.pcm, instruction=inputs.question, images=fitted, sampling=sampling)

@@ -10,7 +10,7 @@ from conftest import FIXTURES, require
 
 from edge.errors import ModelFileError
 from edge.model.gguf import GGUFInfo, TensorInfo, inspect_gguf
-from edge.model.kv_cache import (
+from edge.model.kv_size import (
     KNOWN_SHAPES,
     compute_buffer_bytes,
     dims_from_gguf,

@@ -171,7 +171,7 @@ class AudioConversation:
         on_stage: Callable[[str], None] = lambda stage: None,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> ToolTurn:
-        """As `reply`, with tools the model may call; iterate it for ("text", piece) and ("call", call)."""
+        """As `reply`, with tools the model may call; iterate it for TextEvent and CallEvent."""
         turn = self.text.reply_with_tools(
             self.marker, tools, sampling, **self._clip_turn(pcm, on_stage), cancelled=cancelled
         )
