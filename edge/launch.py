@@ -7,10 +7,13 @@ the same flags.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from edge import paths
 from edge.device import info as device_mod
 from edge.device.info import DeviceInfo
 from edge.errors import AudioError, MemoryFitError
@@ -152,11 +155,15 @@ def _check_memory(
     return resolved
 
 
-def load_model(plan: RunPlan, use: ProjectorUse = ProjectorUse.NONE) -> LoadedModel:
+def load_model(
+    plan: RunPlan, use: ProjectorUse = ProjectorUse.NONE, *, on_note: Callable[[str], None] | None = None
+) -> LoadedModel:
     """The one loader of a model and its projector (the request's --mmproj, else setup's).
 
     One rule: a projector that is given is loaded (unless `use` is NONE), and one that does not
     belong to the model is an error; a missing one is an error only where hearing or media are the job.
+    Long shared prompt prefixes (a system turn with tool declarations) are kept in the cache folder
+    and put back after a restart; `on_note` hears about a saved state that is ignored (stderr by default).
     """
     path = plan.mmproj_path if use is not ProjectorUse.NONE else None
     if use in (ProjectorUse.HEARING, ProjectorUse.MEDIA) and path is None:
@@ -172,7 +179,15 @@ def load_model(plan: RunPlan, use: ProjectorUse = ProjectorUse.NONE) -> LoadedMo
             loaded.attach_projector(path, use_gpu=plan.choice.profile.mmproj_gpu)
             if use is ProjectorUse.HEARING:
                 loaded.projector.require_audio()
+        loaded.keep_prefixes(paths.cache_dir() / PROMPT_STATE_DIR, on_note=on_note or _note_on_stderr)
     except BaseException:
         loaded.close()
         raise
     return loaded
+
+
+PROMPT_STATE_DIR = "prompt-state"
+
+
+def _note_on_stderr(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ Sections:
   vision     E2B and E4B: vision encode and image-token prefill per budget (70-1120), the memory each budget adds
   memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
+  tools      decode with a tool offered against without (128/512/1,024 tokens, tiny and E2B); a forced call
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ LLAMA_BENCH = Path(
 )
 CGROUP = Path("/sys/fs/cgroup/memory")
 MIB, GIB = 2**20, 2**30
-SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "listening", "vision", "memory", "cgroup")
+SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "listening", "vision", "memory", "cgroup", "tools")
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
 CGROUP_PROFILES = ("pi5-4gb", "pi5-8gb", "orin-nano-8gb")
@@ -442,6 +443,30 @@ def vision() -> dict:
             runs.append(r)
             print(f"vision {model} {budget}: {r.get('image', r)}", flush=True)
         out[model] = runs
+    return out
+
+
+def tools() -> dict:
+    """Decode with one tool offered (tool_choice auto: the lazy call grammar) against without, at the
+    same seed, on the tiny Gemma 4 and E2B Q4_0; then a call forced from the first token (Home
+    Assistant's 14 intents) against free text of its length, and under a grammar that refuses nothing."""
+    from edge.assist.ha_intents import HA_INTENTS
+    from edge.bench.tool_decode import forced_vs_free, offered_vs_free
+    from edge.model.engine import LoadedModel
+    from edge.model.synthetic import TINY_DIR, TINY_TEXT_NAME
+    from edge.settings import RunSettings
+
+    settings = RunSettings(n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, n_ubatch=512)
+    out = {}
+    for name, path, seeds in (
+        ("tiny", TINY_DIR / TINY_TEXT_NAME, (1, 2, 3)),
+        ("e2b-Q4_0", text_file("e2b", "Q4_0"), (1, 2)),
+    ):
+        with LoadedModel(path, settings) as loaded:
+            rows = offered_vs_free(loaded, HA_INTENTS[:1], (128, 512, 1024), seeds)
+            forced = forced_vs_free(loaded, HA_INTENTS, (1, 2, 3))
+        out[name] = {"offered": [r.to_dict() for r in rows], "forced": forced.to_dict(), "seeds": list(seeds)}
+        print(f"tools {name}: {out[name]}", flush=True)
     return out
 
 

@@ -298,3 +298,27 @@ def test_sigterm_during_a_conversation_exits_cleanly(llama_cpp_available):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "crashed" not in err and "Segmentation" not in err, err
+
+
+def test_the_request_log_shows_the_declarations_put_back_after_a_transcription(tmp_path, llama_cpp_available):
+    import json
+
+    log = tmp_path / "requests.jsonl"
+    port, proc = start("--log", str(log))
+    try:
+        pcm = np.concatenate([silence(0.3), speech("Turn on the kitchen light."), silence(0.4)])
+        context = {"conversation_id": "kitchen"}
+        for question in ("Turn on the kitchen light.", "And the hall light."):
+            asyncio.run(exchange(port, list(audio_events(pcm, 16000, 1)), until=Transcript))
+            asyncio.run(exchange(port, [Transcript(text=question, context=context).event()], until=ANSWERS))
+        asyncio.run(exchange(port, [Synthesize(text="The light is on.").event()], until=AudioStop))
+    finally:
+        stop(proc)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds[-5:] == ["transcribe", "handle", "transcribe", "handle", "synthesize"]
+    first, heard, again = records[-5], records[-4], records[-2]
+    assert first["audio_tokens"] > 20 and first["tokens"] > 0 and first["seconds"] > 0
+    # The transcription used the cache in between, yet the system turn with HA's intents was put back.
+    assert again["prompt_reused"] > 1000 and again["prompt_reused"] >= heard["prompt_reused"]
+    assert records[-1]["audio_seconds"] > 0.5

@@ -39,6 +39,7 @@ class OfferedRow:
 # Any text at all: every token a model writes is allowed, so this measures the check on the drawn token
 # alone, which is what a trained model's call pays when it writes the syntax it was taught.
 ANY_TEXT = Grammar("root ::= [^\\x00]*")
+CHECK_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ForcedRow:
     forced_tps: float  # median decode tokens/s of a forced call
     call_tokens: float  # median tokens in the forced call
     refusals: float  # median full-vocabulary passes per call (tokens the grammar refused)
-    checked_tps: float  # median decode tokens/s under a grammar that refuses nothing (the check alone)
+    checked_ratio: float  # median decode rate under a grammar that refuses nothing / free (the check alone)
 
     @property
     def ratio(self) -> float:
@@ -88,10 +89,12 @@ def forced_vs_free(loaded: LoadedModel, tools: Sequence[ToolSpec], seeds: Sequen
         call = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=400, seed=seed, grammar=grammar))
         n, refused = call.stats.generated_tokens, loaded.engine.last_refusals
         plain = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=max(n, 8), seed=seed))
-        check = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=max(n, 8), seed=seed, grammar=ANY_TEXT))
+        # The check alone, over a length where a rate means something (a call is a few dozen tokens).
+        long_free = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=CHECK_TOKENS, seed=seed))
+        check = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=CHECK_TOKENS, seed=seed, grammar=ANY_TEXT))
         forced.append(_rate(call))
         free.append(_rate(plain))
-        checked.append(_rate(check))
+        checked.append(_rate(check) / _rate(long_free))
         lengths.append(n)
         refusals.append(refused)
     return ForcedRow(_median(free), _median(forced), _median(lengths), _median(refusals), _median(checked))

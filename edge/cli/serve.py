@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -181,6 +182,7 @@ def service_uninstall(kind, user_mode):
     show_default=True,
     help="Drop a connection that sends nothing for this long (seconds).",
 )
+@click.option("--log", "log_path", type=click.Path(path_type=Path), help="Append each request's numbers (JSONL).")
 def wyoming(
     load,
     uri,
@@ -190,6 +192,7 @@ def wyoming(
     max_audio_seconds,
     home_control,
     idle_timeout,
+    log_path,
 ):
     """Be Home Assistant's speech-to-text and conversation agent over Wyoming, with Gemma 4.
 
@@ -203,6 +206,7 @@ def wyoming(
     Examples:
       edge-gemma wyoming
       edge-gemma wyoming --uri tcp://0.0.0.0:10700 --zeroconf
+      edge-gemma wyoming --log requests.jsonl
     """
     from edge.audio.tts import make_tts_backend
     from edge.launch import prepare_run
@@ -223,6 +227,7 @@ def wyoming(
         idle_timeout_s=idle_timeout,
         tts=backend,
         home_control=home_control,
+        log_path=log_path,
     )
     click.echo(f"Wyoming service for {plan.model_path.name} at {uri}. Ctrl-C stops.", err=True)
     run_wyoming(

@@ -34,9 +34,20 @@ class ChatPrompt:
     format_name: str  # "gguf-template" | "gemma-turns" | "gemma4-turns" | "raw"
     notice: str | None = None  # something the user should know about the format
 
+    @property
+    def system_end(self) -> int:
+        """Characters of `text` up to the end of a Gemma 4 system turn (the system prompt and any tool
+        declarations: a prefix other prompts share), or 0 when the prompt opens with none."""
+        opener = self.text.find(SYSTEM_TURN)
+        if opener < 0 or self.text[:opener].strip() not in ("", "<bos>"):
+            return 0
+        close = self.text.find(GEMMA4_STOP[0], opener)
+        return close + len(GEMMA4_STOP[0]) + 1 if close >= 0 else 0  # through the newline after it
+
 
 GEMMA3_STOP = ["<end_of_turn>"]
 GEMMA4_STOP = ["<turn|>"]
+SYSTEM_TURN = "<|turn>system\n"
 
 
 def build_chat_prompt(

@@ -128,8 +128,11 @@ class Conversation:
         declarations = tools.declarations() if tools is not None else None
         messages = self._fitted(content, sampling, reserve_extra, what, fix, declarations, ahead=True)
         self._asked = None  # nothing was asked yet: the reply fits the history again
-        prompt = self.loaded.chat_prompt(messages, tools=declarations).text
-        return self.loaded.engine.prefill(prompt, _with_media(messages, [heard]), audio_rows=len(heard.embeddings))
+        prompt = self.loaded.chat_prompt(messages, tools=declarations)
+        media = _with_media(messages, [heard])
+        return self.loaded.engine.prefill(
+            prompt.text, media, audio_rows=len(heard.embeddings), pin_chars=prompt.system_end
+        )
 
     def _fitted(
         self, content, sampling, reserve_extra, what, fix, tools=None, *, ahead=False, images=()

@@ -45,6 +45,10 @@ class Transcript:
     duration: float
     segments: list[dict] = field(default_factory=list)  # {id, start, end, text}
     generation_tps: float | None = None
+    audio_tokens: int = 0  # over every segment
+    prompt_tokens: int = 0
+    prompt_reused: int = 0
+    tokens: int = 0  # written
 
 
 def chat(
@@ -157,14 +161,20 @@ def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) ->
 
     _require_ears(loaded)
     conversation = AudioConversation(loaded, system_prompt="")
-    segments, rates = [], []
+    segments, rates, counts = [], [], {"audio_tokens": 0, "prompt_tokens": 0, "prompt_reused": 0, "tokens": 0}
     for i, clip in enumerate(segment(pcm)):
         if job.cancelled.is_set():
             break
         generation = conversation.transcribe(clip.pcm, language=language)
         text = " ".join(generation.run().split())
-        if generation.stats and generation.stats.generation_tps:
-            rates.append(generation.stats.generation_tps)
+        stats = generation.stats
+        if stats and stats.generation_tps:
+            rates.append(stats.generation_tps)
+        if stats:
+            counts["audio_tokens"] += stats.prefill.media_tokens
+            counts["prompt_tokens"] += stats.prompt_tokens
+            counts["prompt_reused"] += stats.prefill.reused
+            counts["tokens"] += stats.generated_tokens
         segments.append({"id": i, "start": round(clip.start_s, 2), "end": round(clip.end_s, 2), "text": text})
         job.emit(TextEvent(text))
     return Transcript(
@@ -172,6 +182,7 @@ def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) ->
         len(pcm) / SAMPLE_RATE,
         segments,
         sum(rates) / len(rates) if rates else None,
+        **counts,
     )
 
 

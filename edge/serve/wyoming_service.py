@@ -23,9 +23,11 @@ while is dropped without harming the next one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -86,6 +88,34 @@ class WyomingSettings:
     # HA's built-in intents offered to the model, its calls sent as intent events: "auto" (the model
     # decides), "always" (every request is a command: tool_choice required) or "off".
     home_control: str = "auto"
+    log_path: Path | None = None  # one JSON line per request (RequestLog)
+
+
+class RequestLog:
+    """`wyoming --log FILE`: one JSON line per request, as `voice --log` writes one per turn.
+
+    kind: transcribe | handle | synthesize; seconds: request -> its last event; first_token_s: request
+    -> its first streamed text (or call, or audio); the model's counts where the model ran."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def write(self, kind: str, started: float, first: float | None, **counts) -> None:
+        if self.path is None:
+            return
+        now = time.perf_counter()
+        record = {
+            "kind": kind,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "first_token_s": round(first - started, 3) if first is not None else None,
+            "seconds": round(now - started, 3),
+            **counts,
+        }
+        try:
+            with self.path.open("a") as out:
+                out.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk must not fail the request
+            log.warning("could not write the request log %s: %s", self.path, exc)
 
 
 @dataclass
@@ -99,6 +129,7 @@ class WyomingService:
 
     def __init__(self, worker: ModelWorker, settings: WyomingSettings):
         self.worker, self.settings = worker, settings
+        self.log = RequestLog(settings.log_path)
         self.conversations: dict[str, _Conversation] = {}
         self.info = self._info()
 
@@ -285,8 +316,10 @@ class GemmaHandler(AsyncEventHandler):
             return False
         if refused:
             return True
+        started = time.perf_counter()
         pcm = np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768.0
         language = language_name(self.language)
+        first, result = None, None
         if len(pcm) < RATE // 10:
             text = ""
         else:
@@ -296,16 +329,30 @@ class GemmaHandler(AsyncEventHandler):
             async for event in job.stream():
                 match event:
                     case TextEvent(piece) if piece:
+                        first = first or time.perf_counter()
                         pieces.append(piece)
                         await self.write_event(TranscriptChunk(text=(" " if len(pieces) > 1 else "") + piece).event())
                     case ErrorEvent(error):
                         raise error if isinstance(error, EdgeError) else EdgeError(f"transcription failed: {error}")
+                    case DoneEvent(done):
+                        result = done
             await self.write_event(TranscriptStop().event())
             text = " ".join(pieces)
         await self.write_event(Transcript(text=text, language=self.language, context=self.context).event())
+        self.service.log.write(
+            "transcribe",
+            started,
+            first,
+            audio_seconds=round(len(pcm) / RATE, 3),
+            audio_tokens=result.audio_tokens if result else 0,
+            prompt_tokens=result.prompt_tokens if result else 0,
+            prompt_reused=result.prompt_reused if result else 0,
+            tokens=result.tokens if result else 0,
+        )
         return True
 
     async def _converse(self, transcript: Transcript) -> None:
+        started, first = time.perf_counter(), None
         context = transcript.context or {}
         text = (transcript.text or "").strip()
         if not text:
@@ -324,9 +371,11 @@ class GemmaHandler(AsyncEventHandler):
         async for event in job.stream():
             match event:
                 case TextEvent(piece) if piece:
+                    first = first or time.perf_counter()
                     reply += piece
                     await self.write_event(HandledChunk(text=piece).event())
                 case CallEvent(call):
+                    first = first or time.perf_counter()
                     calls.append(call)
                 case ErrorEvent(error):
                     raise error if isinstance(error, EdgeError) else EdgeError(f"the reply failed: {error}")
@@ -342,6 +391,15 @@ class GemmaHandler(AsyncEventHandler):
             answer = {"role": "assistant", "content": reply}
         # Old turns the budget dropped stay dropped; this turn joins what was kept.
         conversation.history = (result.kept_history if result else conversation.history) + [asked, answer]
+        self.service.log.write(
+            "handle",
+            started,
+            first,
+            prompt_tokens=result.prompt_tokens if result else 0,
+            prompt_reused=result.prompt_reused if result else 0,
+            tokens=result.completion_tokens if result else 0,
+            calls=[c.name for c in calls],
+        )
 
     async def _intents(self, calls, text: str, context: dict) -> None:
         """The model's calls as intents Home Assistant executes (one, or a series)."""
@@ -360,10 +418,15 @@ class GemmaHandler(AsyncEventHandler):
         await self.write_event(IntentsStop(context=context).event())
 
     async def _synthesize(self, text: str) -> None:
+        started = time.perf_counter()
         pcm, rate = await self._voice(text[:2000])
+        first = time.perf_counter()
         await self.write_event(AudioStart(rate=rate, width=WIDTH, channels=CHANNELS).event())
         await self._audio_chunks(pcm, rate)
         await self.write_event(AudioStop().event())
+        self.service.log.write(
+            "synthesize", started, first, characters=len(text), audio_seconds=round(len(pcm) / rate, 3)
+        )
 
     async def _speak(self, sentence: str) -> None:
         """One sentence of a streamed synthesis: audio-start before the first, chunks for each."""

@@ -6,7 +6,9 @@ chain (sampling.py), and text comes out through one incremental detokenizer (tex
 
 The engine keeps its own record of what the KV cache holds (`cached`: one key per position, see
 cache_record.py: token ids, audio rows' fingerprints, pictures' digests), so prefix reuse through
-text, audio and pictures, continuing after a reply (`extend`) and rolling back (`truncate`) are exact.
+text, audio and pictures, continuing after a reply (`continue_with`) and rolling back (`truncate`)
+are exact. Media reach the cache through media_decoding.py; long shared prefixes are kept and put
+back through prefixes.py; every native call runs inside the model's lifetime (lifetime.py).
 
 Seeds: a seeded request is evaluated from an empty cache, in the same batches every time. On some
 CPUs a token's logits differ in the last bits with the batch it was evaluated in, so a prompt
@@ -18,86 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from edge.errors import AudioError, ContextFullError, GenerationError, ImageError, UsageError
-from edge.model.engine.cache_record import (
-    MEDIA,
-    cache_keys,
-    common_prefix,
-    outside_pictures,
-    positions_of,
-    through_last_media,
-)
+from edge.errors import ContextFullError, GenerationError, UsageError
+from edge.model.engine.cache_record import cache_keys, common_prefix, outside_pictures, positions_of, through_last_media
 from edge.model.engine.lifetime import Lifetime
 from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
+from edge.model.engine.media_decoding import AUDIO_BATCH, MediaDecoding
+from edge.model.engine.prefixes import PrefixKeeping, PrefixStore
+from edge.model.engine.reports import GenerationStats, PrefillReport, joined
 from edge.model.engine.sampling import Sampling, TokenSampler
 from edge.model.engine.text import TextStream
 from edge.vision.images import Picture
 
-# Audio rows are decoded in batches of this many, aligned to the clip's start (two encoder blocks,
-# 0.96 s of speech): small enough to prefill while the user speaks, large enough to keep matmuls busy.
-AUDIO_BATCH = 24
-MIN_TOKENS_FOR_RATE = 16  # fewer evaluated tokens than this make a tokens/s figure meaningless
-MIN_SECONDS_FOR_RATE = 0.001  # perf_counter resolves far finer; below this a rate is noise
+__all__ = ["AUDIO_BATCH", "Engine", "GenerationStats", "PrefillReport"]
 
 
-@dataclass(frozen=True)
-class PrefillReport:
-    """What one prompt evaluation did."""
-
-    prompt_tokens: int  # context positions the prompt takes (media included)
-    reused: int  # of those, found in the KV cache and not evaluated again
-    evaluated: int  # evaluated now
-    seconds: float  # evaluating, media encoding included
-    media_tokens: int = 0  # embeddings decoded for media
-    media_chunks: int = 0
-    encode_ms: float = 0.0  # time in the media encoder alone
-    last_media_reused: int = 0  # rows of the prompt's last clip found in the cache (heard while spoken)
-
-    @property
-    def tps(self) -> float | None:
-        """Prefill tokens/s, or None when too little was evaluated for the figure to mean anything."""
-        if self.evaluated < MIN_TOKENS_FOR_RATE or self.seconds < MIN_SECONDS_FOR_RATE:
-            return None
-        return self.evaluated / self.seconds
-
-
-@dataclass(frozen=True)
-class GenerationStats:
-    prefill: PrefillReport
-    generated_tokens: int  # tokens sampled (the stop token not counted)
-    generation_seconds: float  # from the first sampled token to the last
-    time_to_first_token: float  # wall clock, from the start of the request to the first text
-    total_seconds: float
-    finish_reason: str  # "stop" | "length" | "cancelled" | "interrupted"
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.prefill.prompt_tokens
-
-    @property
-    def prompt_tps(self) -> float | None:
-        return self.prefill.tps
-
-    @property
-    def generation_tps(self) -> float | None:
-        steps = self.generated_tokens - 1  # the first token came from the prompt's logits
-        if steps < 2 or self.generation_seconds < MIN_SECONDS_FOR_RATE:
-            return None
-        return steps / self.generation_seconds
-
-    @property
-    def stopped_by_user(self) -> bool:
-        return self.finish_reason == "interrupted"
-
-
-class Engine:
+class Engine(MediaDecoding, PrefixKeeping):
     """One llama context's state: prefill, media, sampling, detokenizing. One thread at a time."""
 
     def __init__(self, llama, *, n_batch: int):
@@ -108,6 +53,7 @@ class Engine:
         self._ctx, self._model = llama.ctx, llama.model
         self._vocab = lc.llama_model_get_vocab(self._model)
         self._memory = lc.llama_get_memory(self._ctx)
+        self._n_swa = int(lc.llama_model_n_swa(self._model))  # 0: no sliding-window layers
         self.n_ctx = llama.n_ctx()
         self.n_batch = n_batch
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
@@ -115,6 +61,7 @@ class Engine:
         self._encode_s = 0.0  # encoder time of the prefill in progress
         self.cached: list[int] = []
         self.projector: Projector | None = None
+        self.prefixes: PrefixStore | None = None  # kept prompt prefixes (LoadedModel.keep_prefixes)
         self.last_prefill: PrefillReport | None = None
         self.last_finish, self.last_generated = "stop", 0  # how the last generate() ended
         self.last_refusals = 0  # tokens the last generate()'s grammar refused (each a full-vocabulary pass)
@@ -174,6 +121,16 @@ class Engine:
                 self._lc.llama_set_n_threads(self._ctx, self._llama.n_threads, self._llama.n_threads_batch)
                 self.reset()
 
+    def _window_intact(self, keep: int) -> int:
+        """`keep` if the cache still holds the sliding window before it, else 0. Gemma's sliding-window
+        layers keep only the last n_swa positions (swa_full off), so a cache that ran far past `keep`
+        has lost what a token at `keep` must attend to; reusing it would be silently wrong (llama-server
+        re-evaluates the prompt in this case too)."""
+        if keep == 0 or self._n_swa <= 0 or len(self.cached) <= keep:
+            return keep
+        oldest = self._lc.llama_memory_seq_pos_min(self._memory, 0)
+        return keep if oldest <= max(0, keep - self._n_swa) else 0
+
     def truncate(self, n_positions: int) -> None:
         """Forget every cached position from `n_positions` on."""
         if n_positions < len(self.cached):
@@ -189,6 +146,7 @@ class Engine:
         fresh: bool = False,
         audio_rows: int | None = None,
         on_stage: Callable[[str], None] = lambda stage: None,
+        pin_chars: int = 0,
     ) -> PrefillReport:
         """Evaluate a whole prompt (BOS added), reusing the longest cached prefix unless `fresh`.
 
@@ -198,6 +156,9 @@ class Engine:
         `audio_rows`: evaluate only up to that many rows of the last clip (listening ahead), in
         whole batches (AUDIO_BATCH): no logits, nothing after them.
         `on_stage` hears "audio_eval_start" / "audio_eval_end" around each audio chunk (a turn's timeline).
+        `pin_chars`: the prompt's first characters are a prefix other prompts share (a chat's system
+        turn with its tool declarations): with a prefix store, its state is kept after it is first
+        evaluated and put back when the cache holds less of it (prefixes.py). Not for a seeded request.
         """
         # A rendered template may begin with <bos> itself: a second one degrades the model.
         bos = not (self.bos_text and text.startswith(self.bos_text))
@@ -209,16 +170,25 @@ class Engine:
                 end = len(wanted)
             else:
                 end = through_last_media(pieces, audio_rows // AUDIO_BATCH * AUDIO_BATCH)
+            pin = 0
             if fresh:
                 self.reset()
                 keep = 0
             else:
-                keep = common_prefix(self.cached, wanted[:end])
-                if audio_rows is None:
-                    keep = min(keep, end - 1)  # the last token is evaluated again: fresh logits
-                keep = outside_pictures(pieces, rows, keep)
+                limit = end - 1 if audio_rows is None else end  # the last token is evaluated again: fresh logits
+                keep = min(common_prefix(self.cached, wanted[:end]), limit)
+                keep = self._window_intact(outside_pictures(pieces, rows, keep))
+                keep = self._restored(wanted[:limit], keep)
                 self.truncate(keep)
-            report = self._evaluate(pieces, rows, skip=keep, end=end, logits=audio_rows is None, on_stage=on_stage)
+                pin = self._pin(text[:pin_chars], bos, wanted, keep, end) if pin_chars else 0
+            evaluate = functools.partial(self._evaluate, pieces, rows, on_stage=on_stage)
+            if pin:  # evaluate up to the shared prefix, keep its state, then the rest
+                first = evaluate(skip=keep, end=pin, logits=False)
+                self._snapshot(pin)
+                rest = evaluate(skip=pin, end=end, logits=audio_rows is None)
+                report = joined(first, rest)
+            else:
+                report = evaluate(skip=keep, end=end, logits=audio_rows is None)
         self.last_prefill = report
         return report
 
@@ -253,43 +223,6 @@ class Engine:
                 f"the prompt is {positions} tokens but the context holds {self.n_ctx}: "
                 "raise --ctx or shorten the prompt"
             )
-
-    def _pieces(self, text: str, clips: Sequence, *, bos: bool):
-        if clips:
-            if self.projector is None:
-                raise AudioError("this model was loaded without a projector, so it can neither hear nor see")
-            return self.projector.tokenize(text, clips, add_bos=bos)
-        return _Just([TextPiece(self.tokenize(text, bos=bos))])
-
-    def _media_rows(self, pieces: list, clips, on_stage, audio_rows=None) -> list[EncodedAudio | None]:
-        """Each media piece's rows (encoded now, or as given), or None where they are decoded by
-        libmtmd's helper instead (media the model attends to out of order, M-RoPE): those never match."""
-        from edge.model.engine.media import mtmd
-
-        m, given, out = mtmd(), [c for c in clips if isinstance(c, EncodedAudio)], []
-        if given and len(given) != sum(1 for c in clips if not isinstance(c, Picture)):
-            raise AudioError("give the engine all clips encoded, or none")
-        for piece in pieces:
-            if isinstance(piece, TextPiece):
-                out.append(None)
-                continue
-            handle = self.projector.handle
-            in_order = not m.mtmd_decode_use_mrope(handle) and not m.mtmd_decode_use_non_causal(handle, piece.chunk)
-            if piece.kind != "audio" or not in_order:
-                out.append(None)
-                continue
-            if given:
-                clip = given.pop(0)
-                heard_so_far = audio_rows is not None and not given  # the last clip, still being spoken
-                if len(clip.embeddings) != piece.n_tokens and not (heard_so_far and len(clip.embeddings) >= audio_rows):
-                    raise AudioError(f"an encoded clip has {len(clip.embeddings)} rows, its audio {piece.n_tokens}")
-                out.append(clip)
-                continue
-            on_stage("audio_eval_start")
-            t0 = time.perf_counter()
-            out.append(EncodedAudio(np.empty(0, np.float32), self.projector.encode(piece)))
-            self._encode_s += time.perf_counter() - t0
-        return out
 
     def _evaluate(
         self,
@@ -339,35 +272,6 @@ class Engine:
             last_media_reused=last_reused,
         )
 
-    def _decode_rows(self, clip: EncodedAudio, lo: int, hi: int) -> None:
-        """Rows [lo, hi) of a clip's embeddings into the cache, in batches aligned to the clip's start.
-
-        The same rows always go in the same batches, whether a clip is evaluated whole or as it is
-        heard: on some CPUs a row's result differs in the last bits with its batch (see the seeds note).
-        """
-        if self._embd_batch is None:
-            self._embd_batch = self._lc.llama_batch_init(AUDIO_BATCH, self.projector.embedding_size, 1)
-        batch = self._embd_batch
-        row = lo
-        while row < hi:
-            self.lifetime.check()  # a model closing mid-prompt stops between batches
-            stop = min(hi, (row // AUDIO_BATCH + 1) * AUDIO_BATCH)
-            part = np.ascontiguousarray(clip.embeddings[row:stop], dtype=np.float32)
-            ctypes.memmove(batch.embd, part.ctypes.data, part.nbytes)
-            base = len(self.cached)
-            for i in range(stop - row):
-                batch.pos[i] = base + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = False
-            batch.n_tokens = stop - row
-            rc = self._lc.llama_decode(self._ctx, batch)
-            if rc != 0:
-                self._resync()
-                raise AudioError(f"decoding the audio embeddings failed (code {rc}); try a larger --ctx")
-            self.cached.extend(clip.keys[row:stop])
-            row = stop
-
     def _decode_tokens(self, tokens: list[int], *, logits_last: bool) -> None:
         """Tokens into the cache in batches of n_batch (the same split for the same prompt)."""
         batch = self._batch
@@ -391,37 +295,6 @@ class Engine:
                     "the context may be full: raise --ctx or start a new conversation"
                 )
             self.cached.extend(part)
-
-    def _decode_media(self, piece: MediaPiece) -> float:
-        """Encode one media chunk and decode it with libmtmd's helper (images, M-RoPE); returns encode seconds."""
-        from edge.model.engine.media import mtmd
-
-        m, projector = mtmd(), self.projector
-        t0 = time.perf_counter()
-        rc = m.mtmd_encode_chunk(projector.handle, piece.chunk)
-        encode_s = time.perf_counter() - t0
-        if rc != 0:
-            raise _media_error(piece)(f"the {piece.kind} encoder failed (code {rc})")
-        n_past = len(self.cached)
-        new_n_past = self._lc.llama_pos(n_past)
-        rc = m.mtmd_helper_decode_image_chunk(
-            projector.handle,
-            self._ctx,
-            piece.chunk,
-            m.mtmd_get_output_embd(projector.handle),
-            n_past,
-            0,
-            self.n_batch,
-            ctypes.byref(new_n_past),
-            m.mtmd_helper_post_decode_callback(),
-            None,
-        )
-        if rc != 0:
-            self._resync()
-            raise _media_error(piece)(f"decoding the {piece.kind} embeddings failed (code {rc}); try a larger --ctx")
-        keys = cache_keys(piece, None)
-        self.cached.extend(keys if len(keys) == new_n_past.value - n_past else [MEDIA] * (new_n_past.value - n_past))
-        return encode_s
 
     def _resync(self) -> None:
         """After a failed decode, some ubatches may be in the cache: forget past what we know."""
@@ -486,20 +359,3 @@ class Engine:
             trigger = ids[0]
         with self.lifetime.use():
             return TokenSampler(sampling, self._vocab, self._ctx, trigger_token=trigger)
-
-
-class _Just:
-    """A context manager that yields a ready value (text-only prompts need no media cleanup)."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _media_error(piece: MediaPiece) -> type[AudioError] | type[ImageError]:
-    return ImageError if piece.kind == "image" else AudioError

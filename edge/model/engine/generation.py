@@ -29,12 +29,14 @@ class Generation:
         special: bool | frozenset[int] = False,
         on_stage: Callable[[str], None] = lambda stage: None,
         continues: bool = False,
+        pin_chars: int = 0,
     ):
         """`prompt`: a whole prompt (its longest cached prefix reused), or with `continues` text
         evaluated after what the cache holds (the same turn going on: tool results, a follow-up
         question). `clips` may be a function: called when the prefill starts, so a clip's encoding
-        is timed with the request."""
+        is timed with the request. `pin_chars`: the prompt's shared prefix (Engine.prefill)."""
         self._engine, self._prompt, self._clips, self._continues = engine, prompt, clips, continues
+        self._pin_chars = pin_chars
         self.sampling, self._cancelled, self._special, self._on_stage = sampling, cancelled, special, on_stage
         self.stats: GenerationStats | None = None
         self.prefill: PrefillReport | None = None
@@ -51,7 +53,11 @@ class Generation:
             else:
                 # A seeded request is evaluated from an empty cache: see core.py on what a seed promises.
                 self.prefill = engine.prefill(
-                    self._prompt, clips, fresh=self.sampling.seed is not None, on_stage=self._on_stage
+                    self._prompt,
+                    clips,
+                    fresh=self.sampling.seed is not None,
+                    on_stage=self._on_stage,
+                    pin_chars=self._pin_chars,
                 )
             for piece in engine.generate(self.sampling, cancelled=self._cancelled, special=self._special):
                 last = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge.errors import AudioError, ImageError, ModelFileError
@@ -18,6 +18,7 @@ from edge.model.chat_format import ChatPrompt, Message, build_chat_prompt
 from edge.model.engine.core import Engine
 from edge.model.engine.generation import Generation
 from edge.model.engine.media import Projector
+from edge.model.engine.prefixes import PrefixStore
 from edge.model.engine.sampling import GEMMA_SAMPLING, Sampling
 from edge.model.gguf import GGUFInfo, check_loadable_model
 from edge.settings import RunSettings
@@ -54,6 +55,11 @@ def _llama_load_params(settings: RunSettings, backend: BackendChoice, overrides:
         yield
     finally:
         llama_module.internals.LlamaModel = original
+
+
+def _file_identity(path: Path) -> dict:
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 class LoadedModel:
@@ -113,6 +119,33 @@ class LoadedModel:
                 "need a newer llama.cpp; download it again (edge-gemma setup)"
             ) from exc
 
+    def keep_prefixes(self, folder: Path | None, *, on_note: Callable[[str], None] = lambda message: None) -> None:
+        """Keep the state of long shared prompt prefixes (a chat's system turn and tool declarations),
+        in memory and in `folder` (None: memory only), so they are put back, not evaluated again: after
+        another request used the cache, and after a restart (engine/prefixes.py). Call after the
+        projector is attached: the projector is part of what a saved state must match."""
+        import llama_cpp
+
+        s = self.settings
+        identity = {
+            "format": 1,
+            "model": _file_identity(self.path),
+            "projector": _file_identity(self.projector.path) if self.projector is not None else None,
+            "cache": {
+                "n_ctx": self.n_ctx,
+                "n_batch": self.llama.n_batch,
+                "n_ubatch": s.n_ubatch,
+                "type_k": s.type_k,
+                "type_v": s.type_v,
+                "flash_attn": s.flash_attn,
+                "n_gpu_layers": s.n_gpu_layers,
+            },
+            "llama_cpp": llama_cpp.__version__,
+            "system": llama_cpp.llama_print_system_info().decode(errors="replace"),
+            "extra_buffers": self.backend.use_extra_bufts,
+        }
+        self.engine.prefixes = PrefixStore(identity, folder, on_note=on_note)
+
     # -- the projector ----------------------------------------------------------------------------
 
     def attach_projector(self, path: str | Path, *, use_gpu: bool = False) -> Projector:
@@ -164,7 +197,7 @@ class LoadedModel:
         template renders (tool_turn.py drives calls)."""
         prompt = self.chat_prompt(messages, tools=tools)
         sampling = sampling.with_(stop=tuple(sampling.stop) + tuple(prompt.stop))
-        return Generation(self.engine, prompt.text, sampling, **kwargs)
+        return Generation(self.engine, prompt.text, sampling, pin_chars=prompt.system_end, **kwargs)
 
     def continue_turn(
         self, text: str, sampling: Sampling = GEMMA_SAMPLING, *, media: Sequence = (), **kwargs
