@@ -349,7 +349,7 @@ def test_the_systemd_unit_passes_systemd_analyze(tmp_path, monkeypatch):
 def test_an_api_key_goes_to_a_private_environment_file_not_the_unit(tmp_path, monkeypatch):
     import stat
 
-    from edge.serve import service
+    from edge.serve import systemd_units as service
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(service, "systemd_running", lambda: False)  # write the files, print the commands
