@@ -20,6 +20,7 @@ Sections:
   memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
   tools      decode with a tool offered against without (128/512/1,024 tokens, tiny and E2B); a forced call
+  hacommand  "Turn on the kitchen light" through `edge-gemma wyoming` (scripts/ha_command.py): cold, steady, restarted
 """
 
 from __future__ import annotations
@@ -49,7 +50,19 @@ LLAMA_BENCH = Path(
 )
 CGROUP = Path("/sys/fs/cgroup/memory")
 MIB, GIB = 2**20, 2**30
-SECTIONS = ("files", "bandwidth", "bench", "audio", "voice", "listening", "vision", "memory", "cgroup", "tools")
+SECTIONS = (
+    "files",
+    "bandwidth",
+    "bench",
+    "audio",
+    "voice",
+    "listening",
+    "vision",
+    "memory",
+    "cgroup",
+    "tools",
+    "hacommand",
+)
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
 CGROUP_PROFILES = ("pi5-4gb", "pi5-8gb", "orin-nano-8gb")
@@ -468,6 +481,13 @@ def tools() -> dict:
         out[name] = {"offered": [r.to_dict() for r in rows], "forced": forced.to_dict(), "seeds": list(seeds)}
         print(f"tools {name}: {out[name]}", flush=True)
     return out
+
+
+def hacommand() -> dict:
+    """A Home Assistant command through `edge-gemma wyoming` at E2B size (scripts/ha_command.py)."""
+    import ha_command
+
+    return ha_command.run(text_file("e2b", "Q4_0"), mmproj_file("e2b", "Q8_0"), threads=2)
 
 
 def draw_listening(data: dict, path: Path, seconds: int = 5) -> None:

@@ -30,6 +30,7 @@ def render_markdown(results: dict) -> str:
         ("memory", _memory),
         ("cgroup", _cgroup),
         ("tools", _tools),
+        ("hacommand", _ha_command),
     ):
         if name in results:
             r = results[name]
@@ -90,6 +91,52 @@ def _tools(data: dict, _: dict) -> list[str]:
             f"| {model} | {f['call_tokens']:.0f} | {f['refusals']:.0f} | {f['free_tps']:.1f} | {f['forced_tps']:.1f} "
             f"| {f['ratio']:.3f} | {f['checked_ratio']:.3f} |"
         )
+    return lines
+
+
+PI5_DECODE_TPS = 6.44  # E2B Q4_K_M on a Pi 5 8GB, llama-bench tg128 (FACTS.md)
+TRANSCRIPT_TOKENS, CALL_TOKENS = 6, 14
+
+
+def _ha_command(data: dict, _: dict) -> list[str]:
+    lines = [
+        "## Home Assistant command, end of speech to answer (E2B Q4_0, Q8_0 projector)",
+        "",
+        f'"Turn on the kitchen light" ({data["speech_s"]:.1f} s, espeak-ng) through `edge-gemma wyoming` as Home',
+        "Assistant's speech-to-text and conversation agent (14 intents declared, `--home-control always`),",
+        "by `scripts/ha_command.py` with the `wyoming` client; stages from the server's `--log`. Random weights",
+        f"write no real transcript or call, so the figures take the {TRANSCRIPT_TOKENS}-token transcript and",
+        f"{CALL_TOKENS}-token call a real model writes at the decode rate measured here (the transcription's",
+        "free decode); prompts and the audio encoder are measured as they ran. A Pi 5 on paper: prefill and",
+        f"encoder time scaled by this machine's prefill rate over the Pi 5's 30 tok/s, decode at {PI5_DECODE_TPS}",
+        "tok/s, the protocol's share as here.",
+        "",
+        "| command | agent prompt tokens | of them put back / cached | transcription: encode + prompt s "
+        "| agent: prompt s | here, s | Pi 5 on paper, s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    cold = next(c for c in data["commands"] if c["name"] == "cold")
+    evaluated = cold["handle"]["prompt_tokens"] - cold["handle"]["prompt_reused"]
+    here_prefill = evaluated / cold["handle"]["prompt_seconds"]
+    scale = here_prefill / PI5_PREFILL_TPS["e2b"]
+    for c in data["commands"]:
+        t, h = c["transcribe"], c["handle"]
+        decode = t["decode_tps"]
+        protocol = (c["transcribe_wall_s"] - t["seconds"]) + (c["handle_wall_s"] - h["seconds"])
+        fixed_decode = (TRANSCRIPT_TOKENS + CALL_TOKENS) / decode
+        here = t["prompt_seconds"] + h["prompt_seconds"] + fixed_decode + protocol
+        pi5 = (t["prompt_seconds"] + h["prompt_seconds"]) * scale + fixed_decode * decode / PI5_DECODE_TPS + protocol
+        label = {"cold": "first, nothing saved", "steady": "next command", "warm": "first after a restart"}[c["name"]]
+        lines.append(
+            f"| {label} | {h['prompt_tokens']} | {h['prompt_reused']} | {t['prompt_seconds']:.2f} "
+            f"| {h['prompt_seconds']:.2f} | {here:.2f} | {pi5:.2f} |"
+        )
+    lines += [
+        "",
+        f"Prefill here {here_prefill:.0f} tok/s (the cold command's agent prompt); decode "
+        f"{cold['transcribe']['decode_tps']:.1f} tok/s. Between two commands the transcription uses the KV",
+        "cache; the system turn with the declarations is put back from its kept state, not evaluated again.",
+    ]
     return lines
 
 

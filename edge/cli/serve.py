@@ -183,6 +183,10 @@ def service_uninstall(kind, user_mode):
     help="Drop a connection that sends nothing for this long (seconds).",
 )
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="Append each request's numbers (JSONL).")
+@click.option(
+    "-n", "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Longest answer, in tokens."
+)
+@click.option("--transcript-tokens", type=click.IntRange(min=1), default=512, hidden=True)  # measurements
 def wyoming(
     load,
     uri,
@@ -193,6 +197,8 @@ def wyoming(
     home_control,
     idle_timeout,
     log_path,
+    max_tokens,
+    transcript_tokens,
 ):
     """Be Home Assistant's speech-to-text and conversation agent over Wyoming, with Gemma 4.
 
@@ -228,6 +234,8 @@ def wyoming(
         tts=backend,
         home_control=home_control,
         log_path=log_path,
+        max_tokens=max_tokens,
+        transcript_tokens=transcript_tokens,
     )
     click.echo(f"Wyoming service for {plan.model_path.name} at {uri}. Ctrl-C stops.", err=True)
     run_wyoming(

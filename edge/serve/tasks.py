@@ -32,6 +32,7 @@ class Completion:
     prompt_tps: float | None = None
     generation_tps: float | None = None
     prompt_reused: int = 0  # prompt tokens found in the KV cache
+    prompt_seconds: float = 0.0  # the prompt's evaluation (media encoding included)
     tool_calls: list[ToolCall] = field(default_factory=list)
     audio_seconds: float = 0.0
     image_tokens: int = 0  # the prompt's, over every picture it kept
@@ -48,6 +49,7 @@ class Transcript:
     audio_tokens: int = 0  # over every segment
     prompt_tokens: int = 0
     prompt_reused: int = 0
+    prompt_seconds: float = 0.0  # the encoder and the prompt's evaluation
     tokens: int = 0  # written
 
 
@@ -143,6 +145,7 @@ def _tool_reply(loaded: LoadedModel, messages: list[Message], tools: ToolSetup, 
         prompt_tps=stats.prompt_tps,
         generation_tps=stats.generation_tps,
         prompt_reused=stats.prefill.reused,
+        prompt_seconds=stats.prefill.seconds,
         dropped_turns=fitted.dropped_turns,
         kept_history=fitted.history,
         tool_calls=reply.calls,
@@ -154,18 +157,19 @@ def complete(loaded: LoadedModel, prompt: str, sampling: Sampling, job: Job) -> 
     return _stream(loaded.complete(prompt, sampling, cancelled=job.cancelled.is_set), job)
 
 
-def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) -> Transcript:
+def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job, max_tokens: int = 512) -> Transcript:
     """Speech cut at pauses into clips of at most 30 s, each written down by Gemma 4 (greedy)."""
     from edge.audio.vad import segment
     from edge.voice.audio_conversation import AudioConversation
 
     _require_ears(loaded)
     conversation = AudioConversation(loaded, system_prompt="")
-    segments, rates, counts = [], [], {"audio_tokens": 0, "prompt_tokens": 0, "prompt_reused": 0, "tokens": 0}
+    segments, rates = [], []
+    counts = {"audio_tokens": 0, "prompt_tokens": 0, "prompt_reused": 0, "prompt_seconds": 0.0, "tokens": 0}
     for i, clip in enumerate(segment(pcm)):
         if job.cancelled.is_set():
             break
-        generation = conversation.transcribe(clip.pcm, language=language)
+        generation = conversation.transcribe(clip.pcm, language=language, max_tokens=max_tokens)
         text = " ".join(generation.run().split())
         stats = generation.stats
         if stats and stats.generation_tps:
@@ -174,6 +178,7 @@ def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job) ->
             counts["audio_tokens"] += stats.prefill.media_tokens
             counts["prompt_tokens"] += stats.prompt_tokens
             counts["prompt_reused"] += stats.prefill.reused
+            counts["prompt_seconds"] += stats.prefill.seconds
             counts["tokens"] += stats.generated_tokens
         segments.append({"id": i, "start": round(clip.start_s, 2), "end": round(clip.end_s, 2), "text": text})
         job.emit(TextEvent(text))
@@ -213,4 +218,5 @@ def _stream(generation: Generation, job: Job) -> Completion:
         prompt_tps=stats.prompt_tps,
         generation_tps=stats.generation_tps,
         prompt_reused=stats.prefill.reused,
+        prompt_seconds=stats.prefill.seconds,
     )

@@ -83,6 +83,7 @@ class WyomingSettings:
     max_audio_seconds: float = 120.0
     idle_timeout_s: float = 120.0
     max_tokens: int = 512  # room for a series of calls (a spoken answer ends long before)
+    transcript_tokens: int = 512  # the longest transcript of one clip
     forget_after_s: float = 300.0
     tts: object | None = None  # an audio.tts backend, or None: no TTS program
     # HA's built-in intents offered to the model, its calls sent as intent events: "auto" (the model
@@ -324,7 +325,8 @@ class GemmaHandler(AsyncEventHandler):
             text = ""
         else:
             await self.write_event(TranscriptStart(language=self.language, context=self.context).event())
-            job = self._submit(lambda job: tasks.transcribe(self.service.worker.resources, pcm, language, job))
+            cap = self.service.settings.transcript_tokens
+            job = self._submit(lambda job: tasks.transcribe(self.service.worker.resources, pcm, language, job, cap))
             pieces = []
             async for event in job.stream():
                 match event:
@@ -347,7 +349,9 @@ class GemmaHandler(AsyncEventHandler):
             audio_tokens=result.audio_tokens if result else 0,
             prompt_tokens=result.prompt_tokens if result else 0,
             prompt_reused=result.prompt_reused if result else 0,
+            prompt_seconds=round(result.prompt_seconds, 3) if result else 0.0,
             tokens=result.tokens if result else 0,
+            decode_tps=_rounded(result.generation_tps if result else None),
         )
         return True
 
@@ -397,7 +401,9 @@ class GemmaHandler(AsyncEventHandler):
             first,
             prompt_tokens=result.prompt_tokens if result else 0,
             prompt_reused=result.prompt_reused if result else 0,
+            prompt_seconds=round(result.prompt_seconds, 3) if result else 0.0,
             tokens=result.completion_tokens if result else 0,
+            decode_tps=_rounded(result.generation_tps if result else None),
             calls=[c.name for c in calls],
         )
 
@@ -505,3 +511,7 @@ async def _announce(port: int, name: str | None, on_note) -> None:
         on_note(f"announced {announcer.name}._wyoming._tcp.local. at {announcer.host}:{port}")
     except (OSError, ImportError) as exc:  # no network for multicast: serve anyway, say why
         on_note(f"zeroconf announcement failed ({exc}); add the service in Home Assistant by host and port")
+
+
+def _rounded(rate: float | None) -> float | None:
+    return round(rate, 2) if rate is not None else None

@@ -258,10 +258,10 @@ class AudioConversation:
         self.text.remember(reply_text, user_text=heard or "(spoken message)", answer=answer, asked=asked)
         return heard
 
-    def transcribe(self, pcm: np.ndarray, *, language: str = "English") -> Generation:
+    def transcribe(self, pcm: np.ndarray, *, language: str = "English", max_tokens: int = 512) -> Generation:
         """A one-shot transcription (no history), greedy as the model card advises."""
         prompt = [{"role": "user", "content": self.marker + TRANSCRIBE_PROMPT.format(language=language)}]
-        return self.loaded.chat(prompt, GREEDY.with_(max_tokens=512), clips=[pcm])
+        return self.loaded.chat(prompt, GREEDY.with_(max_tokens=max_tokens), clips=[pcm])
 
     def _heard_in_context(self, give_way: Callable[[], bool] = lambda: False) -> str | None:
         """Ask, with the audio still in the KV cache, what the user said (greedy, short); None if it
