@@ -16,12 +16,12 @@ from pathlib import Path
 from edge import paths
 from edge.device import info as device_mod
 from edge.device.info import DeviceInfo
-from edge.errors import AudioError, MemoryFitError
+from edge.errors import AudioError
 from edge.model.backend import BackendChoice, backend_choice
 from edge.model.engine import LoadedModel
 from edge.model.files import resolve_model
 from edge.model.gguf import GGUFInfo, check_loadable_model
-from edge.model.memory import check_fits, gb
+from edge.model.memory import FitReport, fit_on_device
 from edge.profiles import ProfileChoice, choose_profile, load_profiles
 from edge.settings import ResolvedSettings, resolve_settings
 from edge.setup.config import load_device_config
@@ -80,6 +80,7 @@ class RunPlan:
     model_info: GGUFInfo | None = None  # the model's checked header, so loading does not read it again
     backend: BackendChoice | None = None  # which extra CPU kernels loads use (model/backend.py)
     llama_log: bool = False
+    memory: FitReport | None = None  # the fit check's lines (the projector counted when one will open)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -118,9 +119,19 @@ def prepare_run(request: LoadRequest = LoadRequest()) -> RunPlan:
         except TunedFileError as exc:  # a broken tuning file must not stop `run`
             resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
     model_info = check_loadable_model(model_path)
-    resolved = _check_memory(model_path, model_info, resolved, info, choice, _projector_bytes(mmproj_path, model_info))
+    mmproj_bytes = _projector_bytes(mmproj_path, model_info)
+    resolved, memory = _check_memory(model_path, model_info, resolved, info, choice, mmproj_bytes)
     return RunPlan(
-        model_path, info, choice, resolved, tuned_note, mmproj_path, model_info, backend_choice(), request.llama_log
+        model_path,
+        info,
+        choice,
+        resolved,
+        tuned_note,
+        mmproj_path,
+        model_info,
+        backend_choice(),
+        request.llama_log,
+        memory,
     )
 
 
@@ -133,26 +144,26 @@ def _projector_bytes(mmproj: Path | None, model_info: GGUFInfo) -> int:
 
 def _check_memory(
     model_path: Path, model_info: GGUFInfo, resolved: ResolvedSettings, info, choice, mmproj_bytes: int
-) -> ResolvedSettings:
-    """Refuse settings that cannot fit this machine, with the numbers; warn when free memory is short."""
+) -> tuple[ResolvedSettings, FitReport]:
+    """The one fit policy (model/memory.py), the projector counted: settings that cannot fit are
+    refused with the numbers (lazy PLE turned on first when that makes them fit); a warning when free
+    memory is short."""
     profile = choice.profile
-    report = check_fits(
+    settings, report = fit_on_device(
         model_info,
         resolved.settings,
         info,
         mmproj_bytes,
         os_headroom_mb=profile.os_headroom_mb,
         mmproj_on_gpu=profile.mmproj_gpu and resolved.settings.n_gpu_layers != 0,
+        what=model_path.name,
     )
-    if not report.fits_device:
-        raise MemoryFitError(
-            f"{model_path.name} with n_ctx {resolved.settings.n_ctx} needs "
-            f"{gb(report.total_bytes)} but this machine has {gb(report.budget_bytes)} "
-            f"({gb(report.total_bytes - report.budget_bytes)} over); lower --ctx or use a smaller quant"
-        )
+    notes = resolved.notes
+    if settings != resolved.settings:
+        notes += (f"lazy PLE turned on: {model_path.name} fits this machine only so",)
     if not report.fits_now:
-        return replace(resolved, notes=resolved.notes + (report.notes[-1],))
-    return resolved
+        notes += (report.notes[-1],)
+    return replace(resolved, settings=settings, notes=notes), report
 
 
 def load_model(

@@ -9,9 +9,10 @@ device's total memory) holds everything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge.device.info import DeviceInfo
+from edge.errors import MemoryFitError
 from edge.model.kv_size import (
     AttentionShape,
     KVCacheEstimate,
@@ -225,3 +226,37 @@ def check_fits(
             f"({gb(needed_now - available)} short); close other programs"
         )
     return FitReport(tuple(lines), total, budget, available, needed_now, tuple(notes))
+
+
+def fit_on_device(
+    gguf_info,
+    settings: RunSettings,
+    device: DeviceInfo,
+    mmproj_bytes: int = 0,
+    *,
+    os_headroom_mb: int = 0,
+    mmproj_on_gpu: bool = False,
+    what: str = "the model",
+) -> tuple[RunSettings, FitReport]:
+    """The one fit policy for files on disk (setup's imported files, every load): the settings as
+    they are when they fit this device, else with lazy PLE on when that fits, else MemoryFitError
+    with the numbers. The projector's bytes count wherever one will be opened."""
+
+    def report_for(s: RunSettings) -> FitReport:
+        return check_fits(
+            gguf_info, s, device, mmproj_bytes, os_headroom_mb=os_headroom_mb, mmproj_on_gpu=mmproj_on_gpu
+        )
+
+    report = report_for(settings)
+    if report.fits_device:
+        return settings, report
+    if settings.lazy_mode != "on":
+        lazy = replace(settings, lazy_mode="on")
+        lazy_report = report_for(lazy)
+        if lazy_report.fits_device:
+            return lazy, lazy_report
+    raise MemoryFitError(
+        f"{what} with n_ctx {settings.n_ctx} needs {gb(report.total_bytes)} but this machine has "
+        f"{gb(report.budget_bytes)} ({gb(report.total_bytes - report.budget_bytes)} over); lower --ctx or use "
+        "a smaller quant"
+    )

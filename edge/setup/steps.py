@@ -6,13 +6,13 @@ drive each step against the loopback hub.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.device.info import DeviceInfo, detect, nominal_device
-from edge.errors import DownloadError, HubUnreachableError, MemoryFitError, ModelFileError
+from edge.errors import DownloadError, HubUnreachableError, ModelFileError
 from edge.model.gguf import GGUFInfo, check_loadable_model, inspect_gguf
-from edge.model.memory import check_fits, gb
+from edge.model.memory import fit_on_device
 from edge.paths import models_dir
 from edge.profiles import Profile, ProfileChoice, choose_profile, family_for_device, load_profiles
 from edge.settings import RunSettings, resolve_settings
@@ -246,19 +246,15 @@ def plan_for_local(target: SetupTarget, installed: dict[str, InstalledFile], n_c
     info = check_loadable_model(installed["model"].path)
     settings = resolve_settings(profile, target.device, {"n_ctx": n_ctx}).settings
     mmproj_bytes = installed["mmproj"].size if "mmproj" in installed else 0
-    report = check_fits(info, settings, target.device, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
-    if not report.fits_device and settings.lazy_mode != "on":
-        lazy = replace(settings, lazy_mode="on")
-        lazy_report = check_fits(info, lazy, target.device, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
-        if lazy_report.fits_device:
-            return lazy
-    if not report.fits_device:
-        raise MemoryFitError(
-            f"{installed['model'].filename} needs {gb(report.total_bytes)} but "
-            f"{profile.name} has {gb(report.budget_bytes)} ({gb(report.total_bytes - report.budget_bytes)} "
-            "over); use a smaller quant or --ctx"
-        )
-    return settings
+    fitted, _ = fit_on_device(
+        info,
+        settings,
+        target.device,
+        mmproj_bytes,
+        os_headroom_mb=profile.os_headroom_mb,
+        what=f"{installed['model'].filename} on {profile.name}",
+    )
+    return fitted
 
 
 def build_config(
