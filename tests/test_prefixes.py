@@ -207,3 +207,15 @@ def test_a_cache_that_ran_past_the_sliding_window_is_evaluated_again(llama_cpp_a
         assert long.stats.generated_tokens > 600
         loaded.complete(prompt + " More.", GREEDY.with_(max_tokens=1)).run()
         assert loaded.engine.last_prefill.reused == 0
+
+
+def test_the_folder_keeps_only_the_newest_states(tmp_path):
+    from edge.model.engine.prefixes import MAX_ON_DISK
+
+    store = PrefixStore(IDENTITY, tmp_path)
+    for n in range(MAX_ON_DISK + 3):
+        store._save(PrefixSnapshot(tuple(range(n, n + 200)), bytes(1000)))
+        time.sleep(0.01)
+    kept = sorted(tmp_path.glob("*.kv"))
+    assert len(kept) == MAX_ON_DISK
+    assert store.path_for(PrefixSnapshot(tuple(range(MAX_ON_DISK + 2, MAX_ON_DISK + 202)), b"")) in kept

@@ -32,7 +32,11 @@ import numpy as np
 
 MAGIC = b"EDGEKV01"
 MIN_PREFIX_TOKENS = 128  # a shorter prefix evaluates faster than it is worth keeping
-MAX_IN_MEMORY = 4  # snapshots kept in RAM (the most recently used); on disk, one file each
+# Snapshots kept in RAM (the most recently used): about 10 MB each for E2B's 1,100-token HA system turn.
+MAX_IN_MEMORY = 2
+# Files kept in the folder, the oldest removed first: a system prompt that changes every request
+# (one that states the time) must not fill the disk.
+MAX_ON_DISK = 8
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class PrefixStore:
                 out.write(MAGIC + struct.pack("<I", len(header)) + header + keys)
                 out.write(snapshot.state)
             os.replace(tmp, path)
+            self._prune()
         except OSError as exc:
             self.on_note(
                 f"the evaluated prompt prefix was not saved ({exc.strerror or exc}); the next start evaluates it again"
@@ -127,6 +132,14 @@ class PrefixStore:
                     os.unlink(tmp)
                 except OSError:
                     pass
+
+    def _prune(self) -> None:
+        files = sorted(self.folder.glob("*.kv"), key=_mtime)
+        for old in files[: max(0, len(files) - MAX_ON_DISK)]:
+            try:
+                old.unlink()
+            except OSError:
+                pass  # another process removed it first
 
     def _load_folder(self) -> None:
         for path in sorted(self.folder.glob(f"{self._id}-*.kv"), key=_mtime):
