@@ -43,7 +43,9 @@ def load_audio(path: str | Path, *, max_seconds: float = DEFAULT_MAX_SECONDS) ->
 def decode_audio(data: bytes, *, name: str = "audio", max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
     """Decode WAV/FLAC/MP3 bytes (e.g. a TTS engine's stdout) to float32 mono 16 kHz."""
     samples, rate = decode_native(data, name=name, max_seconds=max_seconds)
-    return resample(samples, rate, TARGET_RATE)
+    # Resampling rings past full scale on a full-scale step (found by the fuzzer: a 1 Hz WAV): the
+    # model is promised samples in [-1, 1].
+    return np.clip(resample(samples, rate, TARGET_RATE), -1.0, 1.0)
 
 
 def decode_native(
