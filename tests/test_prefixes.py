@@ -2,7 +2,6 @@
 after other requests used the cache and after a restart, and a saved state that is damaged, foreign,
 truncated or half-written is never trusted."""
 
-import os
 import subprocess
 import sys
 import time
@@ -190,7 +189,7 @@ def test_a_seeded_request_neither_keeps_nor_uses_a_prefix(tmp_path, llama_cpp_av
         seeded = loaded.chat(ASK, GREEDY.with_(max_tokens=4, seed=3), tools=tools)
         seeded.run()
         assert seeded.prefill.reused == 0 and not loaded.engine.prefixes.best(loaded.engine.cached)
-    assert not os.listdir(tmp_path) or all(not n.endswith(".kv") for n in os.listdir(tmp_path))
+    assert not list(tmp_path.glob("*.kv"))
 
 
 def test_a_cache_that_ran_past_the_sliding_window_is_evaluated_again(llama_cpp_available):

@@ -231,30 +231,14 @@ def test_mmproj_without_audio_names_setup(loaded, tmp_path):
     data[at + 4] = 0
     vision_only = tmp_path / "mmproj-vision-only.gguf"
     vision_only.write_bytes(bytes(data))
-    projector = Projector(
-        loaded.model_handle,
-        vision_only,
-        n_threads=2,
-        use_gpu=False,
-        flash_attn_type=0,
-        verbose=False,
-        lifetime=loaded.engine.lifetime,
-    )
+    projector = _projector(loaded, vision_only)
     try:
         with pytest.raises(AudioError, match="edge-gemma setup"):
             projector.require_audio()
     finally:
         projector.close()
     with pytest.raises(ModelFileError, match="edge-gemma setup"):
-        Projector(
-            loaded.model_handle,
-            tmp_path / "missing.gguf",
-            n_threads=2,
-            use_gpu=False,
-            flash_attn_type=0,
-            verbose=False,
-            lifetime=loaded.engine.lifetime,
-        )
+        _projector(loaded, tmp_path / "missing.gguf")
 
 
 def test_closed_projector_refuses_work(loaded):

@@ -64,15 +64,6 @@ def cli():
     """Run Google's Gemma 4 edge models (E2B, E4B) well on a Raspberry Pi 5, a Jetson or a laptop."""
 
 
-def _prepare(load):
-    from edge.launch import prepare_run
-
-    plan = prepare_run(load)
-    for note in plan.notes:
-        click.echo(f"note: {note}", err=True)
-    return plan
-
-
 @cli.command()
 @options.as_json
 def devices(as_json):
@@ -144,7 +135,7 @@ def run(load, max_tokens, temperature, seed, prompt):
     from edge.launch import load_model
     from edge.model.engine import GEMMA_SAMPLING
 
-    plan = _prepare(load)
+    plan = options.prepared(load)
     with load_model(plan) as loaded:
         generation = loaded.complete(
             prompt, GEMMA_SAMPLING.with_(max_tokens=max_tokens, temperature=temperature, seed=seed)
@@ -188,7 +179,7 @@ def chat(load, system, max_tokens, temperature, resume, verbose):
     from edge.model.conversation import Conversation, load_history
 
     history = load_history(resume) if resume else None  # a bad file fails before the model loads
-    plan = _prepare(load)
+    plan = options.prepared(load)
     sees = plan.model_info.architecture == "gemma4"  # a projector is only for Gemma 4 (for /image)
     with load_model(plan, ProjectorUse.OPTIONAL if sees else ProjectorUse.NONE) as loaded:
         session = Conversation(loaded, system=system, history=history)

@@ -54,14 +54,12 @@ def ask(
       edge-gemma ask --audio doorbell.flac "What sound is this?" --json
     """
     from edge.cli.output import format_stats
-    from edge.launch import ProjectorUse, load_model, prepare_run
+    from edge.launch import ProjectorUse, load_model
     from edge.media_question import answer, gather
     from edge.model.engine import GEMMA_SAMPLING
 
     inputs = gather(question, audio=audio_file, images=image_files, camera=camera)  # before any load
-    plan = prepare_run(load.with_overrides(image_tokens=image_tokens))
-    for note in plan.notes:
-        click.echo(f"note: {note}", err=True)
+    plan = options.prepared(load.with_overrides(image_tokens=image_tokens))
     with load_model(plan, ProjectorUse.MEDIA) as loaded:
         reply = answer(loaded, inputs, sampling=GEMMA_SAMPLING.with_(max_tokens=max_tokens))
         for piece in reply.generation:

@@ -107,6 +107,16 @@ def load_options(
     return decorate
 
 
+def prepared(load):
+    """The load request's RunPlan (launch.prepare_run: cheap checks, before any load), its notes on stderr."""
+    from edge.launch import prepare_run
+
+    plan = prepare_run(load)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    return plan
+
+
 # Image tokens per picture: ask and serve.
 image_tokens = click.option(
     "--image-tokens",

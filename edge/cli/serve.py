@@ -64,16 +64,13 @@ def serve(
       EDGE_GEMMA_API_KEY=secret edge-gemma serve --host 0.0.0.0
     """
     from edge.audio.tts import make_tts_backend
-    from edge.launch import prepare_run
     from edge.serve.app import ServeConfig
     from edge.serve.server import check_port_free, is_loopback
     from edge.serve.server import serve as run_server
 
     check_port_free(host, port)  # before the model loads
     voice_backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
-    plan = prepare_run(load.with_overrides(image_tokens=image_tokens))
-    for note in plan.notes:
-        click.echo(f"note: {note}", err=True)
+    plan = options.prepared(load.with_overrides(image_tokens=image_tokens))
     if not is_loopback(host) and not api_key:
         click.echo(
             f"warning: listening on {host} without an API key: anyone on the network can use the model; "
@@ -215,13 +212,10 @@ def wyoming(
       edge-gemma wyoming --log requests.jsonl
     """
     from edge.audio.tts import make_tts_backend
-    from edge.launch import prepare_run
     from edge.serve.wyoming_service import WyomingSettings, run_wyoming
 
     backend = make_tts_backend(tts, voice=tts_voice) if tts != "none" else None
-    plan = prepare_run(load)
-    for note in plan.notes:
-        click.echo(f"note: {note}", err=True)
+    plan = options.prepared(load)
     if plan.mmproj_path is None:
         click.echo(
             "note: no audio projector: speech to text will be refused (run `edge-gemma setup`, or pass --mmproj)",

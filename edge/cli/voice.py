@@ -17,12 +17,10 @@ _load_options = options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 
 @contextlib.contextmanager
 def _conversation(load, system_prompt=None):
-    from edge.launch import ProjectorUse, load_model, prepare_run
+    from edge.launch import ProjectorUse, load_model
     from edge.voice.audio_conversation import DEFAULT_SYSTEM_PROMPT, AudioConversation
 
-    plan = prepare_run(load)
-    for note in plan.notes:
-        click.echo(f"note: {note}", err=True)
+    plan = options.prepared(load)
     with load_model(plan, ProjectorUse.HEARING) as loaded:
         yield AudioConversation(
             loaded, system_prompt=system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT

@@ -101,10 +101,11 @@ class TokenSampler:
         import llama_cpp as lc
 
         self._lc, self._ctx = lc, ctx
-        self._chain = sampler_chain(sampling)
-        self._grammar = _grammar_sampler(sampling.grammar, vocab) if sampling.grammar is not None else None
-        if self._grammar is not None and sampling.grammar.lazy and trigger_token is None:
+        if sampling.grammar is not None and sampling.grammar.lazy and trigger_token is None:
             raise UsageError("a lazy grammar needs its trigger's token id")
+        # The grammar first: a grammar llama.cpp refuses then leaves no chain behind to free.
+        self._grammar = _grammar_sampler(sampling.grammar, vocab) if sampling.grammar is not None else None
+        self._chain = sampler_chain(sampling)
         self._trigger = trigger_token
         self._waiting = self._grammar is not None and sampling.grammar.lazy
         self._n_vocab = lc.llama_vocab_n_tokens(vocab)
