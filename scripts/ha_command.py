@@ -2,7 +2,8 @@
 """A Home Assistant voice command through `edge-gemma wyoming`, stage by stage: end of speech -> transcript
 -> the conversation agent's answer, measured with the real Wyoming client as HA's pipeline sends it.
 
-"Turn on the kitchen light" (espeak-ng, about 1.7 s) goes as audio-start/-chunk/-stop; the transcript
+"Turn on the kitchen light" (espeak-ng, about 1.7 s) goes as audio-start/-chunk/-stop, 100 ms chunks at
+the pace a satellite's microphone gives them (the server hears the command while it is said); the transcript
 goes to the conversation agent with Home Assistant's 14 intents (`--home-control always`). Three
 commands: the first after a start with no saved prompt state (cold), the next one (steady), and the
 first after a restart that finds the state saved (warm restart). Stages come from the server's
@@ -34,6 +35,7 @@ import numpy as np
 
 TRANSCRIPT_TOKENS, CALL_TOKENS = 6, 14  # what a real model writes for this command
 COMMAND = "Turn on the kitchen light."
+CHUNK_S = 0.1  # audio_events' chunk
 
 
 def free_port() -> int:
@@ -54,13 +56,15 @@ def start_server(model: Path, mmproj: Path, log: Path, cache: Path, threads: int
     return proc, port
 
 
-async def exchange(port: int, events, until: tuple, timeout: float = 600.0):
+async def exchange(port: int, events, until: tuple, timeout: float = 600.0, pace_s: float = 0.0):
+    """Send `events` (`pace_s` apart), then read until one of `until`; the time the last one went."""
     from wyoming.client import AsyncTcpClient
 
     received = []
     async with AsyncTcpClient("127.0.0.1", port) as client:
         for event in events:
             await client.write_event(event)
+            await asyncio.sleep(pace_s)
         sent = time.perf_counter()
         while True:
             event = await asyncio.wait_for(client.read_event(), timeout)
@@ -108,7 +112,8 @@ def command(port: int, pcm: np.ndarray) -> dict:
     from wyoming.handle import Handled, NotHandled
     from wyoming.intent import Intent, IntentsStop
 
-    received, stopped = asyncio.run(exchange(port, audio_events(pcm), (Transcript,)))
+    # 100 ms chunks as a satellite's microphone gives them: the server hears the command while it is said.
+    received, stopped = asyncio.run(exchange(port, audio_events(pcm), (Transcript,), pace_s=CHUNK_S))
     heard_at = received[-1][0]
     context = {"satellite_id": "kitchen-satellite"}
     # Random weights write a meaningless transcript: HA would hand the agent the real one.

@@ -120,3 +120,25 @@ def test_the_voice_loop_prefills_most_of_each_long_turn_while_it_is_spoken(loade
     shares = [t.audio_tokens_early / t.audio_tokens for t in turns]
     assert statistics.median(shares) >= 0.8, shares
     assert all(t.first_token_s is not None for t in turns)
+
+
+def test_a_transcription_heard_while_spoken_writes_what_the_whole_clip_gives(loaded, long_question):
+    """Wyoming's path: `listen` steps under the transcription prompt, then `transcribe` at audio-stop
+    reuses the rows heard early and writes the same greedy words as a clip heard only at its end."""
+    import asyncio
+
+    from edge.serve import tasks
+    from edge.serve.worker import Job
+
+    def job() -> Job:
+        return Job(lambda job: None, asyncio.new_event_loop())
+
+    whole = tasks.transcribe(loaded, long_question, job(), 24, hearing=tasks.Hearing("English"))
+    loaded.engine.reset()
+    hearing = tasks.Hearing("English")
+    in_cache = [tasks.listen(loaded, hearing, long_question[: int(s * SR)]) for s in (1.0, 2.0, 3.0)]
+    assert in_cache == sorted(in_cache) and in_cache[-1] >= 2 * AUDIO_BATCH
+    early = tasks.transcribe(loaded, long_question, job(), 24, hearing=hearing)
+    assert early.text == whole.text and early.tokens == whole.tokens
+    assert whole.audio_tokens_early == 0 and early.audio_tokens_early == in_cache[-1]
+    assert early.audio_tokens == whole.audio_tokens

@@ -118,12 +118,14 @@ def control_server(llama_cpp_available):
     stop(proc)
 
 
-async def exchange(port: int, events, until, timeout: float = 60.0):
-    """Send events, then read until one of type `until` arrives (or the server hangs up)."""
+async def exchange(port: int, events, until, timeout: float = 60.0, pace_s: float = 0.0):
+    """Send events (`pace_s` apart, as a microphone streams), then read until one of type `until`
+    arrives (or the server hangs up)."""
     received = []
     async with AsyncTcpClient("127.0.0.1", port) as client:
         for event in events:
             await client.write_event(event)
+            await asyncio.sleep(pace_s)
         types = until if isinstance(until, tuple) else (until,)
         while True:
             event = await asyncio.wait_for(client.read_event(), timeout)
@@ -322,3 +324,23 @@ def test_the_request_log_shows_the_declarations_put_back_after_a_transcription(t
     # The transcription used the cache in between, yet the system turn with HA's intents was put back.
     assert again["prompt_reused"] > 1000 and again["prompt_reused"] >= heard["prompt_reused"]
     assert records[-1]["audio_seconds"] > 0.5
+
+
+def test_speech_streamed_as_spoken_is_heard_before_it_ends(tmp_path, llama_cpp_available):
+    """A satellite streams its microphone: the model hears each batch of audio tokens as it arrives,
+    and the transcription at audio-stop reuses them (the log's audio_tokens_early)."""
+    import json
+
+    log = tmp_path / "requests.jsonl"
+    port, proc = start("--log", str(log))
+    try:
+        pcm = np.concatenate([silence(0.3), speech("Please turn on the light in the kitchen."), silence(0.4)])
+        events = [Transcribe(language="en").event(), *audio_events(pcm, 16000, 1)]
+        received = asyncio.run(exchange(port, events, until=Transcript, pace_s=0.05))
+        assert Transcript.is_type(received[-1].type)
+    finally:
+        stop(proc)
+    [record] = [json.loads(line) for line in log.read_text().splitlines()][-1:]
+    assert record["kind"] == "transcribe" and record["audio_seconds"] > 2
+    # Every whole batch (24 tokens) heard before the last one arrived was prefilled early.
+    assert 24 <= record["audio_tokens_early"] < record["audio_tokens"]

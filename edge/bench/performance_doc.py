@@ -104,16 +104,17 @@ def _ha_command(data: dict, _: dict) -> list[str]:
         "",
         f'"Turn on the kitchen light" ({data["speech_s"]:.1f} s, espeak-ng) through `edge-gemma wyoming` as Home',
         "Assistant's speech-to-text and conversation agent (14 intents declared, `--home-control always`),",
-        "by `scripts/ha_command.py` with the `wyoming` client; stages from the server's `--log`. Random weights",
+        "by `scripts/ha_command.py` with the `wyoming` client, the audio streamed in 100 ms chunks at speaking pace",
+        "(the server hears it as it arrives: `heard while spoken`); stages from the server's `--log`. Random weights",
         f"write no real transcript or call, so the figures take the {TRANSCRIPT_TOKENS}-token transcript and",
         f"{CALL_TOKENS}-token call a real model writes at the decode rate measured here (the transcription's",
         "free decode); prompts and the audio encoder are measured as they ran. A Pi 5 on paper: prefill and",
         f"encoder time scaled by this machine's prefill rate over the Pi 5's 30 tok/s, decode at {PI5_DECODE_TPS}",
         "tok/s, the protocol's share as here.",
         "",
-        "| command | agent prompt tokens | of them put back / cached | transcription: encode + prompt s "
-        "| agent: prompt s | here, s | Pi 5 on paper, s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| command | audio tokens | heard while spoken | transcription: encode + prompt s | agent prompt tokens "
+        "| of them put back / cached | agent: prompt s | here, s | Pi 5 on paper, s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     cold = next(c for c in data["commands"] if c["name"] == "cold")
     evaluated = cold["handle"]["prompt_tokens"] - cold["handle"]["prompt_reused"]
@@ -128,8 +129,8 @@ def _ha_command(data: dict, _: dict) -> list[str]:
         pi5 = (t["prompt_seconds"] + h["prompt_seconds"]) * scale + fixed_decode * decode / PI5_DECODE_TPS + protocol
         label = {"cold": "first, nothing saved", "steady": "next command", "warm": "first after a restart"}[c["name"]]
         lines.append(
-            f"| {label} | {h['prompt_tokens']} | {h['prompt_reused']} | {t['prompt_seconds']:.2f} "
-            f"| {h['prompt_seconds']:.2f} | {here:.2f} | {pi5:.2f} |"
+            f"| {label} | {t['audio_tokens']} | {t.get('audio_tokens_early', 0)} | {t['prompt_seconds']:.2f} "
+            f"| {h['prompt_tokens']} | {h['prompt_reused']} | {h['prompt_seconds']:.2f} | {here:.2f} | {pi5:.2f} |"
         )
     lines += [
         "",

@@ -174,7 +174,7 @@ def _add_model_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig) ->
             raise ApiError(400, "response_format must be json, text, verbose_json, srt or vtt", param="response_format")
         pcm = api.decode_audio_bytes(await file.read(), "file", config.max_audio_seconds)
         spoken = language_name(language)
-        job = _submit(worker, lambda job: tasks.transcribe(worker.resources, pcm, spoken, job))
+        job = _submit(worker, lambda job: tasks.transcribe(worker.resources, pcm, job, hearing=tasks.Hearing(spoken)))
         result: tasks.Transcript = await _result(job)
         if response_format == "text":
             return PlainTextResponse(result.text + "\n")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.audio_format import SAMPLE_RATE
+from edge.audio_format import MAX_CLIP_SECONDS, SAMPLE_RATE
 from edge.errors import AudioError
 from edge.model.chat_format import Message
 from edge.model.context_budget import fit_history
@@ -21,6 +21,7 @@ from edge.model.tool_calls import ToolCall
 from edge.model.tool_turn import ToolSetup, ToolTurn
 from edge.serve.worker import Job
 from edge.vision.images import Picture
+from edge.voice.audio_conversation import AudioConversation
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Transcript:
     segments: list[dict] = field(default_factory=list)  # {id, start, end, text}
     generation_tps: float | None = None
     audio_tokens: int = 0  # over every segment
+    audio_tokens_early: int = 0  # of them, heard while the speech was still arriving (`listen`)
     prompt_tokens: int = 0
     prompt_reused: int = 0
     prompt_seconds: float = 0.0  # the encoder and the prompt's evaluation
@@ -82,8 +84,6 @@ def chat(
             cancelled=cancelled,
         )
     else:
-        from edge.voice.audio_conversation import AudioConversation
-
         _require_ears(loaded)
         conversation = AudioConversation(loaded, system_prompt="")
         conversation.history = earlier
@@ -157,30 +157,58 @@ def complete(loaded: LoadedModel, prompt: str, sampling: Sampling, job: Job) -> 
     return _stream(loaded.complete(prompt, sampling, cancelled=job.cancelled.is_set), job)
 
 
-def transcribe(loaded: LoadedModel, pcm: np.ndarray, language: str, job: Job, max_tokens: int = 512) -> Transcript:
-    """Speech cut at pauses into clips of at most 30 s, each written down by Gemma 4 (greedy)."""
-    from edge.audio.vad import segment
-    from edge.voice.audio_conversation import AudioConversation
+class Hearing:
+    """One connection's clip heard while it is spoken (Wyoming): kept between its `listen` jobs and
+    the `transcribe` at the end. Used on the worker thread only, like the model."""
 
-    _require_ears(loaded)
-    conversation = AudioConversation(loaded, system_prompt="")
+    def __init__(self, language: str):
+        self.language = language
+        self.conversation: AudioConversation | None = None
+
+    def of(self, loaded: LoadedModel) -> AudioConversation:
+        if self.conversation is None or self.conversation.loaded is not loaded:
+            _require_ears(loaded)
+            self.conversation = AudioConversation(loaded, system_prompt="")
+        return self.conversation
+
+
+def listen(loaded: LoadedModel, hearing: Hearing, pcm: np.ndarray) -> int:
+    """Encode and prefill what has arrived of a clip to be transcribed; the rows now in the cache."""
+    return hearing.of(loaded).listen_to_transcribe(pcm, language=hearing.language)
+
+
+def transcribe(
+    loaded: LoadedModel, pcm: np.ndarray, job: Job, max_tokens: int = 512, *, hearing: Hearing
+) -> Transcript:
+    """Speech written down by Gemma 4 (greedy): up to 30 s as one clip (what `listen` heard of it is
+    not evaluated again), longer speech cut at pauses into clips of at most 30 s. Speech-free audio
+    is no words."""
+    from edge.audio.vad import segment
+
+    conversation = hearing.of(loaded)
+    clips = [(c.pcm, c.start_s, c.end_s) for c in segment(pcm)]
+    if clips and len(pcm) <= MAX_CLIP_SECONDS * SAMPLE_RATE:
+        clips = [(pcm, 0.0, len(pcm) / SAMPLE_RATE)]  # whole, so it is the clip heard while spoken
     segments, rates = [], []
-    counts = {"audio_tokens": 0, "prompt_tokens": 0, "prompt_reused": 0, "prompt_seconds": 0.0, "tokens": 0}
-    for i, clip in enumerate(segment(pcm)):
+    counts = {"audio_tokens": 0, "audio_tokens_early": 0, "prompt_tokens": 0, "prompt_reused": 0, "tokens": 0}
+    counts["prompt_seconds"] = 0.0
+    for i, (clip, start_s, end_s) in enumerate(clips):
         if job.cancelled.is_set():
             break
-        generation = conversation.transcribe(clip.pcm, language=language, max_tokens=max_tokens)
+        generation = conversation.transcribe(clip, language=hearing.language, max_tokens=max_tokens)
         text = " ".join(generation.run().split())
         stats = generation.stats
         if stats and stats.generation_tps:
             rates.append(stats.generation_tps)
         if stats:
             counts["audio_tokens"] += stats.prefill.media_tokens
+            counts["audio_tokens_early"] += stats.prefill.last_media_reused
             counts["prompt_tokens"] += stats.prompt_tokens
             counts["prompt_reused"] += stats.prefill.reused
-            counts["prompt_seconds"] += stats.prefill.seconds
+            # The encoder ran before the engine's prefill, on what was not heard while spoken.
+            counts["prompt_seconds"] += stats.prefill.seconds + conversation.last_listening.final_encode_seconds
             counts["tokens"] += stats.generated_tokens
-        segments.append({"id": i, "start": round(clip.start_s, 2), "end": round(clip.end_s, 2), "text": text})
+        segments.append({"id": i, "start": round(start_s, 2), "end": round(end_s, 2), "text": text})
         job.emit(TextEvent(text))
     return Transcript(
         " ".join(s["text"] for s in segments).strip(),

@@ -6,8 +6,9 @@ protocol). One handler per connection; the model belongs to the same single work
 - describe -> info: an ASR program (Gemma 4's own speech recognition), a handle (conversation)
   program and a TTS program (Piper's natural voice when the voice extra is installed, else espeak-ng).
 - ASR: transcribe, audio-start, audio-chunk*, audio-stop -> transcript-start/-chunk/-stop and
-  transcript. Chunks of any rate, width and channel count become 16 kHz mono; speech over 30 s is
-  split at pauses.
+  transcript. Chunks of any rate, width and channel count become 16 kHz mono. The model hears the
+  audio as it arrives (each new batch of audio tokens encoded and prefilled under the transcription
+  prompt), so at audio-stop only the tail is left; speech over 30 s is split at pauses.
 - Conversation: transcript -> handled-start/-chunk/-stop and handled (not-handled for nothing to
   say), with one conversation per Wyoming context or satellite, kept in the shared context budget.
   Home control (advertised in info): HA's built-in intents are the model's tools, and its calls are
@@ -55,10 +56,10 @@ from edge import __version__
 from edge.assist.ha_intents import HA_INTENTS, intent_entities
 from edge.assist.ha_intents import SYSTEM_PROMPT as HOME_SYSTEM_PROMPT
 from edge.audio.tts import SentenceSplitter
-from edge.audio_format import SAMPLE_RATE
+from edge.audio_format import MAX_CLIP_SECONDS, SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.model.chat_format import Message
-from edge.model.engine import GEMMA_SAMPLING
+from edge.model.engine import AUDIO_BATCH, GEMMA_SAMPLING
 from edge.model.reply_events import CallEvent, DoneEvent, ErrorEvent, TextEvent
 from edge.model.tool_turn import ToolSetup, with_results
 from edge.serve import tasks
@@ -69,6 +70,8 @@ from edge.voice.audio_conversation import LANGUAGE_NAMES, language_name
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 10700  # faster-whisper uses 10300, piper 10200; Home Assistant's discovery finds any
 RATE, WIDTH, CHANNELS = SAMPLE_RATE, 2, 1
+ROW_S = 0.04  # Gemma 4 hears 25 audio tokens a second
+LISTEN_STEP_S = AUDIO_BATCH * ROW_S  # the model takes early audio a whole batch at a time
 LANGUAGES = sorted(LANGUAGE_NAMES)
 ATTRIBUTION = Attribution(name="Google (Gemma 4), edge-gemma", url="https://ai.google.dev/gemma")
 SYSTEM_PROMPT = (
@@ -207,6 +210,9 @@ class GemmaHandler(AsyncEventHandler):
         self.context: dict | None = None
         self._converter = AudioChunkConverter(rate=RATE, width=WIDTH, channels=CHANNELS)
         self._audio: bytearray | None = None  # None: no audio-start yet
+        self._hearing: tasks.Hearing | None = None  # the clip as the model heard it while it arrived
+        self._heard_batches = 0  # batches of audio tokens handed to the model so far
+        self._listening: asyncio.Task | None = None  # the listening step in flight, if any
         self._refused = False
         self._wake: WakeListener | None = None  # after `detect`: the audio is for the wake word
         self._streamed: bool | None = None  # a streamed synthesis: None (none), False (no audio sent yet), True
@@ -248,6 +254,7 @@ class GemmaHandler(AsyncEventHandler):
             self._wake = WakeListener(Detect.from_event(event).names)
         elif AudioStart.is_type(event.type):
             self._audio, self._refused = bytearray(), False
+            self._hearing, self._heard_batches = tasks.Hearing(language_name(self.language)), 0
         elif AudioChunk.is_type(event.type):
             if self._wake is not None:
                 return await self._listen_for_wake(AudioChunk.from_event(event))
@@ -299,6 +306,7 @@ class GemmaHandler(AsyncEventHandler):
             )
             return False
         self._audio += self._converter.convert(chunk).audio
+        self._listen_ahead()
         if len(self._audio) / (RATE * WIDTH) > self.service.settings.max_audio_seconds:
             self._refused = True
             await self.write_event(
@@ -310,23 +318,49 @@ class GemmaHandler(AsyncEventHandler):
             )
         return True
 
+    def _listen_ahead(self) -> None:
+        """While the user still speaks, hand the model each new batch of audio tokens (one step in
+        flight at a time, so a slow board takes bigger steps, never a queue): at audio-stop only the
+        tail is left. A step refused (the queue is full) or failed costs only speed."""
+        if self._listening is not None and not self._listening.done():
+            return
+        seconds = len(self._audio) / (RATE * WIDTH)
+        batches = int((seconds - ROW_S) / LISTEN_STEP_S)  # the last row waits for audio still to come
+        if batches <= self._heard_batches or seconds > MAX_CLIP_SECONDS:
+            return
+        pcm, hearing = _floats(self._audio), self._hearing
+        try:
+            job = self._submit(lambda job: tasks.listen(self.service.worker.resources, hearing, pcm))
+        except EdgeError:
+            return
+        self._heard_batches = batches
+        self._listening = asyncio.create_task(self._listened(job))
+
+    async def _listened(self, job) -> None:
+        try:
+            await job.result()
+        except Exception as exc:  # noqa: BLE001  (the transcription at audio-stop hears the whole clip)
+            log.info("listening ahead for %s failed (%s); the clip is heard at its end", self.peer, exc)
+
     async def _audio_stop(self) -> bool:
         audio, refused, self._audio = self._audio, self._refused, None
+        hearing, self._hearing = self._hearing, None
         if audio is None:
             await self.write_event(Error(text="audio-stop before audio-start", code="protocol").event())
             return False
         if refused:
             return True
         started = time.perf_counter()
-        pcm = np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768.0
-        language = language_name(self.language)
+        pcm = _floats(audio)
         first, result = None, None
         if len(pcm) < RATE // 10:
             text = ""
         else:
             await self.write_event(TranscriptStart(language=self.language, context=self.context).event())
             cap = self.service.settings.transcript_tokens
-            job = self._submit(lambda job: tasks.transcribe(self.service.worker.resources, pcm, language, job, cap))
+            job = self._submit(
+                lambda job: tasks.transcribe(self.service.worker.resources, pcm, job, cap, hearing=hearing)
+            )
             pieces = []
             async for event in job.stream():
                 match event:
@@ -347,6 +381,7 @@ class GemmaHandler(AsyncEventHandler):
             first,
             audio_seconds=round(len(pcm) / RATE, 3),
             audio_tokens=result.audio_tokens if result else 0,
+            audio_tokens_early=result.audio_tokens_early if result else 0,
             prompt_tokens=result.prompt_tokens if result else 0,
             prompt_reused=result.prompt_reused if result else 0,
             prompt_seconds=round(result.prompt_seconds, 3) if result else 0.0,
@@ -511,6 +546,11 @@ async def _announce(port: int, name: str | None, on_note) -> None:
         on_note(f"announced {announcer.name}._wyoming._tcp.local. at {announcer.host}:{port}")
     except (OSError, ImportError) as exc:  # no network for multicast: serve anyway, say why
         on_note(f"zeroconf announcement failed ({exc}); add the service in Home Assistant by host and port")
+
+
+def _floats(audio: bytes | bytearray) -> np.ndarray:
+    """16-bit PCM as the model's float samples."""
+    return np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768.0
 
 
 def _rounded(rate: float | None) -> float | None:

@@ -189,16 +189,22 @@ class AudioConversation:
         """Hear the turn in progress (`pcm`: the clip so far, always from the same first sample):
         encode what is new and prefill the rows that will not change. Returns the rows in the cache.
         The turn's reply (`reply`, with the same `tools`) then evaluates only what is left."""
-        if self._listener is None or not self._listener.same_clip(pcm):
-            self._listener = Listener(self.loaded.projector)
-        heard = self._listener.hear(pcm)
-        if heard is None or len(heard.embeddings) < AUDIO_BATCH:
+        heard = self._hear(pcm)
+        if heard is None:
             return 0
         # Room for the clip as it may still grow: a fit that drops fewer turns than the reply's would
         # change the prompt before the audio and waste what was heard.
         room = self._room(len(pcm) / SAMPLE_RATE + LISTEN_ROOM_S)
         self.text.prefill_ahead(self.marker, heard, sampling, tools=tools, **room)
         return len(heard.embeddings) // AUDIO_BATCH * AUDIO_BATCH
+
+    def _hear(self, pcm: np.ndarray) -> EncodedAudio | None:
+        """The clip so far through the listener (a new one for a new clip); None until a whole batch
+        of rows is exact."""
+        if self._listener is None or not self._listener.same_clip(pcm):
+            self._listener = Listener(self.loaded.projector)
+        heard = self._listener.hear(pcm)
+        return heard if heard is not None and len(heard.embeddings) >= AUDIO_BATCH else None
 
     def _encoded(self, pcm: np.ndarray, on_stage: Callable[[str], None]) -> EncodedAudio:
         """The turn's clip through the encoder: only what was not heard while it was spoken."""
@@ -259,9 +265,25 @@ class AudioConversation:
         return heard
 
     def transcribe(self, pcm: np.ndarray, *, language: str = "English", max_tokens: int = 512) -> Generation:
-        """A one-shot transcription (no history), greedy as the model card advises."""
-        prompt = [{"role": "user", "content": self.marker + TRANSCRIBE_PROMPT.format(language=language)}]
-        return self.loaded.chat(prompt, GREEDY.with_(max_tokens=max_tokens), clips=[pcm])
+        """A one-shot transcription (no history), greedy as the model card advises. What
+        `listen_to_transcribe` heard of the clip while it was spoken is not encoded again."""
+        clips = lambda: [self._encoded(pcm, lambda stage: None)]  # noqa: E731  (encoded when the prefill starts)
+        return self.loaded.chat(self._transcription(language), GREEDY.with_(max_tokens=max_tokens), clips=clips)
+
+    def listen_to_transcribe(self, pcm: np.ndarray, *, language: str = "English") -> int:
+        """`listen` for a one-shot transcription (`pcm`: the clip so far): the rows heard are
+        prefilled under the transcription prompt, so `transcribe` evaluates only the rest. Returns
+        the rows in the cache. The model card puts the audio before the instruction, so the
+        instruction's tokens are still evaluated at the end."""
+        heard = self._hear(pcm)
+        if heard is None:
+            return 0
+        prompt = self.loaded.chat_prompt(self._transcription(language))
+        self.loaded.engine.prefill(prompt.text, [heard], audio_rows=len(heard.embeddings))
+        return len(heard.embeddings) // AUDIO_BATCH * AUDIO_BATCH
+
+    def _transcription(self, language: str) -> list[Message]:
+        return [{"role": "user", "content": self.marker + TRANSCRIBE_PROMPT.format(language=language)}]
 
     def _heard_in_context(self, give_way: Callable[[], bool] = lambda: False) -> str | None:
         """Ask, with the audio still in the KV cache, what the user said (greedy, short); None if it
