@@ -84,9 +84,16 @@ def serve(
         max_audio_seconds=max_audio_seconds,
         default_max_tokens=max_tokens,
         tts=voice_backend,
+        model_path=plan.model_path,
+        n_ctx=plan.resolved.settings.n_ctx,
+        memory_bytes=plan.memory.needed_now_bytes if plan.memory is not None else 0,
     )
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"Serving {plan.model_path.name} at http://{shown}:{port}/v1 (OpenAI API). Ctrl-C stops.", err=True)
+    click.echo(
+        f"Serving {plan.model_path.name} at http://{shown}:{port}/v1 (OpenAI API) and http://{shown}:{port} "
+        "(Ollama API). Ctrl-C stops.",
+        err=True,
+    )
     run_server(plan, host=host, port=port, config=config, max_queue=max_queue)
 
 

@@ -1,7 +1,9 @@
-"""The OpenAI-compatible HTTP app: routes, auth, caps and errors. The model lives in the worker.
+"""The HTTP app: the OpenAI-compatible API and Ollama's (ollama_routes.py) on one port, with one
+key, one body cap and one queue. The model lives in the worker.
 
-Every failure is OpenAI's error JSON with its status (400, 401, 404, 413, 422, 503, 500): never a
-traceback, never a dropped connection. Nothing a request says names a path on this machine.
+Every failure is an error JSON with its status (400, 401, 404, 413, 422, 503, 500), in OpenAI's shape
+under /v1 and Ollama's under /api: never a traceback, never a dropped connection. Nothing a request
+says names a path on this machine.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +25,7 @@ from edge.model.reply_events import CallEvent, DoneEvent, ErrorEvent, TextEvent
 from edge.serve import openai_api as api
 from edge.serve import tasks
 from edge.serve.metrics import Metrics
+from edge.serve.ollama_routes import add_ollama_routes, error_body
 from edge.serve.openai_api import ApiError
 from edge.serve.speech import add_speech_route
 from edge.serve.worker import Busy, Job, ModelWorker, NotReady
@@ -38,6 +42,9 @@ class ServeConfig:
     max_audio_seconds: float = 600.0
     default_max_tokens: int = 512
     tts: object | None = None  # an audio.tts backend for /v1/audio/speech (None: no voice)
+    model_path: Path | None = None  # for Ollama's /api/tags, /api/show and /api/ps
+    n_ctx: int = 0  # the context the plan gives the model
+    memory_bytes: int = 0  # what the plan's memory check counts for the loaded model
 
 
 def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None = None) -> FastAPI:
@@ -47,6 +54,7 @@ def create_app(worker: ModelWorker, config: ServeConfig, metrics: Metrics | None
     _add_guards(app, config, metrics)
     _add_status_routes(app, worker, config, metrics)
     _add_model_routes(app, worker, config)
+    add_ollama_routes(app, worker, config, _submit, _as_api_error)
     add_speech_route(app, config.tts)
     return app
 
@@ -58,20 +66,23 @@ def _add_guards(app: FastAPI, config: ServeConfig, metrics: Metrics) -> None:
     async def guard(request: Request, call_next):
         """Auth and the body cap before any parsing; a status count after every answer."""
         endpoint = request.url.path
-        if endpoint.startswith("/v1/") and config.api_key and not _authorized(request, config.api_key):
+        guarded = endpoint.startswith(("/v1/", "/api/"))
+        if guarded and config.api_key and not _authorized(request, config.api_key):
             response = _error(
                 ApiError(
                     401,
                     "missing or wrong API key: send Authorization: Bearer <key>",
                     type_="authentication_error",
                     code="invalid_api_key",
-                )
+                ),
+                request,
             )
         elif _declared_length(request) > config.max_body_bytes:
             response = _error(
                 ApiError(
                     413, f"the request body is over {config.max_body_bytes // 2**20} MiB", code="request_too_large"
-                )
+                ),
+                request,
             )
         else:
             response = await call_next(request)
@@ -80,7 +91,7 @@ def _add_guards(app: FastAPI, config: ServeConfig, metrics: Metrics) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return _error(exc)
+        return _error(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -91,18 +102,18 @@ def _add_guards(app: FastAPI, config: ServeConfig, metrics: Metrics) -> None:
                 422 if first.get("type") != "json_invalid" else 400,
                 f"{where or 'body'}: {first.get('msg', 'invalid request')}",
                 param=where or None,
-            )
+            ),
+            request,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(ApiError(exc.status_code, str(exc.detail), type_="invalid_request_error"))
+        return _error(ApiError(exc.status_code, str(exc.detail), type_="invalid_request_error"), request)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception):
-        return _error(
-            ApiError(500, f"the server failed unexpectedly ({type(exc).__name__}); this is a bug", type_="server_error")
-        )
+        failed = f"the server failed unexpectedly ({type(exc).__name__}); this is a bug"
+        return _error(ApiError(500, failed, type_="server_error"), request)
 
 
 def _add_status_routes(app: FastAPI, worker: ModelWorker, config: ServeConfig, metrics: Metrics) -> None:
@@ -199,6 +210,13 @@ _KNOWN = {
     "/v1/completions",
     "/v1/audio/transcriptions",
     "/v1/audio/speech",
+    "/api/chat",
+    "/api/generate",
+    "/api/tags",
+    "/api/show",
+    "/api/ps",
+    "/api/pull",
+    "/api/version",
 }
 
 
@@ -262,7 +280,10 @@ def _as_api_error(exc: Exception) -> ApiError:
     return ApiError(500, f"the model failed unexpectedly ({type(exc).__name__}); this is a bug", type_="server_error")
 
 
-def _error(exc: ApiError) -> JSONResponse:
+def _error(exc: ApiError, request: Request) -> JSONResponse:
+    """The error in the shape of the API asked: Ollama's under /api, OpenAI's elsewhere."""
+    if request.url.path.startswith("/api/"):
+        return error_body(exc)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 

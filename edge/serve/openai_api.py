@@ -21,6 +21,7 @@ from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError, ImageError
 from edge.model.chat_format import Message
 from edge.model.engine import GEMMA_SAMPLING, Sampling
+from edge.model.json_output import ANY_OBJECT, SchemaError, json_grammar
 from edge.serve.api_error import ApiError
 from edge.serve.openai_tools import calls_json, merge_tool_turns, tool_setup
 from edge.serve.tasks import Completion
@@ -71,13 +72,37 @@ class ChatRequest(_Request):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
     def tool_setup(self):
         """The tools and how they may be called (None: no tools); bad schemas are a 400."""
         return tool_setup(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def sampling(self, default_max_tokens: int) -> Sampling:
-        return super().sampling(self.max_completion_tokens or default_max_tokens)
+        sampling = super().sampling(self.max_completion_tokens or default_max_tokens)
+        return sampling.with_(grammar=self.output_grammar())
+
+    def output_grammar(self):
+        """response_format: text, json_object (any object) or json_schema (one that validates)."""
+        kind = (self.response_format or {}).get("type", "text")
+        if kind == "text":
+            return None
+        if self.tools:
+            raise ApiError(400, "response_format and tools together are not supported", param="response_format")
+        if kind == "json_object":
+            return json_grammar(ANY_OBJECT)
+        spec = self.response_format.get("json_schema")
+        if kind != "json_schema" or not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise ApiError(
+                400,
+                'response_format must be {"type": "text"}, {"type": "json_object"} or '
+                '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}',
+                param="response_format",
+            )
+        try:
+            return json_grammar(spec["schema"])
+        except SchemaError as exc:
+            raise ApiError(400, str(exc), param="response_format.json_schema.schema") from None
 
 
 class CompletionRequest(_Request):

@@ -85,16 +85,6 @@ def merge_tool_turns(messages: list[dict]) -> list[Message]:
     return out
 
 
-def _add_result(out: list[Message], m: dict, names: dict[str, str], param: str) -> None:
-    turn = out[-1] if out else None
-    if turn is None or turn["role"] != "assistant" or "tool_calls" not in turn:
-        raise ApiError(400, "a tool message must follow the assistant message that called it", param=param)
-    name = names.get(m.get("tool_call_id") or "", m.get("name") or "")
-    if not name:
-        raise ApiError(400, "tool_call_id matches no call of the assistant message", param=f"{param}.tool_call_id")
-    turn.setdefault("tool_responses", []).append({"name": name, "response": _result(m["content"])})
-
-
 def _call(call: dict, param: str, names: dict[str, str]) -> dict:
     fn = call.get("function") or {}
     name, raw = fn.get("name"), fn.get("arguments") or "{}"

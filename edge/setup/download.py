@@ -132,6 +132,7 @@ def list_remote_files(repo_id: str, revision: str | None = None) -> RemoteListin
 def fetch_file(
     repo_id: str, filename: str, *, revision: str, expected_sha256: str | None = None,
     expected_size: int | None = None, progress: bool = True, offline: bool = False, rehash: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> Path:  # fmt: skip
     """Path of `filename` from `repo_id` at commit `revision`, in the HF cache; downloads it if needed.
 
@@ -139,6 +140,7 @@ def fetch_file(
     before it enters the cache. A cached copy is checked cheaply: its size, and that its blob is
     named by the expected sha256 (huggingface_hub names LFS blobs by content hash); `rehash=True`
     reads it all again. A cached copy that fails is removed and, when online, downloaded again.
+    `on_bytes(n)` hears each chunk as it arrives (serve's /api/pull reports progress with it).
     """
     if not _COMMIT.fullmatch(revision or ""):
         raise UsageError(
@@ -168,7 +170,7 @@ def fetch_file(
             "or import a local copy with --gguf PATH."
         )
     try:
-        return _download(hub, repo_id, filename, revision, expected_sha256, expected_size, progress)
+        return _download(hub, repo_id, filename, revision, expected_sha256, expected_size, progress, on_bytes)
     except _HUB_ERRORS as e:
         raise _explain(e, hub, repo_id, filename=filename, revision=revision) from e
 
@@ -183,8 +185,9 @@ def _cached_path(hub: _Hub, repo_id: str, filename: str, revision: str) -> Path 
 
 
 def _download(
-    hub: _Hub, repo_id: str, filename: str, revision: str, sha256: str | None, size: int | None, progress: bool
-) -> Path:
+    hub: _Hub, repo_id: str, filename: str, revision: str, sha256: str | None, size: int | None, progress: bool,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Path:  # fmt: skip
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=hub.endpoint)
     meta = get_hf_file_metadata(url, token=hub.token, endpoint=hub.endpoint)
     if not meta.etag:
@@ -208,7 +211,7 @@ def _download(
     # The same lock hf_hub_download takes for this blob: two processes never append to one partial.
     with WeakFileLock(lock):
         if not blob.exists():
-            _transfer(hub, meta.location, blob, filename, size, sha256, progress)
+            _transfer(hub, meta.location, blob, filename, size, sha256, progress, on_bytes)
 
     # The blob is in place and verified: huggingface_hub only adds the snapshot link and the ref.
     path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub.cache_dir,
@@ -221,8 +224,9 @@ def _download(
 
 
 def _transfer(
-    hub: _Hub, url: str, blob: Path, filename: str, size: int | None, sha256: str | None, progress: bool
-) -> None:
+    hub: _Hub, url: str, blob: Path, filename: str, size: int | None, sha256: str | None, progress: bool,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:  # fmt: skip
     partial = blob.with_name(blob.name + ".incomplete")
     have = partial.stat().st_size if partial.exists() else 0
     if size is not None and have > size:  # not a prefix of this file: start over
@@ -236,12 +240,17 @@ def _transfer(
         headers.pop("authorization", None)  # a signed CDN URL: the token must not leave the hub
     if have:
         log.info("resuming %s at byte %d", filename, have)
+        if on_bytes is not None:
+            on_bytes(have)
+    if on_bytes is not None:
+        bar = _reporting_bar(on_bytes)
+    else:
+        bar = None if progress else functools.partial(hf_tqdm, disable=True)
     try:
         with open(partial, "ab") as f:
             # http_get retries a dropped connection itself, with a Range request from where it stopped.
-            no_bar = functools.partial(hf_tqdm, disable=True)
             http_get(url, f, resume_size=have, headers=headers, expected_size=size, displayed_filename=filename,
-                     tqdm_class=None if progress else no_bar)  # fmt: skip
+                     tqdm_class=bar)  # fmt: skip
     except (_httpx.TransportError, OSError) as e:
         if isinstance(e, HfHubHTTPError):
             raise
@@ -259,6 +268,20 @@ def _transfer(
             "keeps failing, the server or mirror (HF_ENDPOINT) is serving a damaged file."
         )
     os.replace(partial, blob)
+
+
+def _reporting_bar(on_bytes: Callable[[int], None]):
+    """A silent progress bar that tells `on_bytes` of every chunk http_get writes."""
+
+    class Reporting(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+        def update(self, n=1):
+            on_bytes(n)
+            return super().update(n)
+
+    return Reporting
 
 
 def _check(path: Path, size: int | None, sha256: str | None, *, rehash: bool, progress: bool) -> str | None:
