@@ -20,6 +20,7 @@ Sections:
   memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
   tools      decode with a tool offered against without (128/512/1,024 tokens, tiny and E2B); a forced call
+  schema     decode held to a JSON schema (structured output) against free decode, 128 and 1,024 tokens
   hacommand  "Turn on the kitchen light" through `edge-gemma wyoming` (scripts/ha_command.py): cold, steady, restarted
 """
 
@@ -61,6 +62,7 @@ SECTIONS = (
     "memory",
     "cgroup",
     "tools",
+    "schema",
     "hacommand",
 )
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
@@ -480,6 +482,29 @@ def tools() -> dict:
             forced = forced_vs_free(loaded, HA_INTENTS, (1, 2, 3))
         out[name] = {"offered": [r.to_dict() for r in rows], "forced": forced.to_dict(), "seeds": list(seeds)}
         print(f"tools {name}: {out[name]}", flush=True)
+    return out
+
+
+def schema() -> dict:
+    """Decode held to a JSON schema (structured output) against free decode, at 128 and 1,024 tokens,
+    on the tiny Gemma 4 and E2B Q4_0."""
+    from edge.bench.tool_decode import schema_vs_free
+    from edge.model.engine import LoadedModel
+    from edge.model.synthetic import TINY_DIR, TINY_TEXT_NAME
+    from edge.settings import RunSettings
+
+    settings = RunSettings(n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, n_ubatch=512)
+    out = {}
+    for name, path, seeds in (
+        ("tiny", TINY_DIR / TINY_TEXT_NAME, (1, 2, 3)),
+        ("e2b-Q4_0", text_file("e2b", "Q4_0"), (1, 2)),
+    ):
+        with LoadedModel(path, settings) as loaded:
+            out[name] = {
+                "rows": [r.to_dict() for r in schema_vs_free(loaded, (128, 1024), seeds)],
+                "seeds": list(seeds),
+            }
+        print(f"schema {name}: {out[name]}", flush=True)
     return out
 
 

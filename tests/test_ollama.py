@@ -172,6 +172,16 @@ def test_a_json_schema_format_makes_every_reply_validate(server):
         reply = client.chat(model="gemma4", messages=asked, format=PERSON, options={"seed": seed, "num_predict": 300})
         assert reply.done_reason == "stop", reply.message.content
         jsonschema.validate(json.loads(reply.message.content), PERSON)
+    # Long fields: llama.cpp takes the bounds as {m,n} repetitions, however large.
+    long_text = {
+        "type": "object",
+        "properties": {"essay": {"type": "string", "maxLength": 8000}},
+        "required": ["essay"],
+    }
+    essay = client.chat(model="gemma4", messages=asked, format=long_text, options={"seed": 1, "num_predict": 40})
+    assert essay.message.content.startswith('{"essay"') or essay.message.content.startswith('{ "essay"')
+    if essay.done_reason == "stop":
+        jsonschema.validate(json.loads(essay.message.content), long_text)
     # "json": any object. Random weights need not close a free-form object, so a reply cut by its
     # token limit is only checked to be an object so far; one that stopped must parse.
     anything = client.generate(

@@ -1,10 +1,13 @@
-"""What offering tools costs a reply's decode: the same prompt and seed with the call grammar and without.
+"""What a grammar costs a reply's decode: tools offered, a forced call, a reply held to a JSON schema.
+Each is decoded against the same prompt and seed with no grammar.
 
 A lazy grammar (tool_choice auto) must cost nothing until a call starts: `offered_vs_free` decodes the
 same prompt at the same seed with and without it, at each length, and says whether both wrote the
 same tokens (they must, until a call). A forced call holds every token to the grammar:
 `forced_vs_free` decodes a call against free text of the same length. Random weights write what the
 grammar refuses far more often than a trained model does, so the forced figure is a floor.
+`schema_vs_free` holds a reply to a JSON schema (structured output) over long replies: a string
+field random weights never close runs to the length asked, under the grammar all the way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from edge.model.engine import GEMMA_SAMPLING, Generation, Grammar, LoadedModel, Sampling
+from edge.model.json_output import json_grammar
 from edge.model.tool_calls import ToolSpec
 from edge.model.tool_grammar import call_grammar
 
@@ -98,6 +102,46 @@ def forced_vs_free(loaded: LoadedModel, tools: Sequence[ToolSpec], seeds: Sequen
         lengths.append(n)
         refusals.append(refused)
     return ForcedRow(_median(free), _median(forced), _median(lengths), _median(refusals), _median(checked))
+
+
+# A structured task as Home Assistant's AI tasks ask for one: a long text field and a number.
+SUMMARY_SCHEMA = {
+    "type": "object",
+    "properties": {"summary": {"type": "string", "maxLength": 8000}, "people": {"type": "integer"}},
+    "required": ["summary", "people"],
+}
+SCHEMA_ASK = [{"role": "user", "content": "Summarise the day at home as JSON."}]
+
+
+@dataclass(frozen=True)
+class SchemaRow:
+    tokens: int
+    free_tps: float  # median decode tokens/s, no grammar
+    schema_tps: float  # median decode tokens/s, held to SUMMARY_SCHEMA from the first token
+    refusals: float  # median full-vocabulary passes (drawn tokens the grammar refused)
+
+    @property
+    def ratio(self) -> float:
+        return self.schema_tps / self.free_tps
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 3)}
+
+
+def schema_vs_free(loaded: LoadedModel, lengths: Sequence[int], seeds: Sequence[int]) -> list[SchemaRow]:
+    """Decode `length` tokens held to SUMMARY_SCHEMA and free, at the same seed (temperature 1)."""
+    prompt = loaded.chat_prompt(SCHEMA_ASK).text
+    grammar = json_grammar(SUMMARY_SCHEMA)
+    rows = []
+    for length in lengths:
+        free, held, refusals = [], [], []
+        for seed in seeds:
+            base = GEMMA_SAMPLING.with_(max_tokens=length, seed=seed)
+            free.append(_rate(_decode(loaded, prompt, base)))
+            held.append(_rate(_decode(loaded, prompt, base.with_(grammar=grammar))))
+            refusals.append(loaded.engine.last_refusals)
+        rows.append(SchemaRow(length, _median(free), _median(held), _median(refusals)))
+    return rows
 
 
 def _decode(loaded: LoadedModel, prompt: str, sampling: Sampling) -> Generation:

@@ -69,13 +69,35 @@ def json_grammar(schema: Any) -> Grammar:
     if not isinstance(schema, dict):
         raise SchemaError('the JSON schema must be an object, e.g. {"type": "object", "properties": {...}}')
     _check(schema, "schema")
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from llama_cpp import llama_grammar
 
+    # The port nests one optional group per repetition ("(c (c (c)?)?)?"); llama.cpp's parser refuses
+    # that past about 1,000 (a maxLength of 2,000). llama.cpp's own converter writes c{0,2000}, which
+    # its parser expands flat: the same language, any length.
+    llama_grammar._build_repetition = braced_repetition
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema))
+        gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
     except (ValueError, KeyError, AssertionError, RecursionError) as exc:
         raise SchemaError(f"the JSON schema cannot become a grammar: {exc}") from None
     return Grammar(gbnf)
+
+
+def braced_repetition(item_rule: str, min_items: int, max_items: int | None, separator_rule=None, _literal=False):
+    """`item_rule` min..max times (max None: unbounded), separated by `separator_rule` if given, in
+    GBNF's {m,n} form, as llama.cpp's common/json-schema-to-grammar.cpp build_repetition writes it."""
+    if max_items == 0:
+        return ""
+    if min_items == 0 and max_items == 1:
+        return f"{item_rule}?"
+    if not separator_rule:
+        if max_items is None and min_items <= 1:
+            return f"{item_rule}{'+' if min_items else '*'}"
+        return f"{item_rule}{{{min_items},{'' if max_items is None else max_items}}}"
+    rest = braced_repetition(
+        f"({separator_rule} {item_rule})", max(min_items - 1, 0), None if max_items is None else max_items - 1
+    )
+    result = f"{item_rule} {rest}"
+    return result if min_items > 0 else f"({result})?"
 
 
 def _check(schema: Any, where: str) -> None:

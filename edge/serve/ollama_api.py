@@ -45,7 +45,7 @@ class Options(BaseModel):
     stop: list[str] | str | None = None
 
 
-class _Generating(BaseModel):
+class Generating(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
@@ -99,7 +99,7 @@ class ChatMessage(BaseModel):
     thinking: str | None = None  # a past reply's thoughts: not shown to the model again
 
 
-class ChatRequest(_Generating):
+class ChatRequest(Generating):
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
 
@@ -109,7 +109,7 @@ class ChatRequest(_Generating):
         return tool_setup(self.tools, None, True)
 
 
-class GenerateRequest(_Generating):
+class GenerateRequest(Generating):
     prompt: str = ""
     system: str | None = None
     images: list[str] | None = None

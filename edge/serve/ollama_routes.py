@@ -50,10 +50,20 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
         if requested not in names and requested.removesuffix(":latest") not in names:
             raise ApiError(404, f'model "{requested[:80]}" not found, try pulling it first')
 
-    def note_num_ctx(body: api._Generating) -> None:
+    noted: set[str] = set()
+
+    def note_once(message: str) -> None:
+        """Said once per server, on stderr: Home Assistant sends the same options with every request."""
+        if message not in noted:
+            noted.add(message)
+            log.warning("%s", message)
+
+    def note_options(body: api.Generating) -> None:
         asked, have = body.options.num_ctx, config.n_ctx
         if asked and have and asked != have:
-            log.info("num_ctx %d asked; this server's context is %d tokens (set by its plan or --ctx)", asked, have)
+            note_once(f"note: num_ctx {asked} asked; this server's context is {have} tokens (its plan, or --ctx)")
+        if body.keep_alive_seconds() == 0:
+            note_once("note: keep_alive 0 asked; the model stays loaded for the server's life")
 
     @app.get("/")
     @app.head("/")
@@ -110,10 +120,9 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
     @app.post("/api/chat")
     async def chat(body: api.ChatRequest):
         check(body.model)
-        body.keep_alive_seconds()
-        note_num_ctx(body)
+        note_options(body)
         if not body.messages:  # Ollama's "load the model" request
-            return _loaded(body, api.chat_line(body.model, done=True, done_reason=_load_reason(body)))
+            return api.chat_line(body.model, done=True, done_reason=_load_reason(body))
         messages = await run_in_threadpool(api.chat_messages, body)
         tools, sampling = body.tool_setup(), body.sampling(config.default_max_tokens)
         started = time.perf_counter()
@@ -125,10 +134,9 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
     async def generate(body: api.GenerateRequest):
         check(body.model)
         body.check_supported()
-        body.keep_alive_seconds()
-        note_num_ctx(body)
+        note_options(body)
         if not body.prompt and not body.images:
-            return _loaded(body, api.generate_line(body.model, done=True, done_reason=_load_reason(body)))
+            return api.generate_line(body.model, done=True, done_reason=_load_reason(body))
         sampling = body.sampling(config.default_max_tokens)
         started = time.perf_counter()
         if body.raw:
@@ -221,14 +229,8 @@ def _show(config, worker: ModelWorker) -> dict:
     }
 
 
-def _load_reason(body: api._Generating) -> str:
+def _load_reason(body: api.Generating) -> str:
     return "unload" if body.keep_alive_seconds() == 0 else "load"
-
-
-def _loaded(body: api._Generating, line: dict):
-    if body.keep_alive_seconds() == 0:
-        log.info("keep_alive 0 asked: the model stays loaded for the server's life")
-    return line
 
 
 async def _served_already() -> AsyncIterator[dict]:
