@@ -21,6 +21,8 @@ Sections:
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
   tools      decode with a tool offered against without (128/512/1,024 tokens, tiny and E2B); a forced call
   schema     decode held to a JSON schema (structured output) against free decode, 128 and 1,024 tokens
+  wake       microWakeWord against openWakeWord: recall in noise, false accepts per hour (scripts/wake_words.py)
+  echo       a reply through a simulated room, the user interrupting: ERLE, self-interruptions, caught (scripts/echo_bench.py)
   hacommand  "Turn on the kitchen light" through `edge-gemma wyoming` (scripts/ha_command.py): cold, steady, restarted
 """
 
@@ -64,6 +66,8 @@ SECTIONS = (
     "tools",
     "schema",
     "hacommand",
+    "wake",
+    "echo",
 )
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
@@ -506,6 +510,20 @@ def schema() -> dict:
             }
         print(f"schema {name}: {out[name]}", flush=True)
     return out
+
+
+def wake() -> dict:
+    """Wake words, both engines (scripts/wake_words.py); no model files needed."""
+    import wake_words
+
+    return wake_words.measure()
+
+
+def echo() -> dict:
+    """The echo canceller on 50 replies through simulated rooms (scripts/echo_bench.py); no model needed."""
+    import echo_bench
+
+    return echo_bench.measure(50)
 
 
 def hacommand() -> dict:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge.audio.capture import ArraySource
-from edge.audio.cleanup import CleanedSource, NoiseCleaner
+from edge.audio.cleanup import NoiseCleaner, cleaned
 from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
 from edge.audio_format import SAMPLE_RATE
@@ -40,7 +40,7 @@ def test_suppression_lowers_the_noise_and_keeps_the_speech(noisy):
 
 def test_a_cleaned_source_passes_blocks_through_and_bad_levels_are_one_line(noisy):
     stream, _ = noisy
-    with CleanedSource(ArraySource(stream), NoiseCleaner(noise_suppression=2, auto_gain_dbfs=3)) as source:
+    with cleaned(ArraySource(stream), NoiseCleaner(noise_suppression=2, auto_gain_dbfs=3)) as source:
         blocks = list(source.blocks(timeout=0.1))
     assert sum(len(b) for b in blocks) > len(stream) - 160 and not source.live
     for bad in (dict(noise_suppression=5), dict(auto_gain_dbfs=40)):

@@ -2,6 +2,8 @@
 (request cut after the name, follow-ups, speech not meant for the assistant), the voice loop with it,
 from arrays and from files, and one-line errors."""
 
+import time
+
 import numpy as np
 import pytest
 from audio_support import silence
@@ -175,3 +177,72 @@ def test_the_wake_word_through_portaudio_and_the_null_sink(conversation, say, nu
         player.join()
         stop.set()
     assert loop.wakes == 1 and len(turns) == 1
+
+
+# --- a loudspeaker: barge-in by name -----------------------------------------------------------------
+
+
+def test_by_name_a_reply_stops_for_the_wake_word_and_not_for_other_speech(conversation, say):
+    """--barge-in name: the microphone may hear the reply (a loudspeaker), so only the name stops it;
+    other speech during the reply neither stops it nor becomes a turn."""
+    from edge.audio.playback import NullSink
+    from edge.audio.tts import Speaker
+    from edge.audio.tts_backends import EspeakBackend
+
+    long_reply = "This is a long reply that goes on and on. " * 6
+
+    def run(stream):
+        class SpeakingFirst(ArraySource):
+            def read(self, timeout=None):
+                if not self.started:
+                    self.started = True
+                    loop.speaker.say(long_reply)
+                time.sleep(0.02)  # about real time, so the reply is still playing when the speech comes
+                return super().read(timeout)
+
+        conversation.forget()
+        sink = NullSink(realtime=True)
+        source = SpeakingFirst(stream)
+        source.started = False
+        loop = VoiceLoop(
+            conversation,
+            source,
+            sink=sink,
+            speaker_factory=lambda s: Speaker(EspeakBackend(), s),
+            wake=WakeWord("hey_jarvis"),
+            barge_in="name",
+            sampling=GREEDY.with_(max_tokens=4),
+        )
+        with sink:
+            turns = loop.run(max_turns=1)
+        return turns, sink
+
+    named = np.concatenate([silence(1.0), say("Hey Jarvis, what time is it?"), silence(1.5)])
+    turns, sink = run(named)
+    assert len(turns) == 1 and turns[0].barged_in and turns[0].barge_in_by == "name"
+    assert sink.played_seconds < sum(len(x) for x in sink.played) / 16000  # cut, not played out
+
+    unnamed = np.concatenate([silence(1.0), say("What time is it?"), silence(1.5)])
+    turns, sink = run(unnamed)
+    assert turns == []  # heard during our own reply: not a turn, and the reply went on
+
+
+def test_barge_in_by_name_needs_a_wake_word():
+    result = edge_gemma("voice", "--barge-in", "name", "--wake-word", "none", "--tts", "none", "-m", "demo")
+    assert_one_line_error(result, "--barge-in name", "--wake-word")
+
+
+@pytest.mark.parametrize("spec", ["micro:okay_nabu", "open:okay_nabu", "micro:hey_jarvis", "open:hey_jarvis"])
+def test_both_engines_hear_their_names(say, spec):
+    wake = WakeWord(spec)
+    assert wake.label == spec
+    named = np.concatenate([silence(0.5), say(f"{wake.phrase}, what time is it?"), silence(0.5)])
+    assert len(detections(wake, named)) == 1
+    plain = np.concatenate([silence(0.5), say("What time is it? Turn on the kitchen light."), silence(0.5)])
+    assert detections(WakeWord(spec), plain) == []
+
+
+def test_engine_choice_is_checked():
+    assert WakeWord("okay_nabu").engine == "micro" and WakeWord("hey_rhasspy").engine == "open"
+    with pytest.raises(AudioError, match="hey_rhasspy is openWakeWord's only"):
+        check_wake_word("micro:hey_rhasspy")

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +322,38 @@ class MicrophoneSource(AudioSource):
             self._worker.join(timeout=5)
             self._worker = None
         self._ended.set()
+
+
+class FilteredSource(AudioSource):
+    """A live source whose blocks go through `process` (noise cleanup, echo cancellation) on the way
+    out; everything else is the source's own. `added_latency_s`: what the processing holds back."""
+
+    def __init__(self, source: AudioSource, process: Callable[[np.ndarray], np.ndarray], added_latency_s: float = 0.0):
+        super().__init__(source.block_size)
+        self.source, self.process, self.added_latency_s = source, process, added_latency_s
+
+    def open(self) -> None:
+        self.source.open()
+
+    def close(self) -> None:
+        self.source.close()
+
+    def read(self, timeout: float | None = None) -> np.ndarray | None:
+        block = self.source.read(timeout)
+        return None if block is None else self.process(block)
+
+    @property
+    def ended(self) -> bool:
+        return self.source.ended
+
+    @property
+    def live(self) -> bool:
+        return self.source.live
+
+    @property
+    def latency_s(self) -> float:
+        return self.source.latency_s + self.added_latency_s
+
+    def drain(self) -> None:
+        if hasattr(self.source, "drain"):
+            self.source.drain()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.audio.capture import AudioSource
+from edge.audio.capture import AudioSource, FilteredSource
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 
@@ -43,35 +43,6 @@ class NoiseCleaner:
         return (np.concatenate(out).astype(np.float32) / 32768.0) if out else np.zeros(0, dtype=np.float32)
 
 
-class CleanedSource(AudioSource):
-    """A live source whose blocks go through a NoiseCleaner: everything else is the source's own."""
-
-    def __init__(self, source: AudioSource, cleaner: NoiseCleaner):
-        super().__init__(source.block_size)
-        self.source, self.cleaner = source, cleaner
-
-    def open(self) -> None:
-        self.source.open()
-
-    def close(self) -> None:
-        self.source.close()
-
-    def read(self, timeout: float | None = None) -> np.ndarray | None:
-        block = self.source.read(timeout)
-        return None if block is None else self.cleaner.process(block)
-
-    @property
-    def ended(self) -> bool:
-        return self.source.ended
-
-    @property
-    def live(self) -> bool:
-        return self.source.live
-
-    @property
-    def latency_s(self) -> float:
-        return self.source.latency_s + FRAME / SAMPLE_RATE
-
-    def drain(self) -> None:
-        if hasattr(self.source, "drain"):
-            self.source.drain()
+def cleaned(source: AudioSource, cleaner: NoiseCleaner) -> FilteredSource:
+    """`source` with its blocks through `cleaner` (a partial 10 ms frame waits for the next block)."""
+    return FilteredSource(source, cleaner.process, FRAME / SAMPLE_RATE)

@@ -116,6 +116,7 @@ class SoundDeviceSink(AudioSink):
         stream_block_s: float = 0.01,
         latency_s: float = 0.05,
         max_latency_s: float = 0.5,
+        reference=None,
     ):
         """10 ms blocks and 50 ms of device buffering: the first word is heard ~60 ms after it is handed over.
 
@@ -125,8 +126,11 @@ class SoundDeviceSink(AudioSink):
         50 ms blocks below 0.5 s while capture ran in the same process; 10 ms blocks at 50 ms
         did not, even with both cores busy.) `stop()` still cuts at once: it aborts the stream,
         which drops what the device buffers.
+        `reference` (an echo.EchoReference) is handed every block the device plays, silence
+        included: the echo canceller's far end.
         """
         self.device_spec = device
+        self.reference = reference
         self._latency_s = latency_s
         self.device: AudioDevice | None = None
         self.device_rate = 0
@@ -196,6 +200,8 @@ class SoundDeviceSink(AudioSink):
                 if item.pos >= len(item.pcm):
                     self._queue.popleft()
                     item.done.set()
+        if self.reference is not None:
+            self.reference.played(outdata[:, 0], self.device_rate)
 
     def play(self, samples: np.ndarray, sample_rate: int = TARGET_RATE, on_start: OnStart | None = None) -> bool:
         """Queue and wait until the device has taken the last sample (call `drain()` to hear it out)."""

@@ -1,13 +1,17 @@
-"""The wake word: openWakeWord (Home Assistant's pyopen-wakeword) listening to the 16 kHz stream.
+"""The wake word: microWakeWord or openWakeWord (Home Assistant's pymicro-wakeword and
+pyopen-wakeword) listening to the 16 kHz stream.
 
 Left on a shelf, an assistant must answer its name only, not a television. `WakeWord.feed()` takes
 the same blocks the end-pointer hears and says when the name was spoken; the voice loop decides what
-that opens (wake_gate.py). Bundled models: okay_nabu, hey_jarvis, alexa, hey_mycroft, hey_rhasspy;
-any other openWakeWord .tflite model works by path.
+that opens (wake_gate.py). A name is `micro:NAME`, `open:NAME`, or a bare NAME, which takes
+DEFAULT_ENGINE where that engine has the name (scripts/wake_words.py measured both: docs/performance.md).
+microWakeWord bundles okay_nabu, hey_jarvis, alexa and hey_mycroft; openWakeWord those and
+hey_rhasspy; any other openWakeWord .tflite model works by path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,54 +19,94 @@ import numpy as np
 from edge.audio_format import SAMPLE_RATE
 from edge.errors import AudioError
 
-BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
-THRESHOLD = 0.5  # openWakeWord's own default probability
+OPEN_BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
+MICRO_BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
+BUNDLED = OPEN_BUNDLED  # every bundled name, whichever engine has it
+DEFAULT_ENGINE = "micro"  # recall at 10 dB SNR and false accepts: docs/performance.md, "Wake words"
+OPEN_THRESHOLD = 0.5  # openWakeWord's own default probability
 NAMES = {name: name.replace("_", " ").title() for name in BUNDLED}  # what to tell the user to say
 
 
-def check_wake_word(name: str) -> str:
-    """A bundled name or an existing .tflite path, else the one line that lists the choices."""
-    if name in BUNDLED or (name.endswith(".tflite") and Path(name).is_file()):
-        return name
+def parse_wake_word(spec: str) -> tuple[str, str]:
+    """(engine, name) for `micro:NAME`, `open:NAME`, a bare bundled NAME or a .tflite path; else the
+    one line that lists the choices."""
+    engine, colon, name = spec.partition(":")
+    if not colon:
+        engine, name = ("open" if spec.endswith(".tflite") or spec not in MICRO_BUNDLED else DEFAULT_ENGINE), spec
+    if engine == "micro" and name in MICRO_BUNDLED:
+        return engine, name
+    if engine == "open" and (name in OPEN_BUNDLED or (name.endswith(".tflite") and Path(name).is_file())):
+        return engine, name
     if name.endswith(".tflite"):
         raise AudioError(f"wake word model not found: {name}")
-    raise AudioError(f"unknown wake word {name!r}: choose {', '.join(BUNDLED)}, none, or a path to a .tflite model")
+    choices = ", ".join(OPEN_BUNDLED)
+    raise AudioError(
+        f"unknown wake word {spec!r}: choose {choices} (micro:NAME or open:NAME picks the engine; "
+        "hey_rhasspy is openWakeWord's only), none, or a path to an openWakeWord .tflite model"
+    )
+
+
+def check_wake_word(spec: str) -> str:
+    """`spec` if it names a wake word, else the one line that lists the choices."""
+    parse_wake_word(spec)
+    return spec
 
 
 class WakeWord:
     """One wake word's detector. Feed it 16 kHz float32 blocks; `feed` is True on the block that
     completes a detection. Not thread-safe: one listener thread."""
 
-    def __init__(self, name: str, threshold: float = THRESHOLD):
-        self.name = check_wake_word(name)
-        try:
-            from pyopen_wakeword import Model, OpenWakeWord, OpenWakeWordFeatures
-        except ImportError as exc:
-            raise AudioError(
-                "wake words need pyopen-wakeword: pip install 'edge-gemma[voice]', or use --wake-word none"
-            ) from exc
-        if name in BUNDLED:
-            self._model = OpenWakeWord.from_builtin(Model(name))
-        else:
-            self._model = OpenWakeWord.from_model(name)
-        self._features = OpenWakeWordFeatures.from_builtin()
-        self.threshold = threshold
+    def __init__(self, spec: str, threshold: float | None = None):
+        self.engine, self.name = parse_wake_word(spec)
+        self._detector = _MicroDetector(self.name) if self.engine == "micro" else _OpenDetector(self.name)
+        self.threshold = threshold if threshold is not None else self._detector.threshold
         self.best = 0.0  # the highest probability seen since the last reset (for tuning and tests)
 
     @property
     def phrase(self) -> str:
         return NAMES.get(self.name, Path(self.name).stem.replace("_", " "))
 
+    @property
+    def label(self) -> str:
+        """`engine:name`, as the turn log and the scripts write it."""
+        return f"{self.engine}:{self.name}"
+
     def feed(self, block: np.ndarray) -> bool:
         pcm16 = (np.clip(block, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         heard = False
-        for features in self._features.process_streaming(pcm16):
-            for probability in self._model.process_streaming(features):
-                self.best = max(self.best, float(probability))
-                heard = heard or probability > self.threshold
+        for probability in self._detector.probabilities(pcm16):
+            self.best = max(self.best, probability)
+            heard = heard or probability > self.threshold
         if heard:
             self.reset()  # one detection per utterance of the name
         return heard
+
+    def reset(self) -> None:
+        self._detector.reset()
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+class _OpenDetector:
+    """openWakeWord: mel features, a shared embedding model, then the name's classifier."""
+
+    threshold = OPEN_THRESHOLD
+
+    def __init__(self, name: str):
+        try:
+            from pyopen_wakeword import Model, OpenWakeWord, OpenWakeWordFeatures
+        except ImportError as exc:
+            raise AudioError(
+                "wake words need pyopen-wakeword: pip install 'edge-gemma[voice]', or use --wake-word none"
+            ) from exc
+        self._model = OpenWakeWord.from_builtin(Model(name)) if name in OPEN_BUNDLED else OpenWakeWord.from_model(name)
+        self._features = OpenWakeWordFeatures.from_builtin()
+
+    def probabilities(self, pcm16: bytes) -> Iterator[float]:
+        for features in self._features.process_streaming(pcm16):
+            for probability in self._model.process_streaming(features):
+                yield float(probability)
 
     def reset(self) -> None:
         self._model.reset()
@@ -71,6 +115,35 @@ class WakeWord:
     def close(self) -> None:
         self._model.close()
         self._features.close()
+
+
+class _MicroDetector:
+    """microWakeWord (what Home Assistant's voice satellites run): 10 ms micro-frontend features,
+    a streaming model, its probabilities averaged over the model's window against its own cutoff."""
+
+    def __init__(self, name: str):
+        try:
+            from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
+        except ImportError as exc:
+            raise AudioError(
+                "microWakeWord needs pymicro-wakeword: pip install 'edge-gemma[voice]', or use open:NAME"
+            ) from exc
+        self._model = MicroWakeWord.from_builtin(Model(name))
+        self._features = MicroWakeWordFeatures()
+        self.threshold = float(self._model.probability_cutoff)
+
+    def probabilities(self, pcm16: bytes) -> Iterator[float]:
+        for features in self._features.process_streaming(pcm16):
+            probability = self._model.process_streaming_prob(features)
+            if probability is not None:
+                yield float(probability)
+
+    def reset(self) -> None:
+        self._model.reset()
+        self._features = type(self._features)()
+
+    def close(self) -> None:
+        self._model.close()
 
 
 def detections(wake: WakeWord, pcm: np.ndarray, block: int = 1280) -> list[float]:

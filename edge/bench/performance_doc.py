@@ -32,6 +32,8 @@ def render_markdown(results: dict) -> str:
         ("tools", _tools),
         ("schema", _schema),
         ("hacommand", _ha_command),
+        ("wake", _wake),
+        ("echo", _echo),
     ):
         if name in results:
             r = results[name]
@@ -114,6 +116,60 @@ def _schema(data: dict, _: dict) -> list[str]:
             lines.append(
                 f"| {model} | {r['tokens']} | {r['free_tps']:.1f} | {r['schema_tps']:.1f} | {r['ratio']:.3f} "
                 f"| {r['refusals']:.0f} |"
+            )
+    return lines
+
+
+def _wake(data: dict, _: dict) -> list[str]:
+    specs = list(data["recall"])
+    conditions = list(next(iter(data["recall"].values())))
+    lines = [
+        "## Wake words: microWakeWord and openWakeWord",
+        "",
+        f"`scripts/wake_words.py`: {data['requests_per_condition']} spoken requests per name and condition",
+        f'("<name>, <request>": {", ".join(data["voices"])}), noise mixed at the SNR over the speech (fan:',
+        "pink noise; babble: four other sentences; music: chords over a beat). False accepts: "
+        f"{data['negative_minutes']:.0f} minutes",
+        "of speech without a name, alone and over music (television-like), through every detector. Each",
+        "engine at its own threshold. CPU: seconds of processing per second of audio on one core.",
+        "",
+        "| wake word | " + " | ".join(conditions) + " | false accepts / hour | CPU share |",
+        "|---|" + "---:|" * (len(conditions) + 2),
+    ]
+    for spec in specs:
+        recall = " | ".join(f"{data['recall'][spec][c] * 100:.0f}%" for c in conditions)
+        fa = data["false_accepts"][spec]
+        lines.append(
+            f"| {spec} | {recall} | {fa['per_hour']:.1f} ({fa['count']}) | {data['cpu_share'][spec] * 100:.1f}% |"
+        )
+    return lines
+
+
+def _echo(data: dict, _: dict) -> list[str]:
+    n = data["replies"]
+    lines = [
+        "## Echo: a reply through a loudspeaker, the user interrupting",
+        "",
+        f"`scripts/echo_bench.py`: {n} replies (espeak-ng) through a simulated room (30 ms away, a 300 ms",
+        "reverberant tail as loud as the direct sound, pink noise at -60 dBFS), the user (Piper) saying \"Hey",
+        'Jarvis, stop, what time is it?" at a random point. The microphone goes through `voice`\'s canceller',
+        "(WebRTC AEC3 and the residual gate, `--echo-cancel`) with the reply as reference. ERLE: echo in over",
+        "echo out once AEC3 has learnt the room. Self-interruptions: the end-pointer (energy, `voice`'s",
+        "default) or the wake word hears something before the user speaks. Caught: the end-pointer hears the",
+        "user while they talk (`--barge-in voice`), or the wake word does (`--barge-in name`). The gate's",
+        "settings were chosen on other rooms (another seed) than these.",
+        "",
+        "| loudspeaker over the user | canceller | ERLE dB | self-interruptions (voice) | caught (voice) "
+        "| self-interruptions (name) | caught (name) | CPU share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level, d in data["levels"].items():
+        for name in ("with", "without"):
+            r = d[name]
+            erle, cpu = (f"{d['erle_db']:.1f}", f"{d['cpu_share'] * 100:.1f}%") if name == "with" else ("-", "-")
+            lines.append(
+                f"| {level} | {name} | {erle} | {r['self_voice']}/{n} | {r['caught_voice']}/{n} "
+                f"| {r['self_name']}/{n} | {r['caught_name']}/{n} | {cpu} |"
             )
     return lines
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from edge.cli import options
-from edge.errors import AudioError
+from edge.errors import AudioError, UsageError
 
 _load_options = options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 
@@ -150,7 +150,23 @@ def transcribe(file, load, language, max_seconds):
     show_default=True,
     help="WebRTC automatic gain on the microphone, target dBFS below full scale (0: off).",
 )
-@click.option("--no-barge-in", is_flag=True, help="Do not stop speaking when you talk (use with loudspeakers).")
+@click.option(
+    "--barge-in",
+    type=click.Choice(["voice", "name", "off"]),
+    default="voice",
+    show_default=True,
+    help="What stops a reply: your voice (headphones, or a loudspeaker with --echo-cancel), the wake word "
+    "(a loudspeaker the microphone hears), or nothing.",
+)
+@click.option("--no-barge-in", is_flag=True, hidden=True, help="The same as --barge-in off.")
+@click.option(
+    "--echo-cancel",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Take what the speaker plays out of what the microphone hears (WebRTC AEC3). auto: on when "
+    "replies are played while a live microphone listens.",
+)
 @click.option(
     "--listen-while-speaking/--no-listen-while-speaking",
     default=True,
@@ -200,7 +216,9 @@ def voice(
     vad,
     noise_suppression,
     auto_gain,
+    barge_in,
     no_barge_in,
+    echo_cancel,
     listen_while_speaking,
     system_prompt,
     verbose,
@@ -248,6 +266,8 @@ def voice(
 
         with open_camera(camera):  # a camera that is not there fails now, not at the first question
             pass
+    if barge_in == "name" and wake_word == "none":
+        raise UsageError("--barge-in name stops a reply when the wake word is heard: choose one with --wake-word")
     wake = None
     if wake_word != "none":
         check_wake_word(wake_word)
@@ -260,15 +280,20 @@ def voice(
     def say(message: str) -> None:
         click.echo(f"\nnote: {message}", err=True)
 
+    reference = _echo_reference(echo_cancel, live=not input_file, speaking=tts != "none")
     if input_file:
         source = FileSource(input_file, realtime=not fast)  # a recording is heard as it is: no cleanup
     else:
         source = ReconnectingMicrophone(MicrophoneSource(input_device), wait_s=device_wait or 0, on_event=say)
-        if noise_suppression or auto_gain:
-            from edge.audio.cleanup import CleanedSource, NoiseCleaner
+        if reference is not None:  # the echo out first, then noise and gain (WebRTC's own order)
+            from edge.audio.echo import EchoCanceller, echo_cancelled
 
-            source = CleanedSource(source, NoiseCleaner(noise_suppression, auto_gain))
-    sink = SoundDeviceSink(output_device) if tts != "none" else None
+            source = echo_cancelled(source, EchoCanceller(reference))
+        if noise_suppression or auto_gain:
+            from edge.audio.cleanup import NoiseCleaner, cleaned
+
+            source = cleaned(source, NoiseCleaner(noise_suppression, auto_gain))
+    sink = SoundDeviceSink(output_device, reference=reference) if tts != "none" else None
     with (
         _conversation(load, system_prompt) as conversation,
         contextlib.nullcontext() if verbose else native_stderr_silenced(),
@@ -281,7 +306,7 @@ def voice(
             endpointer=Endpointer(config),
             sink=sink,
             speaker_factory=(lambda s: Speaker(backend, s)) if sink else None,
-            barge_in=not no_barge_in,
+            barge_in="off" if no_barge_in else barge_in,
             on_text=lambda piece: click.echo(piece, nl=False),
             on_turn=lambda stats: _show_turn(stats, verbose),
             on_note=say,
@@ -373,3 +398,22 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _echo_reference(mode: str, *, live: bool, speaking: bool):
+    """The far end the echo canceller needs, or None when it is off. auto: on when replies are
+    played while a live microphone listens (headphones or a loudspeaker: with headphones there is no
+    echo to find, and AEC3 costs about 1% of a core); on: the same, or a one-line error."""
+    if mode == "off" or not (live and speaking):
+        if mode == "on":
+            raise UsageError("--echo-cancel on needs a live microphone and spoken replies (not --file or --tts none)")
+        return None
+    try:
+        import pywebrtc_audio  # noqa: F401
+    except ImportError:
+        if mode == "on":
+            raise AudioError("echo cancellation needs pywebrtc-audio: pip install 'edge-gemma[voice]'") from None
+        return None
+    from edge.audio.echo import EchoReference
+
+    return EchoReference()

@@ -25,6 +25,7 @@ from edge.audio.playback import AudioSink
 from edge.audio.tts import Speaker, chime_sound
 from edge.audio.vad import Clip, Endpointer, PushToTalk
 from edge.audio.wake import WakeWord
+from edge.errors import UsageError
 from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.voice.audio_conversation import AudioConversation
 from edge.voice.timeline import TurnTimeline
@@ -41,6 +42,7 @@ SPECULATE_AFTER_S = 0.15
 # Listening while the user speaks: a step after each this much more speech (one in flight at a time).
 # About one audio batch (24 rows, 0.96 s): steps that small keep the end-of-speech remainder short.
 LISTEN_EVERY_S = 1.0
+BARGE_IN = ("voice", "name", "off")
 
 
 class VoiceLoop:
@@ -54,7 +56,7 @@ class VoiceLoop:
         endpointer: Endpointer | None = None,
         sink: AudioSink | None = None,
         speaker_factory: Callable[[AudioSink], Speaker] | None = None,
-        barge_in: bool = True,
+        barge_in: str = "voice",
         sampling: Sampling = GEMMA_SAMPLING,
         on_text: Callable[[str], None] = lambda piece: None,
         on_turn: Callable[[TurnStats], None] = lambda stats: None,
@@ -71,8 +73,11 @@ class VoiceLoop:
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
         a fresh conversation after `forget_after_s` of quiet (None: remember forever).
 
-        `speculate_after_s` None waits for the full end-pointing silence before replying. Without
-        barge-in (loudspeakers: the microphone hears the reply) replies never start early.
+        `barge_in`: what stops a reply being spoken: "voice" (any speech; headphones, or a loudspeaker
+        with its echo removed), "name" (the wake word, as smart speakers do: the microphone may hear the
+        reply, which is never taken for a turn) or "off" (each reply is heard out).
+        `speculate_after_s` None waits for the full end-pointing silence before replying. Replies start
+        early only with voice barge-in (a reply must stop when the speech turns out to go on).
         `toolbox`: offline tools the model may call; its timers are announced when they ring.
         `wake`: answer only speech after this wake word (a chime says it was heard; `chime`), and
         follow-ups within `follow_up_s` of a reply (wake_gate.py). None: every utterance is a turn.
@@ -83,8 +88,12 @@ class VoiceLoop:
         self.endpointer = endpointer or Endpointer()
         self.sink = sink
         self.speaker = speaker_factory(sink) if speaker_factory and sink else None
+        if barge_in not in BARGE_IN:
+            raise UsageError(f"barge_in must be one of {', '.join(BARGE_IN)}, not {barge_in!r}")
+        if barge_in == "name" and wake is None:
+            raise UsageError("barge-in by name needs a wake word: add --wake-word NAME, or use --barge-in voice|off")
         self.barge_in = barge_in
-        self.speculate_after_s = speculate_after_s if barge_in else None
+        self.speculate_after_s = speculate_after_s if barge_in == "voice" else None
         self.toolbox = toolbox
         if toolbox is not None:
             toolbox.clock = self.stream_time  # timers run on the audio's clock
@@ -100,7 +109,7 @@ class VoiceLoop:
         self._pending: Turn | None = None  # a speculative turn not yet committed
         self._last: Turn | None = None  # the last committed turn
         self._discards = 0  # since the last committed turn
-        self._barged = False
+        self._barged: str | None = None  # how the user cut the last reply short: "voice" or "name"
         self._committed = 0
         self._clock: tuple[float, float] | None = None  # (stream seconds, perf_counter) at the last block
         self.listen_while_speaking = listen_while_speaking
@@ -184,10 +193,16 @@ class VoiceLoop:
     def _gated(self, block, clips: list[Clip], now: float) -> list[Clip]:
         """With a wake word: listen for it, and keep only the clips meant for the assistant."""
         if self._reply_active():
-            self.gate.keep_awake(now)
+            if self.barge_in == "name" and self.speaker is not None:
+                self.gate.after_reply(now)  # what the microphone hears now is our own reply
+            else:
+                self.gate.keep_awake(now)
         if self.wake.feed(block):
             self.wakes += 1
             self.gate.heard_name(now)
+            if self.barge_in == "name" and self.speaker is not None and self.speaker.speaking:
+                self.speaker.stop()
+                self._barged = "name"
             if self.chime and self.speaker is not None:
                 self.speaker.chime(*chime_sound())
         return [kept for clip in clips if (kept := self.gate.admit(clip)) is not None]
@@ -215,13 +230,13 @@ class VoiceLoop:
 
     def _check_barge_in(self) -> None:
         """The user talks over the reply: stop speaking and listen."""
-        if not self.barge_in or self.speaker is None or self._pending is not None:
+        if self.barge_in != "voice" or self.speaker is None or self._pending is not None:
             return  # a speculative reply is cancelled by `_speculate` when speech resumes
         heard_until = self._last.clip.speech_end_s if self._last else float("-inf")
         talking = self.endpointer.in_speech and (self.endpointer.last_speech_s or 0.0) > heard_until
         if talking and self.speaker.speaking:
             self.speaker.stop()
-            self._barged = True
+            self._barged = "voice"
 
     def _speculate(self) -> None:
         """Start the reply in a pause; throw it away if the speech goes on."""
@@ -267,13 +282,13 @@ class VoiceLoop:
                 self._discard(pending)
             turn = self._start(clip, speculative=False)
         turn.discarded_before, self._discards = self._discards, 0
-        turn.barged, self._barged = self._barged, False
+        turn.barged, self._barged = self._barged, None
         turn.commit(clip)
         self._last = turn
         self._committed += 1
         if not self.source.live:
             turn.done.wait()  # a file read at full speed is answered turn by turn, as it was spoken
-        if self.speaker is not None and not self.barge_in:
+        if self.speaker is not None and self.barge_in == "off":
             # Without barge-in the microphone hears our own reply: wait it out, then forget it.
             turn.done.wait()
             self.speaker.wait(timeout=120)

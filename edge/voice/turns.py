@@ -44,6 +44,7 @@ class TurnStats:
     heard: str  # the model's transcript of the turn, kept in the text history
     reply: str
     barged_in: bool = False
+    barge_in_by: str | None = None  # "voice" or "name": what cut the reply before this turn short
     dropped_turns: int = 0  # old turns that left the context to make room for this one
     speculative: bool = False  # the reply started in a pause, before the end-pointer was sure
     discarded_starts: int = 0  # speculative replies thrown away (speech resumed) before this turn
@@ -69,7 +70,7 @@ class Turn:
     clip: Clip
     timeline: TurnTimeline
     speculative: bool
-    barged: bool = False  # the user cut the previous reply short to say this
+    barged: str | None = None  # how the user cut the previous reply short to say this: "voice" or "name"
     discarded_before: int = 0
     committed: bool = False
     cancelled: bool = False
@@ -312,7 +313,8 @@ class TurnWorker:
             first_sound_s=seconds.get("audible"),
             heard=heard if heard is not None else "(kept as audio: the next question came first)",
             reply=generation.text.strip(),
-            barged_in=turn.barged,
+            barged_in=turn.barged is not None,
+            barge_in_by=turn.barged,
             dropped_turns=self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0,
             speculative=turn.speculative,
             discarded_starts=turn.discarded_before,

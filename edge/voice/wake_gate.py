@@ -41,6 +41,12 @@ class WakeGate:
         self.awake_from = min(self.awake_from, now)
         self.awake_until = max(self.awake_until, now + self.follow_up_s)
 
+    def after_reply(self, now: float) -> None:
+        """A reply is being spoken through a loudspeaker the microphone hears: speech starting now is
+        our own, so the follow-up window opens only once the reply is over (the name still works)."""
+        self.awake_from = max(self.awake_from, now) if self.awake(now) else now
+        self.awake_until = max(self.awake_until, now + self.follow_up_s)
+
     def awake(self, now: float) -> bool:
         return self.awake_from <= now <= self.awake_until
 

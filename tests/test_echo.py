@@ -1,0 +1,168 @@
+"""Echo cancellation: a loudspeaker's own reply taken out of the microphone, the user's voice kept.
+
+First a simulated room (a reply convolved with a decaying impulse response, 10 dB louder at the
+microphone than the user), then the real path: SoundDeviceSink into PulseAudio's null sink, whose
+monitor is the microphone: a loudspeaker with a perfect echo path.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from audio_support import play_into_sink, silence, speech
+
+from edge.audio.echo import LEARN_S, EchoCanceller, EchoReference, echo_cancelled
+from edge.audio.vad import EndpointConfig, segment
+
+SR = 16_000
+
+
+def room(pcm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The reply as a microphone across a room hears it: 30 ms away, a 300 ms reverberant tail."""
+    n = int(0.3 * SR)
+    ir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
+    ir[int(0.03 * SR)] = 1.0
+    return np.convolve(pcm, ir)[: len(pcm)].astype(np.float32)
+
+
+def rms_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-12)
+
+
+def test_a_rooms_echo_is_taken_out_and_the_users_voice_is_kept():
+    rng = np.random.default_rng(5)
+    reply = np.concatenate([speech("This is the assistant giving a long answer about the weather. " * 3)])
+    user = speech("Stop, what time is it?")
+    echo = room(reply, rng)
+    user_at = len(reply) // 2
+    near_user = np.zeros_like(echo)
+    near_user[user_at : user_at + len(user)] = user
+    # The loudspeaker is 10 dB louder at the microphone than the user.
+    echo *= 10 ** ((rms_db(user) + 10 - rms_db(echo)) / 20)
+    mic = echo + near_user
+
+    reference = EchoReference()
+    canceller = EchoCanceller(reference)
+    out = []
+    for at in range(0, len(mic), 1280):  # played and heard in step, as the sound card runs them
+        reference.played(reply[at : at + 1280], SR)
+        out.append(canceller.process(mic[at : at + 1280]))
+    cleaned = np.concatenate(out)
+
+    settled = slice(SR * 2, user_at)  # echo alone, once AEC3 has learnt the room
+    erle = rms_db(mic[settled]) - rms_db(cleaned[settled])
+    assert erle > 15, f"echo return loss enhancement {erle:.1f} dB"
+    during = slice(user_at, user_at + len(user))
+    assert rms_db(cleaned[during]) > rms_db(user) - 12  # the user's voice got through (AEC3 ducks double talk)
+    # The end-pointer takes nothing of the reply for speech: not while AEC3 learns, not after.
+    assert [c for c in segment(cleaned) if c.speech_start_s < user_at / SR - 0.3] == []
+
+
+def test_at_equal_loudness_the_user_talking_over_the_reply_is_heard():
+    rng = np.random.default_rng(6)
+    reply = speech("This is the assistant giving a long answer about the weather. " * 3)
+    user = speech("Stop, what time is it?")
+    echo = room(reply, rng)
+    user_at = len(reply) // 2
+    echo *= 10 ** ((rms_db(user) - rms_db(echo)) / 20)
+    mic = echo.copy()
+    mic[user_at : user_at + len(user)] += user
+    reference, out = EchoReference(), []
+    canceller = EchoCanceller(reference)
+    for at in range(0, len(mic), 1280):
+        reference.played(reply[at : at + 1280], SR)
+        out.append(canceller.process(mic[at : at + 1280]))
+    clips = segment(np.concatenate(out), EndpointConfig(detector="micro"))
+    # One utterance, heard while the user is still talking (the reply's loudest double talk is ducked).
+    assert len(clips) == 1 and user_at / SR - 0.3 <= clips[0].speech_start_s < (user_at + len(user)) / SR
+
+
+def test_the_reference_is_silence_where_nothing_was_played_and_follows_the_devices_rate():
+    from edge.audio.echo import MAX_LEAD_S
+
+    reference = EchoReference()
+    assert np.array_equal(reference.take(320), np.zeros(320, np.float32))
+    tone = np.sin(2 * np.pi * 440 * np.arange(48_000) / 48_000).astype(np.float32)
+    taken = []
+    for at in range(0, 48_000, 4_800):  # 100 ms played at 48 kHz, 100 ms heard at 16 kHz, in turn
+        reference.played(tone[at : at + 4_800], 48_000)
+        taken.append(reference.take(1_600))
+    taken = np.concatenate(taken + [reference.take(1_600) for _ in range(3)])
+    assert abs(float(np.sum(taken**2)) - 0.5 * 16_000) < 400  # the whole second of the tone
+    assert np.all(taken[-1_600:] == 0)  # then silence again
+    # Played long before the microphone read it (the output opened first): only the last
+    # MAX_LEAD_S is kept, so AEC3 never looks seconds back.
+    reference.played(tone, 48_000)
+    kept = np.concatenate([reference.take(1_600) for _ in range(12)])
+    assert abs(float(np.sum(kept**2)) - 0.5 * (MAX_LEAD_S * 16_000 + 1_600)) < 400
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_through_the_null_sink_a_reply_never_interrupts_itself_and_a_real_interruption_stops_it(
+    null_sink, tmp_path, interrupt, llama_cpp_available
+):
+    """The microphone is the null sink's monitor: it hears the reply exactly. With the echo taken
+    out, voice barge-in lets the reply play; a person talking into the room (another stream) stops it."""
+    from test_voice import MMPROJ, MODEL
+
+    from edge.audio.capture import MicrophoneSource
+    from edge.audio.playback import SoundDeviceSink
+    from edge.audio.tts import Speaker
+    from edge.audio.tts_backends import EspeakBackend
+    from edge.model.engine import GREEDY, LoadedModel
+    from edge.settings import RunSettings
+    from edge.voice.audio_conversation import AudioConversation
+    from edge.voice.loop import VoiceLoop
+
+    settings = RunSettings(n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=256, n_ubatch=256)
+    reply = "This is a long reply from the assistant, about the weather and the week ahead. " * 3
+    reference = EchoReference()
+    with LoadedModel(MODEL, settings) as loaded:
+        loaded.attach_projector(MMPROJ)
+        conversation = AudioConversation(loaded)
+        sink = SoundDeviceSink(reference=reference)
+        canceller = EchoCanceller(reference)
+        with sink, echo_cancelled(MicrophoneSource(), canceller) as mic:
+            loop = VoiceLoop(
+                conversation,
+                mic,
+                sink=sink,
+                speaker_factory=lambda s: Speaker(EspeakBackend(), s),
+                barge_in="voice",
+                sampling=GREEDY.with_(max_tokens=4),
+            )
+            stop = threading.Event()
+            started = time.monotonic()
+            spoke = {}
+
+            def room() -> None:
+                while loop.speaker is None or loop._worker is None:
+                    time.sleep(0.05)
+                loop.speaker.say(reply)
+                spoke["from"] = time.monotonic()
+                talker = None
+                if interrupt:
+                    while canceller.heard_playing_s < LEARN_S + 1.5:  # AEC3 has learnt the room
+                        time.sleep(0.05)
+                    words = np.concatenate([speech("Stop. What time is it?"), silence(1.2)])
+                    talker = threading.Thread(target=play_into_sink, args=(words, tmp_path, null_sink))
+                    talker.start()
+                while loop.speaker.speaking and time.monotonic() - started < 40:
+                    time.sleep(0.05)
+                spoke["for"] = time.monotonic() - spoke["from"]
+                if talker is not None:
+                    talker.join()
+                time.sleep(1.5)
+                stop.set()
+
+            player = threading.Thread(target=room)
+            player.start()
+            turns = loop.run(max_turns=1, stop=stop)
+            player.join()
+    length = len(EspeakBackend().synthesize(reply)[0]) / EspeakBackend().synthesize(reply)[1]
+    if interrupt:
+        assert len(turns) == 1 and turns[0].barge_in_by == "voice"
+        assert spoke["for"] < length - 3  # cut short
+    else:
+        assert turns == [] and spoke["for"] > 0.9 * length  # played out, never taken for the user
