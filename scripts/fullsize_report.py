@@ -22,7 +22,7 @@ Sections:
   tools      decode with a tool offered against without (128/512/1,024 tokens, tiny and E2B); a forced call
   schema     decode held to a JSON schema (structured output) against free decode, 128 and 1,024 tokens
   wake       microWakeWord against openWakeWord: recall in noise, false accepts per hour (scripts/wake_words.py)
-  echo       a reply through a simulated room, the user interrupting: ERLE, self-interruptions, caught (scripts/echo_bench.py)
+  echo       replies through a simulated room, the user interrupting: ERLE, self-interruptions (echo_bench.py)
   hacommand  "Turn on the kitchen light" through `edge-gemma wyoming` (scripts/ha_command.py): cold, steady, restarted
 """
 
