@@ -10,8 +10,8 @@ voice) says "Hey Jarvis, stop, what time is it?" at a random point, the loudspea
 0 dB) louder than the user at the microphone. The microphone goes through edge-gemma's canceller
 (echo.py: WebRTC AEC3 and the residual gate) with the reply as its reference, then:
 - ERLE: echo power in over echo power out, on the reply alone after AEC3 has learnt the room;
-- self-interruptions: the voice loop's end-pointer (energy, as `voice` runs by default) or the wake
-  word heard before the user spoke: the reply would have stopped itself;
+- self-interruptions: the voice loop's end-pointer (`--vad energy`, or `--vad micro`, the default) or
+  the wake word heard before the user spoke: the reply would have stopped itself;
 - caught: the end-pointer hears the user while they talk (`--barge-in voice`), or the wake word
   does (`--barge-in name`);
 - CPU: the canceller's seconds per second of audio on one core.
@@ -31,7 +31,7 @@ from edge.audio.echo import EchoCanceller, EchoReference
 from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
 from edge.audio.tts_backends import EspeakBackend
-from edge.audio.vad import segment
+from edge.audio.vad import EndpointConfig, segment
 from edge.audio.wake import WakeWord, detections
 from edge.audio_format import SAMPLE_RATE as SR
 
@@ -104,14 +104,19 @@ def measure(replies: int = 50, seed: int = 7) -> dict:
     return out
 
 
+DETECTORS = ("energy", "micro")
+
+
 def _tally() -> dict:
-    return {"erle": [], "self_voice": 0, "self_name": 0, "caught_voice": 0, "caught_name": 0}
+    voice = {f"{kind}_{d}": 0 for kind in ("self", "caught") for d in DETECTORS}
+    return {"erle": [], **voice, "self_name": 0, "caught_name": 0}
 
 
 def _judge(row: dict, heard: np.ndarray, start_s: float, end_s: float) -> None:
-    clips = segment(heard)
-    row["self_voice"] += any(c.speech_start_s < start_s - 0.3 for c in clips)
-    row["caught_voice"] += any(start_s - 0.3 <= c.speech_start_s <= end_s for c in clips)
+    for detector in DETECTORS:
+        clips = segment(heard, EndpointConfig(detector=detector))
+        row[f"self_{detector}"] += any(c.speech_start_s < start_s - 0.3 for c in clips)
+        row[f"caught_{detector}"] += any(start_s - 0.3 <= c.speech_start_s <= end_s for c in clips)
     named = detections(WakeWord("hey_jarvis"), heard)
     row["self_name"] += any(t < start_s for t in named)
     row["caught_name"] += any(start_s <= t <= end_s + 0.5 for t in named)

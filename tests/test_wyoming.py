@@ -246,6 +246,12 @@ def test_a_satellite_streaming_its_microphone_gets_wake_word_detections(server):
     plain = [Detect(names=["hey_jarvis"]).event(), *audio_events(said("What time is it?"), 44100, 2)]
     events = asyncio.run(exchange(server, plain, until=(Detection, NotDetected)))
     assert NotDetected.is_type(events[-1].type)
+    # Both engines are offered by name; the one asked for is the one that answers.
+    assert {"micro:okay_nabu", "open:okay_nabu", "open:hey_rhasspy"} <= {m.name for m in wake[0].models}
+    for engine in ("micro", "open"):
+        asked = [Detect(names=[f"{engine}:okay_nabu"]).event(), *audio_events(said("Okay Nabu."), 16000, 1)]
+        events = asyncio.run(exchange(server, asked, until=(Detection, NotDetected)))
+        assert Detection.is_type(events[-1].type) and Detection.from_event(events[-1]).name == f"{engine}:okay_nabu"
 
 
 def test_bad_clients_are_dropped_without_harming_the_next(server):

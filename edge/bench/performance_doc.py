@@ -151,26 +151,28 @@ def _echo(data: dict, _: dict) -> list[str]:
         "## Echo: a reply through a loudspeaker, the user interrupting",
         "",
         f"`scripts/echo_bench.py`: {n} replies (espeak-ng) through a simulated room (30 ms away, a 300 ms",
-        "reverberant tail as loud as the direct sound, pink noise at -60 dBFS), the user (Piper) saying \"Hey",
-        'Jarvis, stop, what time is it?" at a random point. The microphone goes through `voice`\'s canceller',
+        'reverberant tail as loud as the direct sound, pink noise at -60 dBFS), the user (Piper) saying "Hey',
+        "Jarvis, stop, what time is it?\" at a random point. The microphone goes through `voice`'s canceller",
         "(WebRTC AEC3 and the residual gate, `--echo-cancel`) with the reply as reference. ERLE: echo in over",
-        "echo out once AEC3 has learnt the room. Self-interruptions: the end-pointer (energy, `voice`'s",
-        "default) or the wake word hears something before the user speaks. Caught: the end-pointer hears the",
-        "user while they talk (`--barge-in voice`), or the wake word does (`--barge-in name`). The gate's",
-        "settings were chosen on other rooms (another seed) than these.",
+        "echo out once AEC3 has learnt the room. Self-interruptions: the end-pointer (`--vad energy`, or",
+        "`--vad micro`, the default) or the wake word hears something before the user speaks: the reply",
+        "would stop itself. Caught: the end-pointer hears the user while they talk (`--barge-in voice`), or",
+        "the wake word does (`--barge-in name`). The gate's settings were chosen on other rooms (another",
+        "seed) than these.",
         "",
-        "| loudspeaker over the user | canceller | ERLE dB | self-interruptions (voice) | caught (voice) "
-        "| self-interruptions (name) | caught (name) | CPU share |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| loudspeaker over the user | canceller | ERLE dB | self (energy) | caught (energy) | self (micro) "
+        "| caught (micro) | self (name) | caught (name) | CPU share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level, d in data["levels"].items():
         for name in ("with", "without"):
             r = d[name]
             erle, cpu = (f"{d['erle_db']:.1f}", f"{d['cpu_share'] * 100:.1f}%") if name == "with" else ("-", "-")
-            lines.append(
-                f"| {level} | {name} | {erle} | {r['self_voice']}/{n} | {r['caught_voice']}/{n} "
-                f"| {r['self_name']}/{n} | {r['caught_name']}/{n} | {cpu} |"
+            counts = " | ".join(
+                f"{r[k]}/{n}"
+                for k in ("self_energy", "caught_energy", "self_micro", "caught_micro", "self_name", "caught_name")
             )
+            lines.append(f"| {level} | {name} | {erle} | {counts} | {cpu} |")
     return lines
 
 

@@ -280,5 +280,6 @@ def chat_line(model: str, content: str = "", calls=(), *, done: bool = False, **
     return {"model": model, "created_at": now(), "message": message, "done": done, **extra}
 
 
-def generate_line(model: str, response: str = "", *, done: bool = False, **extra) -> dict:
+def generate_line(model: str, response: str = "", calls=(), *, done: bool = False, **extra) -> dict:
+    """A /api/generate line (`calls` never come: generate offers no tools)."""
     return {"model": model, "created_at": now(), "response": response, "done": done, **extra}

@@ -47,33 +47,29 @@ async def pull_lines(name: str) -> AsyncIterator[dict]:
 
 
 def _download(model: str | None, say) -> None:
-    """On a thread: plan for this device, then fetch each planned file, reporting its bytes."""
-    from edge.setup.download import fetch_file
-    from edge.setup.steps import propose
+    """On a thread: plan for this device, then fetch and verify each planned file, reporting its bytes."""
+    from edge.setup.steps import download_plan, propose
 
     proposal = propose("auto", model=model)
     if proposal.hub_error is not None:
         raise proposal.hub_error
-    for planned in proposal.plan.files:
-        listing = proposal.listings[planned.repo]
-        remote = listing.get(planned.name)
-        digest = f"sha256:{remote.sha256}" if remote.sha256 else planned.name
-        total = int(remote.size or planned.size)
-        done = 0
 
-        def progressed(n: int, digest=digest, total=total) -> None:
-            nonlocal done
-            done += n
-            say({"status": f"pulling {digest[7:19]}", "digest": digest, "total": total, "completed": done})
+    pulled = []
 
-        say({"status": f"pulling {digest[7:19]}", "digest": digest, "total": total, "completed": 0})
-        fetch_file(
-            planned.repo,
-            planned.name,
-            revision=listing.commit,
-            expected_sha256=remote.sha256,
-            expected_size=remote.size,
-            progress=False,
-            on_bytes=progressed,
-        )
-        say({"status": f"pulling {digest[7:19]}", "digest": digest, "total": total, "completed": total})
+    def reporter(remote):
+        digest = f"sha256:{remote.sha256}" if remote.sha256 else remote.name
+        line = {"status": f"pulling {digest.removeprefix('sha256:')[:12]}", "digest": digest, "total": remote.size}
+        pulled.append(line)
+        got = 0
+        say({**line, "completed": 0})
+
+        def heard(n: int) -> None:
+            nonlocal got
+            got += n
+            say({**line, "completed": got})
+
+        return heard
+
+    download_plan(proposal.plan, proposal.listings, progress=False, reporter=reporter)
+    for line in pulled:  # each file whole and verified (a cached one reports nothing on the way)
+        say({**line, "completed": line["total"]})

@@ -9,6 +9,7 @@ for the server's life (loading it again costs seconds to minutes on a small boar
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -127,7 +128,8 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
         tools, sampling = body.tool_setup(), body.sampling(config.default_max_tokens)
         started = time.perf_counter()
         job = submit(worker, lambda job: tasks.chat(worker.resources, messages, None, sampling, job, tools))
-        lines = _chat_lines(job, body.model, started, error_status, body.stream)
+        line = functools.partial(api.chat_line, body.model)
+        lines = _lines(job, line, started, error_status, body.stream)
         return _ndjson(lines) if body.stream else await _last(lines, "message")
 
     @app.post("/api/generate")
@@ -144,7 +146,8 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
         else:
             messages = await run_in_threadpool(api.generate_messages, body)
             run = lambda job: tasks.chat(worker.resources, messages, None, sampling, job)  # noqa: E731
-        lines = _generate_lines(submit(worker, run), body.model, started, error_status, body.stream)
+        line = functools.partial(api.generate_line, body.model)
+        lines = _lines(submit(worker, run), line, started, error_status, body.stream)
         return _ndjson(lines) if body.stream else await _last(lines, "response")
 
 
@@ -238,28 +241,19 @@ async def _served_already() -> AsyncIterator[dict]:
         yield {"status": status}
 
 
-async def _chat_lines(job: Job, model: str, started: float, error_status, streamed: bool) -> AsyncIterator[dict]:
+async def _lines(job: Job, line, started: float, error_status, streamed: bool) -> AsyncIterator[dict]:
+    """The job's events as Ollama's lines: `line(text, calls, done=..., **counts)` shapes each one
+    (api.chat_line, or api.generate_line, which has no calls)."""
     async for event in job.stream():
         match event:
             case TextEvent(text) if text:
-                yield api.chat_line(model, text)
+                yield line(text)
             case CallEvent(call):
-                yield api.chat_line(model, calls=[call])
+                yield line("", [call])
             case ErrorEvent(error):
                 yield _failed(error_status(error), streamed)
             case DoneEvent(result):
-                yield api.chat_line(model, done=True, **api.timings(result, started))
-
-
-async def _generate_lines(job: Job, model: str, started: float, error_status, streamed: bool) -> AsyncIterator[dict]:
-    async for event in job.stream():
-        match event:
-            case TextEvent(text) if text:
-                yield api.generate_line(model, text)
-            case ErrorEvent(error):
-                yield _failed(error_status(error), streamed)
-            case DoneEvent(result):
-                yield api.generate_line(model, done=True, **api.timings(result, started))
+                yield line(done=True, **api.timings(result, started))
 
 
 def _failed(error: ApiError, streamed: bool) -> dict:

@@ -1,6 +1,7 @@
 """A Wyoming wake program: satellites that stream their microphone to a server for the wake word
-(detect, audio-start, audio-chunk*, audio-stop -> detection or not-detected), with openWakeWord's
-bundled models, as wyoming-openwakeword does. Cheap here: the wake words are loaded anyway."""
+(detect, audio-start, audio-chunk*, audio-stop -> detection or not-detected), as wyoming-microwakeword
+and wyoming-openwakeword do, with both engines: a bare name takes the default engine (wake.py), and
+`micro:NAME` / `open:NAME` choose one. Cheap here: the detectors are small."""
 
 from __future__ import annotations
 
@@ -8,35 +9,46 @@ import numpy as np
 from wyoming.info import Attribution, WakeModel, WakeProgram
 
 from edge import __version__
-from edge.audio.wake import BUNDLED, NAMES, WakeWord
+from edge.audio.wake import MICRO_BUNDLED, NAMES, OPEN_BUNDLED, WakeWord, parse_wake_word
 from edge.audio_format import SAMPLE_RATE
+from edge.errors import AudioError
 
 ATTRIBUTION = Attribution(
-    name="openWakeWord (David Scripka), pyopen-wakeword", url="https://github.com/dscripka/openWakeWord"
+    name="microWakeWord (Kevin Ahrendt), openWakeWord (David Scripka)", url="https://github.com/kahrendt/microWakeWord"
 )
+ENGINE_NAMES = {"micro": "microWakeWord", "open": "openWakeWord"}
+
+
+def offered() -> list[str]:
+    """Every name `detect` may ask for: the bare names, then each engine's."""
+    bare = list(OPEN_BUNDLED)
+    return bare + [f"micro:{n}" for n in MICRO_BUNDLED] + [f"open:{n}" for n in OPEN_BUNDLED]
 
 
 def wake_program() -> WakeProgram | None:
-    """The `info` entry, or None when pyopen-wakeword is not installed."""
+    """The `info` entry, or None when neither engine is installed."""
     try:
+        import pymicro_wakeword  # noqa: F401
         import pyopen_wakeword  # noqa: F401
     except ImportError:
         return None
-    models = [
-        WakeModel(
-            name=name,
-            description=f'openWakeWord "{NAMES[name]}"',
-            attribution=ATTRIBUTION,
-            installed=True,
-            version=__version__,
-            languages=["en"],
-            phrase=NAMES[name],
+    models = []
+    for spec in offered():
+        engine, name = parse_wake_word(spec)
+        models.append(
+            WakeModel(
+                name=spec,
+                description=f'{ENGINE_NAMES[engine]} "{NAMES[name]}"',
+                attribution=ATTRIBUTION,
+                installed=True,
+                version=__version__,
+                languages=["en"],
+                phrase=NAMES[name],
+            )
         )
-        for name in BUNDLED
-    ]
     return WakeProgram(
         name="edge-gemma-wake",
-        description="Wake word detection with openWakeWord",
+        description="Wake word detection with microWakeWord and openWakeWord",
         attribution=ATTRIBUTION,
         installed=True,
         version=__version__,
@@ -48,7 +60,7 @@ class WakeListener:
     """The wake words one `detect` asked for, fed the satellite's audio (16 kHz mono int16 bytes)."""
 
     def __init__(self, names: list[str] | None):
-        wanted = [n for n in (names or BUNDLED) if n in BUNDLED] or ["okay_nabu"]
+        wanted = [n for n in (names or ["okay_nabu"]) if _known(n)] or ["okay_nabu"]
         self.detectors = {name: WakeWord(name) for name in wanted}
         self.samples = 0
         self.detected: list[str] = []
@@ -64,3 +76,11 @@ class WakeListener:
     def close(self) -> None:
         for detector in self.detectors.values():
             detector.close()
+
+
+def _known(spec: str) -> bool:
+    try:
+        parse_wake_word(spec)
+    except AudioError:
+        return False
+    return True

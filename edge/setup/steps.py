@@ -6,6 +6,7 @@ drive each step against the loopback hub.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from edge.profiles import Profile, ProfileChoice, choose_profile, family_for_dev
 from edge.settings import RunSettings, resolve_settings
 from edge.setup import catalog
 from edge.setup.config import DeviceConfig, InstalledFile, load_device_config, save_device_config
-from edge.setup.download import RemoteListing, fetch_file, import_local, list_remote_files
+from edge.setup.download import RemoteFile, RemoteListing, fetch_file, import_local, list_remote_files
 from edge.setup.plan import Plan, choose_plan
 
 # Settings the plan decides and the device config records; the rest come from the profile.
@@ -158,9 +159,15 @@ def make_plan(
 
 
 def download_plan(
-    plan: Plan, listings: dict[str, RemoteListing], *, offline: bool = False, progress: bool = True
+    plan: Plan,
+    listings: dict[str, RemoteListing],
+    *,
+    offline: bool = False,
+    progress: bool = True,
+    reporter: Callable[[RemoteFile], Callable[[int], None]] | None = None,
 ) -> dict[str, InstalledFile]:
-    """Fetch (or find cached) every planned file at the listed commit, verified against its LFS sha256."""
+    """Fetch (or find cached) every planned file at the listed commit, verified against its LFS sha256.
+    `reporter(file)` gives the function that hears each chunk of that file (serve's /api/pull)."""
     installed = {}
     for planned in plan.files:
         listing = listings[planned.repo]
@@ -173,6 +180,7 @@ def download_plan(
             expected_size=remote.size,
             progress=progress,
             offline=offline,
+            on_bytes=reporter(remote) if reporter is not None else None,
         )
         installed[planned.role] = InstalledFile(
             planned.repo,
