@@ -623,3 +623,24 @@ def test_bad_images_are_400s_that_say_what_to_send(audio_server, text_server):
         in error_of(ask({"url": small}, server_url=text_server.url + "/v1/chat/completions"), 400)["message"]
     )
     assert ask({"url": whole}).status_code == 200  # and the server is fine
+
+
+def test_the_first_request_after_a_restart_finds_its_system_turn_cached(llama_cpp_available):
+    """The system turn's state is kept on disk (prefixes.py): a restarted server reports it in
+    usage.prompt_tokens_details.cached_tokens on its very first request."""
+    system = "You are the assistant of a house with many rooms. " * 30  # well over the 128 tokens kept
+    ask = dict(
+        model="tiny-gemma-4-E2B.gguf",
+        max_tokens=2,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Hello."}],
+    )
+    usages = []
+    for _ in range(2):
+        served = Server("--model", str(MODEL), "-c", "2048", "--api-key", KEY)
+        try:
+            usages.append(client(served, KEY).chat.completions.create(**ask).usage)
+        finally:  # stopped at once: the state being written is finished before the model is freed
+            served.stop()
+    first, after_restart = usages
+    assert first.prompt_tokens_details.cached_tokens <= 2
+    assert after_restart.prompt_tokens_details.cached_tokens > 300  # the system turn, put back

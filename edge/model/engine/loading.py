@@ -251,7 +251,10 @@ class LoadedModel:
 
     def close(self) -> None:
         """Stop every job on this model (each ends at its next token or batch), wait for them however
-        long they take, then free: the projector before the model it was opened for."""
+        long they take, then free: the projector before the model it was opened for. Kept prompt
+        states still being written to disk are finished first."""
+        if self.engine.prefixes is not None:
+            self.engine.prefixes.finish_saving()
         self.engine.lifetime.close(self._free)
 
     def _free(self) -> None:

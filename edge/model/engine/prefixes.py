@@ -63,6 +63,7 @@ class PrefixStore:
         self._id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         self._memory: OrderedDict[str, PrefixSnapshot] = OrderedDict()
         self._lock = threading.Lock()
+        self._saving: list[threading.Thread] = []  # writes in flight: a stop waits for them
         self.restored = 0  # snapshots put back into the KV cache (for tests and logs)
         if folder is not None:
             self._load_folder()
@@ -86,7 +87,18 @@ class PrefixStore:
         with self._lock:
             self._remember(snapshot)
         if self.folder is not None:
-            threading.Thread(target=self._save, args=(snapshot,), name="edge-prefix-save", daemon=True).start()
+            saving = threading.Thread(target=self._save, args=(snapshot,), name="edge-prefix-save", daemon=True)
+            with self._lock:
+                self._saving = [t for t in self._saving if t.is_alive()] + [saving]
+            saving.start()
+
+    def finish_saving(self) -> None:
+        """Wait for the writes in flight (a server stopped right after its first request still keeps
+        the state it evaluated). A write is a file of tens of MB: it ends on its own."""
+        with self._lock:
+            saving, self._saving = self._saving, []
+        for thread in saving:
+            thread.join()
 
     def _remember(self, snapshot: PrefixSnapshot) -> None:
         self._memory[snapshot.digest] = snapshot
