@@ -243,6 +243,7 @@ def test_both_engines_hear_their_names(say, spec):
 
 
 def test_engine_choice_is_checked():
-    assert WakeWord("okay_nabu").engine == "micro" and WakeWord("hey_rhasspy").engine == "open"
+    assert WakeWord("okay_nabu").engine == "micro" and WakeWord("hey_jarvis").engine == "open"
+    assert WakeWord("hey_rhasspy").engine == "open"
     with pytest.raises(AudioError, match="hey_rhasspy is openWakeWord's only"):
         check_wake_word("micro:hey_rhasspy")

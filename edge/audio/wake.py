@@ -3,8 +3,8 @@ pyopen-wakeword) listening to the 16 kHz stream.
 
 Left on a shelf, an assistant must answer its name only, not a television. `WakeWord.feed()` takes
 the same blocks the end-pointer hears and says when the name was spoken; the voice loop decides what
-that opens (wake_gate.py). A name is `micro:NAME`, `open:NAME`, or a bare NAME, which takes
-DEFAULT_ENGINE where that engine has the name (scripts/wake_words.py measured both: docs/performance.md).
+that opens (wake_gate.py). A name is `micro:NAME`, `open:NAME`, or a bare NAME, which takes the engine
+that heard it better in scripts/wake_words.py's measurement (docs/performance.md, "Wake words").
 microWakeWord bundles okay_nabu, hey_jarvis, alexa and hey_mycroft; openWakeWord those and
 hey_rhasspy; any other openWakeWord .tflite model works by path.
 """
@@ -22,7 +22,9 @@ from edge.errors import AudioError
 OPEN_BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
 MICRO_BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
 BUNDLED = OPEN_BUNDLED  # every bundled name, whichever engine has it
-DEFAULT_ENGINE = "micro"  # recall at 10 dB SNR and false accepts: docs/performance.md, "Wake words"
+# The engine a bare name takes: the one with the higher recall in noise at no more false accepts
+# (docs/performance.md, "Wake words"). Names not measured there keep openWakeWord.
+DEFAULT_ENGINES = {"okay_nabu": "micro", "hey_jarvis": "open"}
 OPEN_THRESHOLD = 0.5  # openWakeWord's own default probability
 NAMES = {name: name.replace("_", " ").title() for name in BUNDLED}  # what to tell the user to say
 
@@ -32,7 +34,7 @@ def parse_wake_word(spec: str) -> tuple[str, str]:
     one line that lists the choices."""
     engine, colon, name = spec.partition(":")
     if not colon:
-        engine, name = ("open" if spec.endswith(".tflite") or spec not in MICRO_BUNDLED else DEFAULT_ENGINE), spec
+        engine, name = DEFAULT_ENGINES.get(spec, "open"), spec
     if engine == "micro" and name in MICRO_BUNDLED:
         return engine, name
     if engine == "open" and (name in OPEN_BUNDLED or (name.endswith(".tflite") and Path(name).is_file())):

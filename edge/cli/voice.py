@@ -118,7 +118,8 @@ def transcribe(file, load, language, max_seconds):
     "--wake-word",
     default="none",
     show_default=True,
-    help="Answer only after this name: okay_nabu, hey_jarvis, alexa, hey_mycroft, hey_rhasspy, a .tflite, or none.",
+    help="Answer only after this name: okay_nabu, hey_jarvis, alexa, hey_mycroft, hey_rhasspy, a .tflite, or none; "
+    "micro:NAME or open:NAME chooses microWakeWord or openWakeWord.",
 )
 @click.option(
     "--follow-up",
