@@ -142,6 +142,17 @@ def _wake(data: dict, _: dict) -> list[str]:
         lines.append(
             f"| {spec} | {recall} | {fa['per_hour']:.1f} ({fa['count']}) | {data['cpu_share'][spec] * 100:.1f}% |"
         )
+    picks = []
+    for name in sorted({spec.split(":", 1)[1] for spec in specs}):
+        mean = {s: sum(data["recall"][s].values()) / len(conditions) for s in specs if s.endswith(f":{name}")}
+        fewest = min(data["false_accepts"][s]["per_hour"] for s in mean)
+        best = max((s for s in mean if data["false_accepts"][s]["per_hour"] == fewest), key=mean.get)
+        picks.append(f"{name}: {best.split(':')[0]} ({', '.join(f'{s} {m * 100:.0f}%' for s, m in mean.items())})")
+    lines += [
+        "",
+        "A bare `--wake-word NAME` takes the engine with the fewest false accepts, then the higher mean recall",
+        "over these conditions (edge/audio/wake.py DEFAULT_ENGINES): " + "; ".join(picks) + ".",
+    ]
     return lines
 
 
