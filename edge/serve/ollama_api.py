@@ -8,23 +8,20 @@ is checked here, before a job is queued; errors are Ollama's `{"error": "..."}` 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.errors import ImageError
 from edge.model.chat_format import Message
 from edge.model.engine import GEMMA_SAMPLING, Sampling
 from edge.model.json_output import ANY_OBJECT, SchemaError, json_grammar
 from edge.serve.api_error import ApiError
-from edge.serve.openai_api import MAX_IMAGES, _plain
+from edge.serve.openai_api import MAX_IMAGES, decode_base64_image, plain_text
 from edge.serve.openai_tools import merge_tool_turns, tool_setup
 from edge.serve.tasks import Completion
-from edge.vision.images import MAX_IMAGE_BYTES, Picture, decode_image
+from edge.vision.images import Picture
 
 API_VERSION = "0.13.0"  # the Ollama API these routes follow (clients compare versions for features)
 NO_LIMIT = (-1, -2)  # num_predict: -1 "until done", -2 "fill the context": both our max, never past the context
@@ -176,7 +173,7 @@ def chat_messages(request: ChatRequest) -> list[Message]:
     pending: list[dict] = []  # the last assistant turn's calls not yet answered, in order
     for index, m in enumerate(request.messages):
         param = f"messages[{index}]"
-        content = _plain(m.content or "", f"{param}.content")
+        content = plain_text(m.content or "", f"{param}.content")
         pictures = [decode_image_b64(b64, f"{param}.images[{i}]") for i, b64 in enumerate(m.images or ())]
         if pictures and m.role != "user":
             raise ApiError(400, "images are taken in user messages only")
@@ -226,24 +223,15 @@ def generate_messages(request: GenerateRequest) -> list[Message]:
     pictures = [decode_image_b64(b64, f"images[{i}]") for i, b64 in enumerate(request.images or ())]
     if len(pictures) > MAX_IMAGES:
         raise ApiError(400, f"at most {MAX_IMAGES} images per request; send fewer")
-    user: Message = {"role": "user", "content": _plain(request.prompt, "prompt")}
+    user: Message = {"role": "user", "content": plain_text(request.prompt, "prompt")}
     if pictures:
         user["images"] = [(p, None) for p in pictures]
-    system = [{"role": "system", "content": _plain(request.system, "system")}] if request.system else []
+    system = [{"role": "system", "content": plain_text(request.system, "system")}] if request.system else []
     return system + [user]
 
 
 def decode_image_b64(data: str, param: str) -> Picture:
-    if len(data) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise ApiError(413, f"{param}: the image is over {MAX_IMAGE_BYTES >> 20} MiB; shrink it")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, f"{param}: not valid base64 image data") from None
-    try:
-        return decode_image(raw, name=param)
-    except ImageError as exc:
-        raise ApiError(400, str(exc)) from None
+    return decode_base64_image(data, param, what=f"{param} (a base64 image)")
 
 
 # -- responses --------------------------------------------------------------------------------------

@@ -152,12 +152,12 @@ def parse_messages(request: ChatRequest, *, max_audio_seconds: float) -> tuple[l
 
 def _content(content, param: str, max_audio_seconds: float) -> tuple[str, list[np.ndarray], list]:
     if content is None or isinstance(content, str):
-        return _plain(content or "", param), [], []
+        return plain_text(content or "", param), [], []
     texts, clips, pictures = [], [], []
     for i, part in enumerate(content):
         kind = part.get("type")
         if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(_plain(part["text"], f"{param}[{i}]"))
+            texts.append(plain_text(part["text"], f"{param}[{i}]"))
         elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
             clips.append(decode_input_audio(part["input_audio"], f"{param}[{i}]", max_audio_seconds))
         elif kind == "image_url" and isinstance(part.get("image_url"), dict | str):
@@ -171,7 +171,7 @@ def _content(content, param: str, max_audio_seconds: float) -> tuple[str, list[n
     return "\n".join(texts), clips, pictures
 
 
-def _plain(text: str, param: str) -> str:
+def plain_text(text: str, param: str) -> str:
     """Text as the user wrote it: the projector's media marker would be taken for a picture."""
     if MEDIA_MARKER in text:
         raise ApiError(400, f"text may not contain {MEDIA_MARKER!r} (it marks where media goes)", param=param)
@@ -194,22 +194,28 @@ def decode_image_url(part: dict | str, param: str) -> tuple[Picture, int | None]
     header, comma, data = url.partition(",")
     if not comma or not header.endswith(";base64") or not header[5:].startswith("image/"):
         raise ApiError(400, "an image data URL must be data:image/<type>;base64,<bytes>", param=param)
-    if len(data) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise ApiError(
-            413, f"the image is over {MAX_IMAGE_BYTES >> 20} MiB; shrink it", param=param, code="image_too_large"
-        )
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "the image data URL is not valid base64", param=param) from None
-    try:
-        picture = decode_image(raw, name="the image_url data")
-    except ImageError as exc:
-        raise ApiError(400, str(exc), param=param, code="invalid_image") from None
+    picture = decode_base64_image(data, param, what="the image data URL")
     if detail not in (None, "auto", "low", "high"):
         raise ApiError(400, "image_url detail must be low, high or auto", param=param)
     # "high" gets the server's budget, never more: on a small board the operator sets the cost.
     return picture, LOW_DETAIL_TOKENS if detail == "low" else None
+
+
+def decode_base64_image(data: str, param: str, *, what: str) -> Picture:
+    """A picture sent as base64 (OpenAI's data URLs, Ollama's `images`): too big a 413, bad base64 or a
+    picture that does not decode a 400."""
+    if len(data) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ApiError(
+            413, f"{what} is over {MAX_IMAGE_BYTES >> 20} MiB; shrink it", param=param, code="image_too_large"
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{what} is not valid base64", param=param) from None
+    try:
+        return decode_image(raw, name=what)
+    except ImageError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_image") from None
 
 
 def decode_input_audio(part: dict, param: str, max_audio_seconds: float) -> np.ndarray:
