@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator
-from functools import cache
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -77,13 +77,13 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
 
     @app.get("/api/tags")
     async def tags():
-        return {"models": [_model_entry(listed, config)]}
+        return {"models": [await run_in_threadpool(_model_entry, listed, config)]}
 
     @app.get("/api/ps")
     async def ps():
         if worker.state != "ready":
             return {"models": []}
-        entry = _model_entry(listed, config)
+        entry = await run_in_threadpool(_model_entry, listed, config)
         entry |= {"expires_at": FOREVER, "size_vram": 0, "context_length": config.n_ctx or None}
         entry["size"] = config.memory_bytes or entry["size"]
         return {"models": [entry]}
@@ -153,7 +153,7 @@ def add_ollama_routes(app: FastAPI, worker: ModelWorker, config, submit, error_s
 
 def _model_entry(name: str, config) -> dict:
     path: Path | None = config.model_path
-    details = _details(str(path)) if path is not None else {}
+    details = _header(str(path))["details"] if path is not None else {}
     size = path.stat().st_size if path is not None and path.is_file() else 0
     modified = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime)) if size else api.now()
     return {
@@ -166,35 +166,32 @@ def _model_entry(name: str, config) -> dict:
     }
 
 
-@cache
-def _details(path: str) -> dict:
+@functools.cache
+def _header(path: str) -> dict:
+    """What the served file's GGUF header tells Ollama's clients, read once (the header holds the whole
+    vocabulary: megabytes): `details` for tags/ps/show, the chat template and scalar metadata for show."""
     from edge.model.gguf import inspect_gguf
 
     info = inspect_gguf(Path(path))
     quant = re.search(r"(?i)(IQ\d\w*|Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)", Path(path).name)
+    parameters = sum(math.prod(t.shape) for t in info.tensors)
+    scalar = (int, float, str)
+    metadata = {k: v for k, v in info.metadata.items() if isinstance(v, scalar) and not k.startswith("tokenizer")}
     return {
-        "parent_model": "",
-        "format": "gguf",
-        "family": info.architecture,
-        "families": [info.architecture],
-        "parameter_size": _parameters(info),
-        "quantization_level": quant.group(1).upper() if quant else "",
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": info.architecture,
+            "families": [info.architecture],
+            "parameter_size": f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M",
+            "quantization_level": quant.group(1).upper() if quant else "",
+        },
+        "template": info.chat_template or "",
+        "model_info": metadata,
     }
 
 
-def _parameters(info) -> str:
-    count = sum(_elements(t.shape) for t in info.tensors)
-    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
-
-
-def _elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
-@cache
+@functools.cache
 def _digest(path: str) -> str:
     """A stable name for the file (Ollama's digest is a content hash; hashing GBs per request is not)."""
     import hashlib
@@ -204,29 +201,22 @@ def _digest(path: str) -> str:
 
 
 def _show(config, worker: ModelWorker) -> dict:
-    from edge.model.gguf import inspect_gguf
-
     path: Path | None = config.model_path
-    info = inspect_gguf(path) if path is not None else None
-    loaded = worker.resources
-    projector = getattr(loaded, "projector", None)
+    header = _header(str(path)) if path is not None else {"details": {}, "template": "", "model_info": {}}
+    projector = getattr(worker.resources, "projector", None)
     capabilities = ["completion"]
-    if info is not None and "tool" in (info.chat_template or ""):
+    if "tool" in header["template"]:
         capabilities.append("tools")
     if projector is not None and projector.supports_vision:
         capabilities.append("vision")
     if projector is not None and projector.supports_audio:
         capabilities.append("audio")
-    model_info = {}
-    if info is not None:
-        scalar = (int, float, str)
-        model_info = {k: v for k, v in info.metadata.items() if isinstance(v, scalar) and not k.startswith("tokenizer")}
     return {
         "modelfile": f"# served by edge-gemma\nFROM {path.name if path else config.model_name}\n",
         "parameters": f"num_ctx {config.n_ctx}\ntemperature 1\ntop_k 64\ntop_p 0.95",
-        "template": (info.chat_template or "") if info is not None else "",
-        "details": _details(str(path)) if path is not None else {},
-        "model_info": model_info,
+        "template": header["template"],
+        "details": header["details"],
+        "model_info": header["model_info"],
         "capabilities": capabilities,
         "modified_at": _model_entry("", config)["modified_at"],
     }
