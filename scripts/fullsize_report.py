@@ -465,25 +465,33 @@ def vision() -> dict:
     return out
 
 
+def decode_models():
+    """(name, loaded model, seeds) for the decode-cost sections: the tiny Gemma 4 and E2B Q4_0 at
+    2 threads, each loaded in turn (freed before the next)."""
+    from edge.model.engine import LoadedModel
+    from edge.model.synthetic import TINY_DIR, TINY_TEXT_NAME
+    from edge.settings import RunSettings
+
+    settings = RunSettings(n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, n_ubatch=512)
+    for name, path, seeds in (
+        ("tiny", TINY_DIR / TINY_TEXT_NAME, (1, 2, 3)),
+        ("e2b-Q4_0", text_file("e2b", "Q4_0"), (1, 2)),
+    ):
+        with LoadedModel(path, settings) as loaded:
+            yield name, loaded, seeds
+
+
 def tools() -> dict:
     """Decode with one tool offered (tool_choice auto: the lazy call grammar) against without, at the
     same seed, on the tiny Gemma 4 and E2B Q4_0; then a call forced from the first token (Home
     Assistant's 14 intents) against free text of its length, and under a grammar that refuses nothing."""
     from edge.assist.ha_intents import HA_INTENTS
     from edge.bench.tool_decode import forced_vs_free, offered_vs_free
-    from edge.model.engine import LoadedModel
-    from edge.model.synthetic import TINY_DIR, TINY_TEXT_NAME
-    from edge.settings import RunSettings
 
-    settings = RunSettings(n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, n_ubatch=512)
     out = {}
-    for name, path, seeds in (
-        ("tiny", TINY_DIR / TINY_TEXT_NAME, (1, 2, 3)),
-        ("e2b-Q4_0", text_file("e2b", "Q4_0"), (1, 2)),
-    ):
-        with LoadedModel(path, settings) as loaded:
-            rows = offered_vs_free(loaded, HA_INTENTS[:1], (128, 512, 1024), seeds)
-            forced = forced_vs_free(loaded, HA_INTENTS, (1, 2, 3))
+    for name, loaded, seeds in decode_models():
+        rows = offered_vs_free(loaded, HA_INTENTS[:1], (128, 512, 1024), seeds)
+        forced = forced_vs_free(loaded, HA_INTENTS, (1, 2, 3))
         out[name] = {"offered": [r.to_dict() for r in rows], "forced": forced.to_dict(), "seeds": list(seeds)}
         print(f"tools {name}: {out[name]}", flush=True)
     return out
@@ -493,21 +501,10 @@ def schema() -> dict:
     """Decode held to a JSON schema (structured output) against free decode, at 128 and 1,024 tokens,
     on the tiny Gemma 4 and E2B Q4_0."""
     from edge.bench.tool_decode import schema_vs_free
-    from edge.model.engine import LoadedModel
-    from edge.model.synthetic import TINY_DIR, TINY_TEXT_NAME
-    from edge.settings import RunSettings
 
-    settings = RunSettings(n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, n_ubatch=512)
     out = {}
-    for name, path, seeds in (
-        ("tiny", TINY_DIR / TINY_TEXT_NAME, (1, 2, 3)),
-        ("e2b-Q4_0", text_file("e2b", "Q4_0"), (1, 2)),
-    ):
-        with LoadedModel(path, settings) as loaded:
-            out[name] = {
-                "rows": [r.to_dict() for r in schema_vs_free(loaded, (128, 1024), seeds)],
-                "seeds": list(seeds),
-            }
+    for name, loaded, seeds in decode_models():
+        out[name] = {"rows": [r.to_dict() for r in schema_vs_free(loaded, (128, 1024), seeds)], "seeds": list(seeds)}
         print(f"schema {name}: {out[name]}", flush=True)
     return out
 
