@@ -16,16 +16,21 @@ from pathlib import Path
 from edge import paths
 from edge.device import info as device_mod
 from edge.device.info import DeviceInfo
-from edge.errors import AudioError
+from edge.errors import AudioError, MemoryFitError
 from edge.model.backend import BackendChoice, backend_choice
 from edge.model.engine import LoadedModel
 from edge.model.files import resolve_model
 from edge.model.gguf import GGUFInfo, check_loadable_model
-from edge.model.memory import FitReport, fit_on_device
+from edge.model.kv_size import dims_from_gguf, shape_from_gguf
+from edge.model.memory import FitReport, MemoryLine, check_fits, context_buffers, fit_on_device, gb
 from edge.profiles import ProfileChoice, choose_profile, load_profiles
 from edge.settings import ResolvedSettings, resolve_settings
 from edge.setup.config import load_device_config
 from edge.tuned import TunedFileError, apply_tuned, lookup
+from edge.workers import loss
+from edge.workers.connect import resolve_workers
+from edge.workers.probe import WorkerUnreachable
+from edge.workers.split import LayerSplit, kv_bytes_per_layer, layer_bytes, plan_split
 
 
 class ProjectorUse(Enum):
@@ -62,6 +67,8 @@ class LoadRequest:
     no_tune: bool = False  # ignore the threads `edge-gemma tune` stored
     llama_log: bool = False  # llama.cpp's own log on stderr
     root: Path = Path("/")  # device facts read below this directory (tests)
+    workers: tuple[str, ...] | None = None  # --workers: HOST:PORT items or "auto"; None: the device config's
+    worker_layers: int | None = None  # --worker-layers: exactly this many layers on the workers
 
     def with_overrides(self, **changes: int | None) -> LoadRequest:
         """The same request with these settings set (None leaves one as it is)."""
@@ -81,6 +88,7 @@ class RunPlan:
     backend: BackendChoice | None = None  # which extra CPU kernels loads use (model/backend.py)
     llama_log: bool = False
     memory: FitReport | None = None  # the fit check's lines (the projector counted when one will open)
+    split: LayerSplit | None = None  # layers on RPC workers (workers/split.py); None: all on this board
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -120,7 +128,39 @@ def prepare_run(request: LoadRequest = LoadRequest()) -> RunPlan:
             resolved = replace(resolved, notes=resolved.notes + (f"{exc}",))
     model_info = check_loadable_model(model_path)
     mmproj_bytes = _projector_bytes(mmproj_path, model_info)
-    resolved, memory = _check_memory(model_path, model_info, resolved, info, choice, mmproj_bytes)
+    items = request.workers if request.workers is not None else tuple(config.workers if config else ())
+    lost = None
+    try:
+        workers = resolve_workers(items)
+    except WorkerUnreachable as exc:
+        if not loss.restarted():  # a first start says so; after a loss, this board alone may do (below)
+            raise
+        workers, lost = (), exc
+    try:
+        resolved, memory = _check_memory(model_path, model_info, resolved, info, choice, mmproj_bytes)
+        fits_alone = True
+    except MemoryFitError:
+        if lost is not None:
+            raise lost from None  # wait for the worker (the crash guard tries again)
+        if not workers:
+            raise
+        fits_alone = False
+    if lost is not None:
+        alone = f"the worker at {lost.endpoint} does not answer: running on this board alone until a restart"
+        resolved = replace(resolved, notes=resolved.notes + (alone,))
+    split = None
+    if workers and (not fits_alone or request.worker_layers is not None):
+        split, memory = _split_over(workers, model_info, resolved.settings, info, choice, mmproj_bytes, request)
+        resolved = replace(resolved, notes=resolved.notes + (split.describe(),))
+    elif workers:
+        resolved = replace(
+            resolved,
+            notes=resolved.notes
+            + (
+                f"{model_path.name} fits this board alone: the workers are not used "
+                "(--worker-layers N puts N layers on them anyway)",
+            ),
+        )
     return RunPlan(
         model_path,
         info,
@@ -132,6 +172,7 @@ def prepare_run(request: LoadRequest = LoadRequest()) -> RunPlan:
         backend_choice(),
         request.llama_log,
         memory,
+        split,
     )
 
 
@@ -166,6 +207,34 @@ def _check_memory(
     return replace(resolved, settings=settings, notes=notes), report
 
 
+def _split_over(workers, model_info, settings, info, choice, mmproj_bytes, request):
+    """The layers this board cannot hold (or --worker-layers of them) planned onto the workers; the memory
+    report gains a line for what left and each worker's lines (workers/split.py)."""
+    profile = choice.profile
+    report = check_fits(model_info, settings, info, mmproj_bytes, os_headroom_mb=profile.os_headroom_mb)
+    shape = shape_from_gguf(model_info)
+    kv, _ = context_buffers(shape, dims_from_gguf(model_info), model_info.usable_ctx(settings.n_ctx), settings)
+    split = plan_split(
+        workers=workers,
+        weights=layer_bytes(model_info.tensors, shape.n_layer),
+        kv=kv_bytes_per_layer(shape, kv),
+        shape=shape,
+        local_over_bytes=max(report.total_bytes - report.budget_bytes, 0),
+        worker_layers=request.worker_layers,
+    )
+    lines = (*report.lines, MemoryLine("on workers", -split.moved_bytes, split.describe()))
+    total = report.total_bytes - split.moved_bytes
+    memory = replace(
+        report, lines=lines, total_bytes=total, needed_now_bytes=report.needed_now_bytes - split.moved_bytes
+    )
+    if not memory.fits_device:
+        raise MemoryFitError(
+            f"{model_info.path.name} needs {gb(total)} here even with {split.describe()}; lower --ctx or use a "
+            "smaller quant"
+        )
+    return split, memory
+
+
 def load_model(
     plan: RunPlan, use: ProjectorUse = ProjectorUse.NONE, *, on_note: Callable[[str], None] | None = None
 ) -> LoadedModel:
@@ -183,7 +252,12 @@ def load_model(
             "`edge-gemma setup` (it downloads one) or pass --mmproj PATH"
         )
     loaded = LoadedModel(
-        plan.model_path, plan.resolved.settings, verbose=plan.llama_log, info=plan.model_info, backend=plan.backend
+        plan.model_path,
+        plan.resolved.settings,
+        verbose=plan.llama_log,
+        info=plan.model_info,
+        backend=plan.backend,
+        split=plan.split,
     )
     try:
         if path is not None:

@@ -172,6 +172,8 @@ def plan_bench(
     device_name: str,
     root: Path = Path("/"),
     no_tune: bool = False,
+    workers: tuple[str, ...] | None = None,
+    worker_layers: int | None = None,
 ) -> BenchPlan:
     """Check the sweep's sizes, then resolve the model once at the context the tests need.
 
@@ -195,7 +197,17 @@ def plan_bench(
     check_sweep(sweep_with(RunSettings()))  # sizes first: before the model is even looked at
     need = max(t.n_ctx_needed for t in expand_sweep(sweep_with(RunSettings())))
     overrides = SettingsOverrides(n_ctx=n_ctx or max(need, MIN_BENCH_CTX))
-    plan = prepare_run(LoadRequest(model=model, device=device_name, overrides=overrides, no_tune=no_tune, root=root))
+    plan = prepare_run(
+        LoadRequest(
+            model=model,
+            device=device_name,
+            overrides=overrides,
+            no_tune=no_tune,
+            root=root,
+            workers=workers,
+            worker_layers=worker_layers,
+        )
+    )
     limit = plan.model_info.usable_ctx(n_ctx or 1 << 30)
     sweep = sweep_with(plan.resolved.settings)
     warnings = check_sweep(sweep, n_ctx_limit=limit, logical_cores=usable_cores(plan.device)[1])

@@ -273,8 +273,9 @@ from edge.cli.bench import bench, tune  # noqa: E402
 from edge.cli.serve import serve, service, wyoming  # noqa: E402
 from edge.cli.setup import models, plan, setup  # noqa: E402
 from edge.cli.voice import transcribe, voice  # noqa: E402
+from edge.cli.worker import worker  # noqa: E402
 
-for command in (setup, plan, models, bench, tune, voice, transcribe, ask, serve, service, wyoming):
+for command in (setup, plan, models, bench, tune, voice, transcribe, ask, serve, service, wyoming, worker):
     cli.add_command(command)
 
 

@@ -65,6 +65,8 @@ def _end_progress() -> None:
 )
 @options.mmproj()
 @options.no_tune
+@options.workers
+@options.worker_layers
 @options.root
 def bench(
     model,
@@ -90,6 +92,8 @@ def bench(
     pictures,
     mmproj,
     no_tune,
+    workers_text,
+    worker_layers,
     root,
 ):
     """Measure prompt (pp) and generation (tg) tokens/s the llama-bench way.
@@ -107,6 +111,7 @@ def bench(
       edge-gemma bench --list
       edge-gemma bench --compare latest~1 latest
       edge-gemma bench --pictures 70,140,280 -r 3
+      edge-gemma bench -m e4b.gguf --workers 192.168.1.20:50052
     """
     from edge.bench import report
 
@@ -119,6 +124,7 @@ def bench(
 
     from edge.bench.run import bench_model, plan_bench
     from edge.device.thermal import ThermalReader
+    from edge.workers.connect import parse_workers
 
     fmt = "json" if as_json else fmt
     lists = _sweep_lists(
@@ -140,6 +146,8 @@ def bench(
         device_name=device_name,
         root=root,
         no_tune=no_tune,
+        workers=parse_workers(workers_text) if workers_text is not None else None,
+        worker_layers=worker_layers,
     )
     plan = planned.run
     for line in [f"note: {note}" for note in plan.notes] + [f"warning: {w}" for w in planned.warnings]:

@@ -15,44 +15,95 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from edge.paths import cache_dir
+from edge.workers import loss
 
 _FRAME = re.compile(r'File "([^"]+)", line \d+ in (\S+)')
 
 
+# Long-running commands started again after their RPC worker was lost (workers/loss.py).
+RESTARTABLE = ("serve", "wyoming", "voice")
+RESTART_DELAY_S = 5.0
+MAX_RESTART_DELAY_S = 60.0
+
+
 def run_guarded(main: Callable[[], object], command: str) -> None:
-    """Run `main` (which may sys.exit); if native code kills it, print one line and exit 128 + signal."""
+    """Run `main` (which may sys.exit); if native code kills it, print one line and exit 128 + signal.
+    serve, wyoming and voice are started again when the crash was an RPC worker lost mid-reply, and
+    while a worker they need is unreachable after such a loss."""
     if os.environ.get("EDGE_DEBUG") == "1" or not hasattr(os, "fork") or not hasattr(signal, "sigwaitinfo"):
         faulthandler.enable()
         main()
         return
+    # ggml's abort would attach gdb and print a C backtrace: the line below, with the Python stack in
+    # the log, says more to a user.
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     log_path = _crash_log_path()
-    log = open(log_path, "w") if log_path else None  # noqa: SIM115  (stays open for the child's lifetime)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Blocked before the fork, so the parent cannot miss the child's exit or a signal in between.
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
-    pid = os.fork()
-    if pid == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+    mark_path = log_path.with_suffix(".workers") if log_path else None
+    if mark_path:
+        os.environ[loss.MARK_ENV] = str(mark_path)
+    delay = RESTART_DELAY_S
+    while True:
+        if mark_path:
+            mark_path.unlink(missing_ok=True)
+        log = open(log_path, "w") if log_path else None  # noqa: SIM115  (stays open for the child's lifetime)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Blocked before the fork, so the parent cannot miss the child's exit or a signal in between.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+        guard = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+            _end_with_parent(guard)
+            if log:
+                faulthandler.enable(file=log, all_threads=True)
+            main()
+            return
         if log:
-            faulthandler.enable(file=log, all_threads=True)
-        main()
-        return
-    if log:
-        log.close()
-    sys.exit(_wait_for(pid, command, log_path))
+            log.close()
+        code, lost = _wait_for(pid, command, log_path, mark_path)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        again = command in RESTARTABLE and (lost or (loss.restarted() and code == loss.EXIT_WORKER_UNREACHABLE))
+        if not again:
+            _remove(mark_path)
+            sys.exit(code)
+        if lost:
+            delay = RESTART_DELAY_S
+        else:  # still unreachable: wait longer each time, up to a minute, so a week away is not a flood
+            delay = min(delay * 2, MAX_RESTART_DELAY_S)
+        os.environ[loss.RESTARTED_ENV] = "1"
+        try:
+            time.sleep(delay)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+
+def _end_with_parent(guard: int) -> None:
+    """A SIGTERM for the child if the guard itself is killed (kill -9 leaves no one to pass a signal on):
+    no server or worker is left running, unowned, on its port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != guard:  # the guard died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the guard's own signal handling still passes SIGTERM/SIGINT on
 
 
 _WATCHED = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _SENT_BY_A_PROCESS = 0  # si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL): kill(), not the terminal
 
 
-def _wait_for(pid: int, command: str, log_path: Path | None) -> int:
-    """Wait for the child, passing on signals meant for the command.
+def _wait_for(pid: int, command: str, log_path: Path | None, mark_path: Path | None) -> tuple[int, list[str]]:
+    """Wait for the child, passing on signals meant for the command: (its exit code as a shell
+    reports it, the RPC workers it lost when it crashed because one stopped answering).
 
     Ctrl-C at a terminal reaches the child by itself (same process group), so a SIGINT from the
     terminal is not passed on again; one sent by a process (kill, a test, a supervisor) is.
@@ -67,13 +118,28 @@ def _wait_for(pid: int, command: str, log_path: Path | None) -> int:
             os.kill(pid, info.si_signo)
     if os.WIFEXITED(status):
         _remove(log_path)
-        return os.WEXITSTATUS(status)
+        return os.WEXITSTATUS(status), []
     number = os.WTERMSIG(status)
     if number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         _remove(log_path)  # stopped from outside, not a crash
-        return 128 + number
+        return 128 + number, []
+    lost = loss.unreachable(loss.marked(mark_path))
+    if lost:
+        _remove(log_path)
+        after = (
+            f"starting again in {RESTART_DELAY_S:.0f} s"
+            if command in RESTARTABLE
+            else "run it again when the worker is back, or without --workers"
+        )
+        print(
+            f"error: `edge-gemma {command}` lost the worker at {', '.join(lost)} (llama.cpp's RPC client ends the "
+            f"process when a worker stops answering); {after}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + number, lost
     print(crash_message(command, number, log_path), file=sys.stderr)
-    return 128 + number
+    return 128 + number, []
 
 
 def crash_message(command: str, number: int, log_path: Path | None) -> str:

@@ -73,19 +73,36 @@ TEXT_MODEL_HELP = "'demo' (embedded Gemma 3 270M), or a .gguf path. Default: the
 GEMMA4_MODEL_HELP = "Gemma 4 E2B/E4B .gguf, or 'demo' (default: the one `setup` installed)."
 
 
+workers = click.option(
+    "--workers",
+    "workers_text",
+    metavar="HOST:PORT[,...]|auto",
+    help="Put the layers this board cannot hold on llama.cpp RPC workers (`edge-gemma worker` on another "
+    "board); 'auto': the ones zeroconf finds. Default: the device config's list.",
+)
+worker_layers = click.option(
+    "--worker-layers",
+    type=click.IntRange(0, 512),
+    help="Exactly this many layers on the workers (default: only what this board cannot hold).",
+)
+
+
 def load_options(
     *, with_mmproj: bool = True, model_help: str = TEXT_MODEL_HELP, ctx_help: str = "Context size (tokens)."
 ):
     """The options of every command that loads a model, handed to it as one `load: LoadRequest`:
     -m/--model, [--mmproj], -d/--device, -c/--ctx, -t/--threads, --threads-batch, --no-tune,
-    --llama-log and the hidden --root."""
+    --llama-log, --workers, --worker-layers and the hidden --root."""
     shared = [model(model_help), *([mmproj()] if with_mmproj else []), device, ctx(ctx_help)]
-    shared += [threads, threads_batch, no_tune, llama_log, root]
+    shared += [threads, threads_batch, no_tune, llama_log, workers, worker_layers, root]
 
     def decorate(func):
         @functools.wraps(func)
         def with_request(*args, **kwargs):
             from edge.launch import LoadRequest, SettingsOverrides
+            from edge.workers.connect import parse_workers
+
+            workers_text = kwargs.pop("workers_text")
 
             request = LoadRequest(
                 model=kwargs.pop("model"),
@@ -99,6 +116,8 @@ def load_options(
                 no_tune=kwargs.pop("no_tune"),
                 llama_log=kwargs.pop("llama_log"),
                 root=kwargs.pop("root"),
+                workers=parse_workers(workers_text) if workers_text is not None else None,
+                worker_layers=kwargs.pop("worker_layers"),
             )
             return func(*args, load=request, **kwargs)
 

@@ -99,11 +99,12 @@ def serve(
 
 @click.group()
 def service():
-    """Run `serve` or `voice` as a systemd service that starts at boot and restarts on failure.
+    """Run `serve`, `voice` or `worker` as a systemd service that starts at boot and restarts on failure.
 
     \b
     Examples:
       sudo edge-gemma service install serve -- --host 0.0.0.0
+      sudo edge-gemma service install worker -- --host 0.0.0.0 --allow 192.168.1.0/24
       edge-gemma service install voice --user
       edge-gemma service status serve
       edge-gemma service uninstall serve
@@ -111,7 +112,7 @@ def service():
 
 
 _user = click.option("--user", "user_mode", is_flag=True, help="A unit in your own systemd (no root needed).")
-_kind = click.argument("kind", type=click.Choice(["serve", "voice"]))
+_kind = click.argument("kind", type=click.Choice(["serve", "voice", "worker"]))
 
 
 @service.command("install")

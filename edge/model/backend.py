@@ -139,6 +139,18 @@ def _extra_bufts() -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
+@lru_cache(maxsize=1)
+def cpu_buffer_type() -> int:
+    """The CPU device's plain buffer type (ggml_backend_dev_buffer_type), for tensor_buft_overrides."""
+    import llama_cpp
+
+    ggml = _cdll(Path(llama_cpp.__file__).parent / "lib", "ggml")
+    voidp = ctypes.c_void_p
+    ggml.ggml_backend_dev_by_type.restype, ggml.ggml_backend_dev_by_type.argtypes = voidp, [ctypes.c_int]
+    ggml.ggml_backend_dev_buffer_type.restype, ggml.ggml_backend_dev_buffer_type.argtypes = voidp, [voidp]
+    return ggml.ggml_backend_dev_buffer_type(ggml.ggml_backend_dev_by_type(0))  # GGML_BACKEND_DEVICE_TYPE_CPU
+
+
 def _cdll(lib_dir: Path, name: str) -> ctypes.CDLL | None:
     for candidate in (f"lib{name}.so", f"lib{name}.dylib", f"{name}.dll"):
         if (lib_dir / candidate).exists():

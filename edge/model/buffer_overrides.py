@@ -14,7 +14,7 @@ import platform
 import re
 from collections import defaultdict
 
-from edge.model.backend import REPACK, BackendChoice, buffer_type_handle
+from edge.model.backend import REPACK, BackendChoice, buffer_type_handle, cpu_buffer_type
 
 # ggml type ids (ggml.h) that x86 CPU_REPACK interleaves, and the CPU feature each needs.
 _Q4_0, _Q2_K, _Q4_K, _IQ4_NL = 2, 10, 12, 20
@@ -58,23 +58,33 @@ class TensorOverrides:
     class _Entry(ctypes.Structure):
         _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
-    def __init__(self, patterns: list[str], buft: int):
-        self._encoded = [p.encode() for p in patterns]
-        self.array = (self._Entry * (len(patterns) + 1))()
-        for i, pattern in enumerate(self._encoded):
+    def __init__(self, rules: list[tuple[str, int]]):
+        """`rules`: (pattern, buffer type handle) pairs; the first pattern that matches a tensor wins."""
+        self._encoded = [(p.encode(), buft) for p, buft in rules]
+        self.array = (self._Entry * (len(rules) + 1))()
+        for i, (pattern, buft) in enumerate(self._encoded):
             self.array[i].pattern, self.array[i].buft = pattern, buft
-        self.array[len(patterns)].pattern, self.array[len(patterns)].buft = None, None
+        self.array[len(rules)].pattern, self.array[len(rules)].buft = None, None
 
     @property
     def address(self) -> int:
         return ctypes.addressof(self.array)
 
 
-def overrides_for(choice: BackendChoice, tensors) -> TensorOverrides | None:
-    """What a load with this choice must force into CPU_REPACK, or None when nothing is forced."""
-    if not choice.repack_by_override:
-        return None
-    import llama_cpp
+# The output matrix (Gemma's is the token embedding, tied): kept on this board when layers go to RPC
+# workers, so a token's logits (vocabulary x 4 bytes) are computed here, not sent over the link.
+OUTPUT_PATTERNS = (r"^output\.weight$", r"^token_embd\.weight$")
 
-    patterns = repack_patterns(tensors, llama_cpp.llama_print_system_info().decode(errors="replace"))
-    return TensorOverrides(patterns, buffer_type_handle(REPACK)) if patterns else None
+
+def overrides_for(choice: BackendChoice, tensors, *, keep_output_here: bool = False) -> TensorOverrides | None:
+    """What a load with this choice must force into CPU_REPACK (and, with workers, keep on the CPU),
+    or None when nothing is forced."""
+    rules = []
+    if keep_output_here:
+        rules += [(pattern, cpu_buffer_type()) for pattern in OUTPUT_PATTERNS]
+    if choice.repack_by_override:
+        import llama_cpp
+
+        patterns = repack_patterns(tensors, llama_cpp.llama_print_system_info().decode(errors="replace"))
+        rules += [(pattern, buffer_type_handle(REPACK)) for pattern in patterns]
+    return TensorOverrides(rules) if rules else None

@@ -1,4 +1,4 @@
-"""systemd units for running `serve` or `voice` headless on a board: written, enabled, removed.
+"""systemd units for running `serve`, `voice` or `worker` headless on a board: written, enabled, removed.
 
 A system unit (/etc/systemd/system, needs root) runs as the invoking user, so the model and config
 that user's `setup` installed are the ones used; a `--user` unit runs in that user's own systemd
@@ -19,7 +19,12 @@ from pathlib import Path
 
 from edge.errors import EdgeError, UsageError
 
-KINDS = {"serve": "an OpenAI-compatible Gemma 4 server", "voice": "an offline Gemma 4 voice assistant"}
+KINDS = {
+    "serve": "an OpenAI-compatible Gemma 4 server",
+    "voice": "an offline Gemma 4 voice assistant",
+    "worker": "an RPC worker lending this board's memory to another board's model",
+}
+NETWORKED = ("serve", "worker")  # started after the network is up
 SERVICE_WAKE_WORD = "hey_jarvis"  # bundled with openWakeWord; heard reliably in our tests (docs: wake words)
 # Flags whose values are secrets: they go to a 0600 environment file the unit loads, never into
 # ExecStart, which every local user can read (`ps`, `systemctl cat`).
@@ -81,13 +86,13 @@ def unit_for(kind: str, *, user_mode: bool, args: tuple[str, ...] = (), executab
         service += HARDENING
     else:
         service += ["NoNewPrivileges=yes"]  # the rest needs privileges a user manager may not have
-    after = "network-online.target" if kind == "serve" else "sound.target"
+    after = "network-online.target" if kind in NETWORKED else "sound.target"
     text = "\n".join(
         [
             "[Unit]",
             f"Description=edge-gemma {kind}: {KINDS[kind]}",
             f"After={after}",
-            *(["Wants=network-online.target"] if kind == "serve" else []),
+            *(["Wants=network-online.target"] if kind in NETWORKED else []),
             # A crash loop (a broken model file, say) stops after 5 tries in 10 minutes instead of spinning.
             "StartLimitIntervalSec=600",
             "StartLimitBurst=5",

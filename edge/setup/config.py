@@ -37,6 +37,7 @@ class DeviceConfig:
     model: InstalledFile
     mmproj: InstalledFile | None
     settings: dict[str, Any] = field(default_factory=dict)  # RunSettings overrides chosen by the plan
+    workers: list[str] = field(default_factory=list)  # HOST:PORT of RPC workers the plan counted on ("auto")
 
     @property
     def model_path(self) -> Path:
@@ -66,6 +67,7 @@ def load_device_config(path: Path | None = None) -> DeviceConfig | None:
             model=InstalledFile(**raw["model"]),
             mmproj=InstalledFile(**mmproj) if mmproj else None,
             settings=dict(raw.get("settings", {})),
+            workers=[str(w) for w in raw.get("workers", [])],
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgeError(f"{path} is damaged ({exc}); run `edge-gemma setup` again or delete it") from exc

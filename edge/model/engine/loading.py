@@ -21,8 +21,11 @@ from edge.model.engine.media import Projector
 from edge.model.engine.prefixes import PrefixStore
 from edge.model.engine.sampling import GEMMA_SAMPLING, Sampling
 from edge.model.gguf import GGUFInfo, check_loadable_model
+from edge.model.rpc import DeviceList, remote_devices
 from edge.settings import RunSettings
 from edge.vision.images import Picture
+from edge.workers.loss import mark_in_use
+from edge.workers.split import LayerSplit
 
 # llama.cpp enum values (llama.h / ggml.h of the pinned llama-cpp-python).
 _LOAD_MODES = {"none": 0, "mmap": 1, "mlock": 2, "mmap+mlock": 3, "direct-io": 4}
@@ -31,7 +34,9 @@ GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q
 
 
 @contextlib.contextmanager
-def _llama_load_params(settings: RunSettings, backend: BackendChoice, overrides: TensorOverrides | None):
+def _llama_load_params(
+    settings: RunSettings, backend: BackendChoice, overrides: TensorOverrides | None, devices: DeviceList | None
+):
     """Set the model params llama_cpp.Llama does not expose, for one model load.
 
     Llama() maps only use_mmap/use_mlock onto load_mode and has no say over the CPU's extra buffer
@@ -48,6 +53,8 @@ def _llama_load_params(settings: RunSettings, backend: BackendChoice, overrides:
             params.lazy_mode = _LAZY_MODES[settings.lazy_mode]
             params.use_extra_bufts = backend.use_extra_bufts
             params.tensor_buft_overrides = overrides.address if overrides else None
+            if devices is not None:  # RPC workers: the only devices layers are offloaded to
+                params.devices = devices.address
             super().__init__(path_model=path_model, params=params, verbose=verbose)
 
     llama_module.internals.LlamaModel = _WithLoadModes
@@ -73,15 +80,18 @@ class LoadedModel:
         verbose: bool = False,
         info: GGUFInfo | None = None,
         backend: BackendChoice | None = None,
+        split: LayerSplit | None = None,
     ):
         """`info`: the file's already-checked header (launch.prepare_run has one), else it is read here.
         `backend`: which extra CPU kernels to use; by default the machine's verdict (model/backend.py).
+        `split`: layers to run on RPC workers (workers/split.py); None: all here.
         """
         self.path = Path(path)
         self.info: GGUFInfo = info or check_loadable_model(self.path)  # before llama.cpp can abort on it
         self.settings = settings
         self.verbose = verbose
         self.backend = backend or backend_choice()
+        self.split = split
         started = time.perf_counter()
         self.llama = self._load(verbose, self.info.usable_ctx(settings.n_ctx))
         self.load_seconds = time.perf_counter() - started
@@ -92,9 +102,14 @@ class LoadedModel:
         import llama_cpp
 
         s = self.settings
-        overrides = overrides_for(self.backend, self.info.tensors)
+        split = self.split if self.split is not None and self.split.remote_layers else None
+        overrides = overrides_for(self.backend, self.info.tensors, keep_output_here=split is not None)
+        devices = None
+        if split:
+            devices = DeviceList([remote_devices(w.endpoint)[0] for w in split.workers])
+            mark_in_use([w.endpoint for w in split.workers])  # named by the crash guard if one is lost
         try:
-            with _llama_load_params(s, self.backend, overrides):
+            with _llama_load_params(s, self.backend, overrides, devices):
                 return llama_cpp.Llama(
                     model_path=str(self.path),
                     n_ctx=n_ctx,
@@ -102,7 +117,8 @@ class LoadedModel:
                     n_ubatch=s.n_ubatch,
                     n_threads=s.n_threads,
                     n_threads_batch=s.n_threads_batch,
-                    n_gpu_layers=s.n_gpu_layers,
+                    n_gpu_layers=split.n_gpu_layers if split else s.n_gpu_layers,
+                    tensor_split=split.tensor_split if split else None,
                     flash_attn=s.flash_attn,
                     type_k=GGML_TYPES[s.type_k],
                     type_v=GGML_TYPES[s.type_v],
@@ -139,6 +155,9 @@ class LoadedModel:
                 "type_v": s.type_v,
                 "flash_attn": s.flash_attn,
                 "n_gpu_layers": s.n_gpu_layers,
+                "workers": [[w.endpoint, c] for w, c in zip(self.split.workers, self.split.counts, strict=True)]
+                if self.split
+                else [],
             },
             "llama_cpp": llama_cpp.__version__,
             "system": llama_cpp.llama_print_system_info().decode(errors="replace"),
