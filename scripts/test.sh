@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake git pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
-              espeak-ng sox libsox-fmt-mp3 systemd)  # systemd: systemd-analyze checks the service units
+              espeak-ng sox libsox-fmt-mp3 systemd iproute2)
+# systemd: systemd-analyze checks the service units; iproute2: network namespaces stand in for boards on a LAN
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -25,7 +26,16 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 echo "== pip install -e .[demo,voice,serve,camera,dev]"
 python -m pip install -q --upgrade pip
+# llama.cpp's RPC backend (edge-gemma worker, --workers) is a build option, as in the README's install.
+export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_RPC=ON"
 python -m pip install -q -e '.[demo,voice,serve,camera,dev]'
+if ! python -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_rpc() else 1)"; then
+  # pip's wheel cache is keyed by the source archive, not CMAKE_ARGS: a wheel built without RPC is
+  # reused silently. Drop it and build once more; the new wheel is the one cached from then on.
+  echo "== llama-cpp-python was built without RPC: rebuilding it (about 10 minutes on two cores)"
+  python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+  python -m pip install -q --force-reinstall --no-deps llama-cpp-python==0.3.36
+fi
 
 echo "== audio: PulseAudio with a null sink"
 bash scripts/start_test_audio.sh
