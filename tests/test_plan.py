@@ -276,3 +276,21 @@ def test_check_fits_reads_the_ple_tensor_of_a_real_gemma4_file():
     auto = check_fits(info, RunSettings(n_ctx=4096, lazy_mode="auto", load_mode="mlock"), PI5_4GB)
     assert eager.total_bytes - lazy.total_bytes == ple > 0
     assert auto.total_bytes == eager.total_bytes
+
+
+def test_a_worker_makes_room_for_e4b_on_a_4gb_pi():
+    assert choose_plan(profile("pi5-4gb"), PI5_4GB).model == "e2b"
+    # E4B alone fits only as a 2-bit quant with the Q8_0 projector; with a worker, Q4_0 and F16.
+    alone = choose_plan(profile("pi5-4gb"), PI5_4GB, model="e4b")
+    assert (alone.quant, alone.mmproj_precision) == ("UD-IQ2_M", "Q8_0")
+    split = choose_plan(profile("pi5-4gb"), PI5_4GB, workers_room=3 * 10**9)
+    assert (split.model, split.quant, split.mmproj_precision) == ("e4b", "Q4_0", "F16")
+    assert split.total_bytes <= split.budget_bytes
+    moved = next(line for line in split.lines if line.label == "on workers")
+    assert moved.bytes < 0 and "of 42 layers over RPC" in moved.note
+    assert any("E4B instead of the profile's E2B" in reason for reason in split.reasons)
+
+
+def test_too_little_room_on_the_workers_keeps_the_profiles_model():
+    plan = choose_plan(profile("pi5-4gb"), PI5_4GB, workers_room=100 * 10**6)
+    assert plan.model == "e2b" and not any(line.label == "on workers" for line in plan.lines)

@@ -5,6 +5,7 @@ or, for a peer that is not loopback, in a network namespace made for the test (s
 """
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -65,6 +66,12 @@ class Worker:
 
     def log(self) -> str:
         return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 10) -> bool:
+        deadline = time.time() + timeout
+        while text not in self.log() and time.time() < deadline:
+            time.sleep(0.05)
+        return text in self.log()
 
     def kill(self) -> None:
         try:
@@ -139,10 +146,7 @@ def test_greedy_tokens_are_the_same_with_layers_on_a_worker(worker):
     assert alone.returncode == 0 and split.returncode == 0, split.stderr
     assert "of 10 on workers (7 on 127.0.0.1" in split.stderr
     assert split.stdout == alone.stdout and len(split.stdout) > len(PROMPT) + 10
-    deadline = time.time() + 10
-    while "MB in" not in worker.log() and time.time() < deadline:
-        time.sleep(0.1)
-    assert "127.0.0.1 connected" in worker.log() and "MB in" in worker.log()
+    assert worker.wait_for("MB in") and "127.0.0.1 connected" in worker.log()
 
 
 def test_a_model_that_fits_alone_leaves_the_workers_unused(worker):
@@ -239,10 +243,7 @@ def test_a_peer_outside_allow_is_closed_before_llama_cpp_sees_it(llama_cpp_avail
         try:
             refused = subprocess.run([*client, ask, refusing.endpoint], capture_output=True, text=True, timeout=60)
             assert refused.returncode != 0 and f"cannot reach the worker at {refusing.endpoint}" in refused.stderr
-            deadline = time.time() + 10
-            while f"refused {board.board_ip}" not in refusing.log() and time.time() < deadline:
-                time.sleep(0.1)
-            assert f"refused {board.board_ip}:" in refusing.log()
+            assert refusing.wait_for(f"refused {board.board_ip}:"), refusing.log()
             assert "connected" not in refusing.log()  # no byte of it went on to llama.cpp
             assert "neither authenticated nor encrypted" in refusing.log()
         finally:
@@ -280,3 +281,27 @@ def test_the_worker_service_unit(llama_cpp_available):
     assert result.returncode == 0, result.stderr
     assert "worker --host 0.0.0.0 --allow 10.0.0.0/8" in result.stdout
     assert "After=network-online.target" in result.stdout
+
+
+def test_a_worker_on_the_lan_is_found_by_detect_and_by_workers_auto(llama_cpp_available):
+    lan = Worker("--allow", "127.0.0.0/8,192.0.2.0/24,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", host="0.0.0.0")
+    try:
+        assert lan.wait_for("announced on the LAN"), lan.log()
+        detected = edge_gemma("detect", "--json")
+        assert detected.returncode == 0, detected.stderr
+        found = json.loads(detected.stdout)["rpc"]["workers"]
+        assert any(w["endpoint"].endswith(f":{lan.port}") and w["memory_bytes"] > 0 for w in found), found
+        used = edge_gemma("run", "-m", str(TINY), "-n", "4", "--workers", "auto", "--worker-layers", "2", PROMPT)
+        assert used.returncode == 0, used.stderr
+        assert f":{lan.port})" in used.stderr and "on workers" in used.stderr
+    finally:
+        lan.stop()
+
+
+def test_plan_counts_a_workers_memory(llama_cpp_available, worker, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # catalog sizes: the plan, not the hub, is under test
+    result = edge_gemma("plan", "--device", "pi5-4gb", "--workers", worker.endpoint, "--json")
+    assert result.returncode == 0, result.stderr
+    planned = json.loads(result.stdout)
+    assert planned["model"] == "e4b"
+    assert any(line["label"] == "on workers" and line["bytes"] < 0 for line in planned["memory"])

@@ -104,16 +104,39 @@ def detect(device_name, as_json, root):
     info = detect_device(root)
     choice = choose_profile(device_name, load_profiles(), info)
     backend = backend_choice()
+    workers = _workers_on_the_lan()
     if as_json:
         payload = {
             "device": to_dict(info),
             "profile": profile_to_dict(choice.profile),
             "reasons": list(choice.reasons),
             "cpu_kernels": backend.to_dict(),
+            "rpc": {"built": workers is not None, "workers": [vars(w) for w in workers or []]},
         }
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(format_device(info, choice, backend))
+        if workers is None:
+            click.echo("RPC workers: this llama.cpp build has no RPC backend (see `edge-gemma worker --help`)")
+        else:
+            found = ", ".join(f"{w.endpoint} ({w.memory_bytes / 1e9:.1f} GB, {w.backend})" for w in workers)
+            click.echo(f"RPC workers on the LAN: {found or 'none found'}")
+
+
+def _workers_on_the_lan():
+    """The workers zeroconf finds in a short browse ([] without zeroconf); None without the RPC backend."""
+    from edge.errors import UsageError
+    from edge.model.rpc import supports_rpc
+    from edge.workers.discovery import find
+
+    if not supports_rpc():
+        return None
+    try:
+        return find(seconds=1.0)
+    except UsageError:  # zeroconf not installed: no LAN discovery, still a build with RPC
+        return []
+    except OSError:  # no multicast here (a container without a LAN)
+        return []
 
 
 @cli.command()

@@ -19,6 +19,7 @@ _plan_options = options.apply(
     click.option("-q", "--quant", help="Force the quant, e.g. Q4_K_M."),
     options.ctx("Force the context size."),
     click.option("--no-mmproj", is_flag=True, help="Text only: skip the audio/vision projector."),
+    options.workers,
     options.root,
 )
 
@@ -26,7 +27,7 @@ _plan_options = options.apply(
 @click.command()
 @_plan_options
 @options.as_json
-def plan(device_name, model_id, quant, n_ctx, no_mmproj, root, as_json):
+def plan(device_name, model_id, quant, n_ctx, no_mmproj, workers_text, root, as_json):
     """Show what setup would install and how it fits in memory; downloads nothing.
 
     \b
@@ -34,10 +35,20 @@ def plan(device_name, model_id, quant, n_ctx, no_mmproj, root, as_json):
       edge-gemma plan --device pi5
       edge-gemma plan --device pi5-4gb --json
       edge-gemma plan --device orin-nano --quant Q8_0
+      edge-gemma plan --device pi5-4gb --workers 192.168.1.20:50052
     """
     from edge.setup.steps import propose
+    from edge.workers.connect import parse_workers
 
-    proposal = propose(device_name, model=model_id, quant=quant, n_ctx=n_ctx, with_mmproj=not no_mmproj, root=root)
+    proposal = propose(
+        device_name,
+        model=model_id,
+        quant=quant,
+        n_ctx=n_ctx,
+        with_mmproj=not no_mmproj,
+        root=root,
+        workers=parse_workers(workers_text),
+    )
     if as_json:
         click.echo(json.dumps(plan_to_dict(proposal.plan), indent=2))
         return
@@ -56,7 +67,20 @@ def plan(device_name, model_id, quant, n_ctx, no_mmproj, root, as_json):
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before downloading.")
 @click.option("--no-smoke-test", is_flag=True, help="Skip loading the model after setup.")
 def setup(
-    device_name, model_id, quant, n_ctx, no_mmproj, root, dry_run, offline, gguf, mmproj, link, yes, no_smoke_test
+    device_name,
+    model_id,
+    quant,
+    n_ctx,
+    no_mmproj,
+    workers_text,
+    root,
+    dry_run,
+    offline,
+    gguf,
+    mmproj,
+    link,
+    yes,
+    no_smoke_test,
 ):
     """Pick, download and verify the right Gemma 4 files for a device; leave it ready to run.
 
@@ -68,8 +92,10 @@ def setup(
       edge-gemma setup --device pi5 --dry-run
       edge-gemma setup --device orin-nano --quant Q4_0 --yes
       edge-gemma setup --gguf ./gemma-4-E2B-it-Q4_0.gguf --mmproj ./mmproj-F16.gguf   # no network
+      edge-gemma setup --device pi5-4gb --workers 192.168.1.20:50052   # E4B, layers on a second board
     """
     from edge.setup import steps
+    from edge.workers.connect import parse_workers
 
     if mmproj and not gguf:
         raise UsageError("--mmproj goes with --gguf (a local import); without --gguf setup downloads the projector")
@@ -80,7 +106,13 @@ def setup(
         config = steps.offline_config()
     else:
         proposal = steps.propose(
-            device_name, model=model_id, quant=quant, n_ctx=n_ctx, with_mmproj=not no_mmproj, root=root
+            device_name,
+            model=model_id,
+            quant=quant,
+            n_ctx=n_ctx,
+            with_mmproj=not no_mmproj,
+            root=root,
+            workers=parse_workers(workers_text),
         )
         target = proposal.target
         for note in proposal.notes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.device.info import DeviceInfo
 from edge.errors import MemoryFitError, UsageError
-from edge.model.kv_size import KNOWN_SHAPES, ModelDims
+from edge.model.kv_size import KNOWN_SHAPES, AttentionShape, ModelDims
 from edge.model.memory import (
     MIB,
     MemoryLine,
@@ -27,6 +27,7 @@ from edge.model.memory import (
 from edge.profiles import Profile
 from edge.settings import RunSettings
 from edge.setup import catalog
+from edge.workers.split import earliest_start
 
 CTX_FLOOR = 2048  # a voice turn (30 s of audio = 750 tokens) plus a reply fits in 2K
 
@@ -98,6 +99,7 @@ def choose_plan(
     settings: RunSettings | None = None,
     swa_full: bool = False,
     ctx_floor: int = CTX_FLOOR,
+    workers_room: int = 0,
 ) -> Plan:
     """The best fitting model/quant/context/projector for this profile and device.
 
@@ -107,7 +109,30 @@ def choose_plan(
     (F16/BF16 keep audio quality, Q8_0 saves ~430 MB), then halve n_ctx down to `ctx_floor`; only
     then take the next quant. Forced values (model/quant/n_ctx) never change: if they cannot fit,
     MemoryFitError says by how much.
+
+    `workers_room`: bytes RPC workers can hold (workers/split.py). Then E4B is tried first, at the
+    profile's first quant, when the profile's model is E2B and no model is forced (a 2-bit E4B is not
+    worth more than E2B); a choice that does not fit this board alone may put layers on the workers
+    (an "on workers" line); the run-time split picks the exact layers.
     """
+    if workers_room and model is None and profile.model == "e2b":
+        try:
+            plan = choose_plan(
+                profile,
+                device,
+                model="e4b",
+                quant=quant or profile.quants[0],
+                n_ctx=n_ctx,
+                with_mmproj=with_mmproj,
+                listings=listings,
+                settings=settings,
+                swa_full=swa_full,
+                ctx_floor=ctx_floor,
+                workers_room=workers_room,
+            )
+            return replace(plan, reasons=(*plan.reasons, "E4B instead of the profile's E2B: the workers make room"))
+        except (MemoryFitError, UsageError):
+            pass
     model = model or profile.model
     card = catalog.card(model)
     base = settings or RunSettings(**{f.name: getattr(profile, f.name) for f in fields(RunSettings)})
@@ -139,7 +164,9 @@ def choose_plan(
     ladder = [start] if n_ctx else _ctx_ladder(start, ctx_floor)
     lazy_options = [True] if base.lazy_mode == "on" else [False, True]
 
-    evaluate = functools.partial(_candidate, files, profile, base, shape, dims, swa_full)
+    evaluate = functools.partial(
+        _candidate, files, profile, base, shape, dims, swa_full, _Offload(budget, workers_room, card, shape)
+    )
 
     usable = [q for q in quants if files[q] is not None]
     smallest_mm = min(mm_options, key=lambda m: m.size if m else 0)
@@ -177,6 +204,33 @@ def choose_plan(
     return replace(plan, reasons=tuple(reasons))
 
 
+@dataclass(frozen=True)
+class _Offload:
+    """What RPC workers can take off this board: the repeating layers' weights, not the per-layer
+    embeddings or the token embedding (the output matrix stays here, workers/split.py)."""
+
+    budget: int
+    room: int
+    card: catalog.ModelCard
+    shape: AttentionShape
+
+    def line(self, lines: list[MemoryLine]) -> MemoryLine | None:
+        over = sum(line.bytes for line in lines) - self.budget
+        if self.room <= 0 or over <= 0:
+            return None
+        weights = next(line.bytes for line in lines if line.label == "model weights")
+        embedding = self.card.n_vocab * self.card.n_embd * 9 // 16  # ~4.5 bits a weight (Q4_0's size)
+        movable = max(weights - embedding, 0)
+        # The shortest tail a split can have: the layers whose cache the last ones reuse go with them.
+        n = self.shape.n_layer
+        shortest = movable * (n - earliest_start(self.shape, n - 1)) // n
+        moved = min(self.room, movable, max(over, shortest))
+        layers = round(n * moved / movable) if movable else 0
+        return MemoryLine(
+            "on workers", -moved, f"~{layers} of {n} layers over RPC ({gb(self.room)} free there); the run picks them"
+        )
+
+
 def _candidate(
     files: dict,
     profile: Profile,
@@ -184,6 +238,7 @@ def _candidate(
     shape,
     dims: ModelDims,
     swa_full: bool,
+    offload: _Offload,
     q: str,
     lazy: bool,
     mm: catalog.ResolvedFile | None,
@@ -207,6 +262,8 @@ def _candidate(
         load_mode=base.load_mode,
         image_tokens=base.image_tokens,
     )
+    if (moved := offload.line(lines)) is not None:
+        lines.append(moved)
     return _Candidate(q, is_lazy, mm, ctx, mf, tuple(lines))
 
 

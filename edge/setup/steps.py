@@ -7,7 +7,7 @@ drive each step against the loopback hub.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge.device.info import DeviceInfo, detect, nominal_device
@@ -21,6 +21,8 @@ from edge.setup import catalog
 from edge.setup.config import DeviceConfig, InstalledFile, load_device_config, save_device_config
 from edge.setup.download import RemoteFile, RemoteListing, fetch_file, import_local, list_remote_files
 from edge.setup.plan import Plan, choose_plan
+from edge.workers.connect import resolve_workers
+from edge.workers.split import WORKER_COMPUTE_BYTES, WORKER_HEADROOM_BYTES
 
 # Settings the plan decides and the device config records; the rest come from the profile.
 PLANNED_SETTINGS = ("n_ctx", "lazy_mode")
@@ -56,6 +58,7 @@ class SetupProposal:
     plan: Plan
     notes: tuple[str, ...]  # why this profile, and repos that could not be listed
     hub_error: HubUnreachableError | None = None  # the hub could not be listed: the plan uses catalog sizes
+    workers: tuple[str, ...] = ()  # --workers as given: saved in the device config for later runs
 
 
 def propose(
@@ -66,18 +69,31 @@ def propose(
     n_ctx: int | None = None,
     with_mmproj: bool = True,
     root: Path = Path("/"),
+    workers: tuple[str, ...] = (),
 ) -> SetupProposal:
     """The plan for a device, from the hub's listings; without the hub (a train, an air gap), from
-    the catalog's known file sizes, marked as estimates, so the choice of board can still be made."""
+    the catalog's known file sizes, marked as estimates, so the choice of board can still be made.
+    `workers`: RPC workers (HOST:PORT or "auto") whose free memory the plan may count on."""
     target = resolve_target(device_name, root)
-    hub_error = None
+    found = resolve_workers(workers)
+    room = sum(max(w.free_bytes - WORKER_HEADROOM_BYTES - WORKER_COMPUTE_BYTES, 0) for w in found)
+    hub_error, listings, notes = None, {}, []
+    wanted = [model or target.choice.profile.model]
+    if room and model is None and wanted == ["e2b"]:
+        wanted.insert(0, "e4b")  # the workers may make room for the larger model
     try:
-        listings, notes = gather_listings(model or target.choice.profile.model)
+        for name in wanted:
+            more, more_notes = gather_listings(name)
+            listings.update(more)
+            notes += more_notes
     except HubUnreachableError as exc:
         hub_error, listings = exc, {}
         notes = [f"{exc} The plan below uses the catalog's known file sizes: estimates until the hub is listed."]
-    plan = make_plan(target, listings, model=model, quant=quant, n_ctx=n_ctx, with_mmproj=with_mmproj)
-    return SetupProposal(target, listings, plan, target.choice.reasons + tuple(notes), hub_error)
+    notes += [f"worker {w.endpoint}: {w.free_bytes / 1e9:.2f} GB free" for w in found]
+    plan = make_plan(
+        target, listings, model=model, quant=quant, n_ctx=n_ctx, with_mmproj=with_mmproj, workers_room=room
+    )
+    return SetupProposal(target, listings, plan, target.choice.reasons + tuple(notes), hub_error, tuple(workers))
 
 
 def install_proposal(proposal: SetupProposal, *, progress: bool = True) -> DeviceConfig:
@@ -86,7 +102,8 @@ def install_proposal(proposal: SetupProposal, *, progress: bool = True) -> Devic
         raise proposal.hub_error  # nothing can be downloaded from a hub that cannot be listed
     installed = download_plan(proposal.plan, proposal.listings, progress=progress)
     plan = proposal.plan
-    return build_config(proposal.target.choice.profile, installed, plan.settings, plan.model, plan.quant)
+    config = build_config(proposal.target.choice.profile, installed, plan.settings, plan.model, plan.quant)
+    return replace(config, workers=list(proposal.workers))
 
 
 def install_local(
@@ -144,6 +161,7 @@ def make_plan(
     quant: str | None = None,
     n_ctx: int | None = None,
     with_mmproj: bool = True,
+    workers_room: int = 0,
 ) -> Plan:
     # No listings at all (the hub is out of reach): the catalog's recorded sizes stand in.
     files = {repo: listing.files for repo, listing in listings.items()} or None
@@ -155,6 +173,7 @@ def make_plan(
         n_ctx=n_ctx,
         with_mmproj=with_mmproj,
         listings=files,
+        workers_room=workers_room,
     )
 
 

@@ -15,7 +15,8 @@ from edge import __version__
 from edge.errors import UsageError
 from edge.model.rpc import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
-SERVICE_TYPE = "_edge-gemma-worker._tcp.local."
+# RFC 6335 caps a service name at 15 bytes, so not "_edge-gemma-worker" (17).
+SERVICE_TYPE = "_edge-gemma-rpc._tcp.local."
 BROWSE_SECONDS = 2.0
 
 
@@ -36,15 +37,17 @@ def _zeroconf():
     return zeroconf
 
 
-def announce(port: int, memory_bytes: int, threads: int, log: Callable[[str], None]):
-    """Register this worker; returns the Zeroconf object (close it to withdraw). Failures are one note."""
+def announce(listen_host: str, port: int, memory_bytes: int, threads: int, log: Callable[[str], None]):
+    """Register this worker (listening on `listen_host`); returns the Zeroconf object (close it to
+    withdraw). Failures are one note."""
     zc_mod = _zeroconf()
-    host = socket.gethostname()
+    name = socket.gethostname()
+    addresses = [listen_host] if listen_host not in ("0.0.0.0", "::") else _lan_addresses()
     try:
         zc = zc_mod.Zeroconf()
         info = zc_mod.ServiceInfo(
             SERVICE_TYPE,
-            f"{host}.{SERVICE_TYPE}",
+            f"{name}.{SERVICE_TYPE}",
             port=port,
             properties={
                 "memory": str(memory_bytes),
@@ -53,8 +56,8 @@ def announce(port: int, memory_bytes: int, threads: int, log: Callable[[str], No
                 "rpc": f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}",
                 "version": __version__,
             },
-            server=f"{host}.local.",
-            parsed_addresses=_lan_addresses(),
+            server=f"{name}.local.",
+            parsed_addresses=addresses,
         )
         zc.register_service(info, allow_name_change=True)
     except Exception as exc:  # noqa: BLE001 (mDNS is a convenience: the worker serves without it)
@@ -98,11 +101,14 @@ def find(seconds: float = BROWSE_SECONDS) -> list[Announced]:
 
 
 def _lan_addresses() -> list[str]:
-    """This machine's non-loopback IPv4 addresses (what a LAN client can reach)."""
-    addresses = set()
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            addresses.add(info[4][0])
-    except OSError:
-        pass
-    return sorted(a for a in addresses if not a.startswith("127.")) or ["127.0.0.1"]
+    """This machine's non-loopback IPv4 addresses, from its interfaces (ifaddr comes with zeroconf;
+    the hostname is no guide: Debian maps it to 127.0.1.1)."""
+    import ifaddr
+
+    found = sorted(
+        ip.ip
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+    )
+    return found or ["127.0.0.1"]

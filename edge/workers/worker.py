@@ -79,7 +79,7 @@ def run_worker(options: WorkerOptions, log: Callable[[str], None]) -> None:
     if options.announce and not is_loopback(options.host):
         from edge.workers.discovery import announce
 
-        announcement = announce(gate.port, offered, threads, log)
+        announcement = announce(options.host, gate.port, offered, threads, log)
     try:
         gate.serve_forever()
     finally:
