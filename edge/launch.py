@@ -129,38 +129,11 @@ def prepare_run(request: LoadRequest = LoadRequest()) -> RunPlan:
     model_info = check_loadable_model(model_path)
     mmproj_bytes = _projector_bytes(mmproj_path, model_info)
     items = request.workers if request.workers is not None else tuple(config.workers if config else ())
-    lost = None
-    try:
-        workers = resolve_workers(items)
-    except WorkerUnreachable as exc:
-        if not loss.restarted():  # a first start says so; after a loss, this board alone may do (below)
-            raise
-        workers, lost = (), exc
-    try:
-        resolved, memory = _check_memory(model_path, model_info, resolved, info, choice, mmproj_bytes)
-        fits_alone = True
-    except MemoryFitError:
-        if lost is not None:
-            raise lost from None  # wait for the worker (the crash guard tries again)
-        if not workers:
-            raise
-        fits_alone = False
-    if lost is not None:
-        alone = f"the worker at {lost.endpoint} does not answer: running on this board alone until a restart"
-        resolved = replace(resolved, notes=resolved.notes + (alone,))
-    split = None
-    if workers and (not fits_alone or request.worker_layers is not None):
-        split, memory = _split_over(workers, model_info, resolved.settings, info, choice, mmproj_bytes, request)
-        resolved = replace(resolved, notes=resolved.notes + (split.describe(),))
-    elif workers:
-        resolved = replace(
-            resolved,
-            notes=resolved.notes
-            + (
-                f"{model_path.name} fits this board alone: the workers are not used "
-                "(--worker-layers N puts N layers on them anyway)",
-            ),
-        )
+    if request.worker_layers == 0:
+        items = ()  # --worker-layers 0: everything here, whatever setup recorded
+    resolved, memory, split = _place_layers(
+        items, request.worker_layers, model_path, model_info, resolved, info, choice, mmproj_bytes
+    )
     return RunPlan(
         model_path,
         info,
@@ -207,7 +180,44 @@ def _check_memory(
     return replace(resolved, settings=settings, notes=notes), report
 
 
-def _split_over(workers, model_info, settings, info, choice, mmproj_bytes, request):
+def _place_layers(
+    items: tuple[str, ...], worker_layers: int | None, model_path, model_info, resolved, info, choice, mmproj_bytes
+) -> tuple[ResolvedSettings, FitReport, LayerSplit | None]:
+    """The memory check, and the layers this board cannot hold (or --worker-layers of them) planned onto
+    the workers `items` name. After a worker was lost mid-reply (the crash guard started this process
+    again), an unreachable worker means running alone when the model fits, else waiting for it."""
+    lost = None
+    try:
+        workers = resolve_workers(items)
+    except WorkerUnreachable as exc:
+        if not loss.restarted():  # a first start says so
+            raise
+        workers, lost = (), exc
+    try:
+        resolved, memory = _check_memory(model_path, model_info, resolved, info, choice, mmproj_bytes)
+        fits_alone = True
+    except MemoryFitError:
+        if lost is not None:
+            raise lost from None  # wait for the worker (the crash guard tries again)
+        if not workers:
+            raise
+        fits_alone = False
+    notes = ()
+    if lost is not None:
+        notes = (f"the worker at {lost.endpoint} does not answer: running on this board alone until a restart",)
+    split = None
+    if workers and (not fits_alone or worker_layers is not None):
+        split, memory = _split_over(workers, model_info, resolved.settings, info, choice, mmproj_bytes, worker_layers)
+        notes = (split.describe(),)
+    elif workers:
+        notes = (
+            f"{model_path.name} fits this board alone: the workers are not used "
+            "(--worker-layers N puts N layers on them anyway)",
+        )
+    return replace(resolved, notes=resolved.notes + notes), memory, split
+
+
+def _split_over(workers, model_info, settings, info, choice, mmproj_bytes, worker_layers):
     """The layers this board cannot hold (or --worker-layers of them) planned onto the workers; the memory
     report gains a line for what left and each worker's lines (workers/split.py)."""
     profile = choice.profile
@@ -220,7 +230,7 @@ def _split_over(workers, model_info, settings, info, choice, mmproj_bytes, reque
         kv=kv_bytes_per_layer(shape, kv),
         shape=shape,
         local_over_bytes=max(report.total_bytes - report.budget_bytes, 0),
-        worker_layers=request.worker_layers,
+        worker_layers=worker_layers,
     )
     lines = (*report.lines, MemoryLine("on workers", -split.moved_bytes, split.describe()))
     total = report.total_bytes - split.moved_bytes

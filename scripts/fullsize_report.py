@@ -24,6 +24,7 @@ Sections:
   wake       microWakeWord against openWakeWord: recall in noise, false accepts per hour (scripts/wake_words.py)
   echo       replies through a simulated room, the user interrupting: ERLE, self-interruptions (echo_bench.py)
   hacommand  "Turn on the kitchen light" through `edge-gemma wyoming` (scripts/ha_command.py): cold, steady, restarted
+  boards     E4B and E2B split over an `edge-gemma worker` on a stand-in board (scripts/boards_bench.py, root)
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ SECTIONS = (
     "hacommand",
     "wake",
     "echo",
+    "boards",
 )
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
@@ -528,6 +530,15 @@ def hacommand() -> dict:
     import ha_command
 
     return ha_command.run(text_file("e2b", "Q4_0"), mmproj_file("e2b", "Q8_0"), threads=2)
+
+
+def boards() -> dict:
+    """E4B with its F16 projector on a 4 GB board, alone and with a worker over Ethernet and Wi-Fi; E2B
+    alone and split (scripts/boards_bench.py): namespaces, shaped links and cgroups, all on this machine."""
+    import boards_bench
+
+    models = {size: (text_file(size, "Q4_0"), mmproj_file(size, "F16")) for size in ("e4b", "e2b")}
+    return boards_bench.measure({k: v for k, v in models.items() if v[0].exists() and v[1].exists()})
 
 
 def draw_listening(data: dict, path: Path, seconds: int = 5) -> None:

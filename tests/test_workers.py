@@ -305,3 +305,17 @@ def test_plan_counts_a_workers_memory(llama_cpp_available, worker, monkeypatch):
     planned = json.loads(result.stdout)
     assert planned["model"] == "e4b"
     assert any(line["label"] == "on workers" and line["bytes"] < 0 for line in planned["memory"])
+
+
+def test_allow_lists_are_checked_and_matched():
+    from edge.workers.gate import Gate, parse_allow
+
+    with pytest.raises(UsageError, match="--allow 'lan' is not an address or network"):
+        parse_allow("lan")
+    gate = Gate("127.0.0.1", 0, ("127.0.0.1", 1), parse_allow("192.168.1.0/24, 10.0.0.5"), log=print)
+    try:
+        admitted = ["127.0.0.1", "192.168.1.77", "10.0.0.5", "::ffff:192.168.1.9", "::1"]
+        refused = ["192.168.2.1", "10.0.0.6", "fe80::1"]
+        assert all(gate.admits(a) for a in admitted) and not any(gate.admits(a) for a in refused)
+    finally:
+        gate.listener.close()

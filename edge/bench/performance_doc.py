@@ -34,11 +34,74 @@ def render_markdown(results: dict) -> str:
         ("hacommand", _ha_command),
         ("wake", _wake),
         ("echo", _echo),
+        ("boards", _boards),
     ):
         if name in results:
             r = results[name]
             parts += section(r["data"], results) + ["", f"<sub>measured {r['measured']} on {r['cpu']}</sub>", ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+_BOARD_ROWS = {
+    "e4b-alone": "E4B Q4_0 + F16 projector, this board alone",
+    "e4b-worker-ethernet": "E4B Q4_0 + F16 projector, one worker, Ethernet",
+    "e4b-worker-wifi": "E4B Q4_0 + F16 projector, one worker, Wi-Fi",
+    "e2b-alone": "E2B Q4_0 + F16 projector, this board alone",
+    "e2b-worker-ethernet": "E2B Q4_0 + F16 projector, split anyway, Ethernet",
+}
+
+
+def _boards(data: dict, _: dict) -> list[str]:
+    if "error" in data:
+        return ["## Across boards (llama.cpp RPC)", "", f"Not measured: {data['error']}."]
+    memory, links = data["board_memory"], data["links"]
+    relay = any(r.get("delay_by_relay") for r in data["rows"].values())
+    lines = [
+        "## Across boards (llama.cpp RPC)",
+        "",
+        "`scripts/boards_bench.py`: this board is a Raspberry Pi 5 4GB's device facts in a memory cgroup of "
+        f"{memory['pi5-4gb'] / MIB:,.0f} MiB",
+        "(its RAM less the OS's share), with the projector (the microphone is here); the worker is `edge-gemma "
+        "worker --threads 1`",
+        f"in a network namespace and a {memory['pi5-4gb'] / MIB:,.0f} MiB cgroup, joined by a veth pair at "
+        f"{links['ethernet'][1]} Mbit/s and {links['ethernet'][0]} ms round trip",
+        f"(Ethernet) or {links['wifi'][1]} Mbit/s and {links['wifi'][0]} ms (Wi-Fi)"
+        + (
+            ": the rate by `tc tbf`, the delay by a relay in the script (this kernel has no netem)."
+            if relay
+            else " (`tc netem`)."
+        ),
+        "Both boards share this machine's two cores, so the split rows are a floor for two real boards. 2 threads",
+        "here, n_ctx 2048. First token: a 5 s spoken question (encoded here, prefilled across the split) to its",
+        "first answer token. Link: bytes over the veth per generated token (both directions).",
+        "",
+        "| setup | layers on the worker | load s | pp512 tok/s | tg128 tok/s | 5 s question -> first token | "
+        "link per token | peak here / worker MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, title in _BOARD_ROWS.items():
+        r = data["rows"].get(key)
+        if r is None:
+            continue
+        if "refused" in r:
+            lines.append(f"| {title} | refused before loading: {r['refused']} | | | | | | |")
+            continue
+        if "load_s" not in r:
+            lines.append(f"| {title} | failed (exit {r['returncode']}): {' '.join(r.get('stderr', []))} | | | | | | |")
+            continue
+        split = r["plan"]["split"] or "none"
+        worker = f" / {r['worker_max_usage'] / MIB:,.0f}" if "worker_max_usage" in r else ""
+        link = f"{r['link_bytes_per_token'] / 1024:,.1f} KiB" if r.get("link_bytes_per_token") else "-"
+        lines.append(
+            f"| {title} | {split} | {r['load_s']:.1f} | {r['pp512_tps']:.1f} | {r['tg128_tps']:.2f} | "
+            f"{r['spoken_5s_first_token_s']:.2f} s | {link} | {r['max_usage'] / MIB:,.0f}{worker} |"
+        )
+    lines += [
+        "",
+        "Peak memory is the cgroup's high-water mark, page cache of the mapped model file included (the kernel",
+        "reclaims those clean pages under the limit).",
+    ]
+    return lines
 
 
 def merge_sections(previous: str, fresh: str) -> str:

@@ -24,6 +24,22 @@ _plan_options = options.apply(
 )
 
 
+def _propose(device_name, model_id, quant, n_ctx, no_mmproj, root, workers_text):
+    """The plan `plan` shows and `setup` installs, from the options they share."""
+    from edge.setup.steps import propose
+    from edge.workers.connect import parse_workers
+
+    return propose(
+        device_name,
+        model=model_id,
+        quant=quant,
+        n_ctx=n_ctx,
+        with_mmproj=not no_mmproj,
+        root=root,
+        workers=parse_workers(workers_text),
+    )
+
+
 @click.command()
 @_plan_options
 @options.as_json
@@ -37,18 +53,7 @@ def plan(device_name, model_id, quant, n_ctx, no_mmproj, workers_text, root, as_
       edge-gemma plan --device orin-nano --quant Q8_0
       edge-gemma plan --device pi5-4gb --workers 192.168.1.20:50052
     """
-    from edge.setup.steps import propose
-    from edge.workers.connect import parse_workers
-
-    proposal = propose(
-        device_name,
-        model=model_id,
-        quant=quant,
-        n_ctx=n_ctx,
-        with_mmproj=not no_mmproj,
-        root=root,
-        workers=parse_workers(workers_text),
-    )
+    proposal = _propose(device_name, model_id, quant, n_ctx, no_mmproj, root, workers_text)
     if as_json:
         click.echo(json.dumps(plan_to_dict(proposal.plan), indent=2))
         return
@@ -95,7 +100,6 @@ def setup(
       edge-gemma setup --device pi5-4gb --workers 192.168.1.20:50052   # E4B, layers on a second board
     """
     from edge.setup import steps
-    from edge.workers.connect import parse_workers
 
     if mmproj and not gguf:
         raise UsageError("--mmproj goes with --gguf (a local import); without --gguf setup downloads the projector")
@@ -105,15 +109,7 @@ def setup(
     elif offline:
         config = steps.offline_config()
     else:
-        proposal = steps.propose(
-            device_name,
-            model=model_id,
-            quant=quant,
-            n_ctx=n_ctx,
-            with_mmproj=not no_mmproj,
-            root=root,
-            workers=parse_workers(workers_text),
-        )
+        proposal = _propose(device_name, model_id, quant, n_ctx, no_mmproj, root, workers_text)
         target = proposal.target
         for note in proposal.notes:
             click.echo(f"note: {note}", err=True)

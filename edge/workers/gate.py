@@ -75,7 +75,12 @@ class Gate:
 
     def serve_forever(self) -> None:
         while True:
-            peer, address = self.listener.accept()
+            try:
+                peer, address = self.listener.accept()
+            except OSError as exc:  # out of file descriptors, say: wait, then take connections again
+                self.log(f"cannot accept a connection ({exc.strerror}); trying again in 1 s")
+                time.sleep(1.0)
+                continue
             who = f"{address[0]}:{address[1]}"
             if not self.admits(address[0]):
                 peer.close()  # before reading anything: nothing of it reaches llama.cpp

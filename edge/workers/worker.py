@@ -59,6 +59,7 @@ def run_worker(options: WorkerOptions, log: Callable[[str], None]) -> None:
     inner = _free_loopback_port()
     if options.cache:
         options.cache.mkdir(parents=True, exist_ok=True)
+    gate = Gate(options.host, options.port, ("127.0.0.1", inner), gate_allow, log)  # a taken port fails first
     if not options.llama_log:
         _quiet_stdout()  # llama.cpp prints every connection on stdout; the gate logs them once, with names
     server = threading.Thread(
@@ -66,11 +67,10 @@ def run_worker(options: WorkerOptions, log: Callable[[str], None]) -> None:
     )
     server.start()
     _wait_listening(inner, server)
-    gate = Gate(options.host, options.port, ("127.0.0.1", inner), gate_allow, log)
     allowed = ", ".join(str(n) for n in gate_allow) or "loopback only"
     log(
         f"worker on {options.host}:{gate.port} (llama.cpp RPC {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}, CPU, "
-        f"{threads} threads, {offered / 2**30:.1f} GiB offered"
+        f"{threads} threads, {offered / 1e9:.1f} GB offered"
         + (f", tensor cache {options.cache}" if options.cache else "")
         + f"); allowed: {allowed}"
     )
