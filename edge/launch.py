@@ -208,7 +208,7 @@ def _place_layers(
     split = None
     if workers and (not fits_alone or worker_layers is not None):
         split, memory = _split_over(workers, model_info, resolved.settings, info, choice, mmproj_bytes, worker_layers)
-        notes = (split.describe(),)
+        notes = (split.describe(), *split.board_notes())
     elif workers:
         notes = (
             f"{model_path.name} fits this board alone: the workers are not used "

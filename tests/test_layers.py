@@ -15,7 +15,9 @@ LAYERS = [
     {"profiles"},
     {"settings", "tuned"},
     {"audio", "vision"},
-    {"model", "model.engine"},  # engine/ sits on model's file-level modules (gguf, backend, chat_format)
+    # engine/ sits on model's file-level modules (gguf, backend, chat_format); workers/ (RPC workers:
+    # the layer split a load uses) on model's memory arithmetic and its RPC bindings.
+    {"model", "model.engine", "workers"},
     {"setup"},
     {"launch", "assist"},
     {"bench", "voice", "media_question"},

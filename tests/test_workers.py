@@ -145,6 +145,7 @@ def test_greedy_tokens_are_the_same_with_layers_on_a_worker(worker):
     )  # fmt: skip
     assert alone.returncode == 0 and split.returncode == 0, split.stderr
     assert "of 10 on workers (7 on 127.0.0.1" in split.stderr
+    assert f"worker {worker.endpoint}: layers 7 (3-9); weights" in split.stderr  # its memory lines
     assert split.stdout == alone.stdout and len(split.stdout) > len(PROMPT) + 10
     assert worker.wait_for("MB in") and "127.0.0.1 connected" in worker.log()
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge.workers.probe import EXIT_WORKER_UNREACHABLE, WorkerError, probe
+
+__all__ = ["EXIT_WORKER_UNREACHABLE", "mark_in_use", "marked", "restarted", "unreachable"]
+
 MARK_ENV = "EDGE_GEMMA_WORKERS_MARK"  # set by the crash guard: where a child lists its workers
 RESTARTED_ENV = "EDGE_GEMMA_RESTARTED"  # set by the crash guard on a child started again after a loss
-EXIT_WORKER_UNREACHABLE = 75  # EX_TEMPFAIL: a worker could not be reached; trying later may work
 
 
 def mark_in_use(endpoints: list[str]) -> None:
@@ -35,8 +38,6 @@ def marked(path: Path | None) -> list[str]:
 
 def unreachable(endpoints: list[str]) -> list[str]:
     """The workers among `endpoints` that do not answer a handshake now."""
-    from edge.workers.probe import WorkerError, probe
-
     lost = []
     for endpoint in endpoints:
         try:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from edge.errors import UsageError
 from edge.model.rpc import PROTOCOL_MAJOR, PROTOCOL_MINOR
-from edge.workers.loss import EXIT_WORKER_UNREACHABLE
 
 CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15
 CONN_CAPS = 24  # RPC_CONN_CAPS_SIZE: transport capabilities; all zero asks for plain TCP
 PROBE_TIMEOUT_S = 5.0
+EXIT_WORKER_UNREACHABLE = 75  # EX_TEMPFAIL: a worker could not be reached; trying later may work
 
 
 class WorkerError(UsageError):

@@ -54,6 +54,14 @@ class LayerSplit:
         """Per worker, in order; the last one also holds the output norm."""
         return [float(c + (i == len(self.counts) - 1)) for i, c in enumerate(self.counts)]
 
+    def board_notes(self) -> list[str]:
+        """One line per worker: what it holds (the memory lines `plan_split` checked)."""
+        out = []
+        for endpoint, lines in self.worker_lines:
+            held = ", ".join(f"{line.label} {gb(line.bytes)}" for line in lines[1:] if line.bytes)
+            out.append(f"worker {endpoint}: layers {lines[0].note}" + (f"; {held}" if held else ""))
+        return out
+
     def describe(self) -> str:
         parts = [f"{c} on {w.endpoint}" for w, c in zip(self.workers, self.counts, strict=True) if c]
         return f"layers {self.start}-{self.n_layer - 1} of {self.n_layer} on workers ({', '.join(parts)})"
