@@ -150,6 +150,22 @@ def test_greedy_tokens_are_the_same_with_layers_on_a_worker(worker):
     assert worker.wait_for("MB in") and "127.0.0.1 connected" in worker.log()
 
 
+def test_two_workers_share_the_tail_and_the_tokens_stay_the_same(worker):
+    second = Worker()
+    try:
+        alone = edge_gemma("run", "-m", str(TINY), "--temperature", "0", "-n", "24", PROMPT)
+        split = edge_gemma(
+            "run", "-m", str(TINY), "--temperature", "0", "-n", "24", "--workers",
+            f"{worker.endpoint},{second.endpoint}", "--worker-layers", "7", PROMPT,
+        )  # fmt: skip
+        assert split.returncode == 0, split.stderr
+        assert split.stdout == alone.stdout
+        assert f"on {worker.endpoint}" in split.stderr and f"on {second.endpoint}" in split.stderr
+        assert worker.wait_for("MB in") and second.wait_for("MB in")  # both were sent layers
+    finally:
+        second.stop()
+
+
 def test_a_model_that_fits_alone_leaves_the_workers_unused(worker):
     result = edge_gemma("run", "-m", str(TINY), "--temperature", "0", "-n", "4", "--workers", worker.endpoint, PROMPT)
     assert result.returncode == 0, result.stderr
