@@ -120,6 +120,11 @@ def test_layers_are_spread_by_each_workers_free_memory():
     assert split.remote_layers == 40 and sum(split.counts) == 40
     assert split.counts == (10, 30)
     assert split.tensor_split == [10.0, 31.0]  # the last worker also holds the output norm
+    lopsided = plan_split(
+        workers=(b, _worker("10.0.0.4:50052", 10**6)), weights=weights, kv=kv, shape=shape, local_over_bytes=0,
+        worker_layers=40,
+    )  # fmt: skip
+    assert lopsided.counts == (40, 0) and lopsided.tensor_split == [41.0, 0.0]
 
 
 def test_a_worker_short_of_memory_is_named_before_anything_is_sent():

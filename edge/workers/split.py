@@ -51,8 +51,10 @@ class LayerSplit:
 
     @property
     def tensor_split(self) -> list[float]:
-        """Per worker, in order; the last one also holds the output norm."""
-        return [float(c + (i == len(self.counts) - 1)) for i, c in enumerate(self.counts)]
+        """Per worker, in order; the last worker with layers also holds the output norm (a worker with
+        none then gets nothing, not an extra hop for one norm)."""
+        last = max((i for i, c in enumerate(self.counts) if c), default=len(self.counts) - 1)
+        return [float(c + (i == last)) for i, c in enumerate(self.counts)]
 
     def board_notes(self) -> list[str]:
         """One line per worker: what it holds (the memory lines `plan_split` checked)."""
