@@ -80,7 +80,9 @@ def child(args: argparse.Namespace) -> None:
             engine.extend_tokens([1000 + i])
         out["tg128_tps"] = 128 / (time.perf_counter() - t)
         out["link_bytes_per_token"] = (_link_bytes(args.link_if) - link) / 128 if args.link_if else 0
-        pcm = _speech(5.0)
+        from fullsize_report import speech  # the same espeak-ng clip the other sections speak
+
+        pcm = speech(5.0)
         prompt = loaded.chat_prompt([{"role": "user", "content": loaded.projector.marker + "Answer briefly."}]).text
         t = time.perf_counter()
         report = engine.prefill(prompt, [pcm], fresh=True)
@@ -95,13 +97,6 @@ def _link_bytes(interface: str | None) -> int:
         return 0
     stats = Path("/sys/class/net") / interface / "statistics"
     return int((stats / "rx_bytes").read_text()) + int((stats / "tx_bytes").read_text())
-
-
-def _speech(seconds: float) -> np.ndarray:
-    from edge.audio.tts_backends import espeak_pcm
-
-    pcm = espeak_pcm("Turn on the kitchen lights, then set a timer for ten minutes and read me the weather. " * 3)
-    return np.resize(pcm, int(seconds * 16_000)).astype(np.float32)
 
 
 def run_here(

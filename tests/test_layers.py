@@ -10,7 +10,7 @@ EDGE = Path(__file__).resolve().parents[1] / "edge"
 # Lowest first; a unit is a top-level module or package, or a package inside one (model.engine).
 # Units of one rank may import each other (their modules still may not form a cycle).
 LAYERS = [
-    {"errors", "paths", "jsonio", "audio_format", "__init__"},
+    {"errors", "paths", "jsonio", "audio_format", "network", "__init__"},
     {"device"},
     {"profiles"},
     {"settings", "tuned"},

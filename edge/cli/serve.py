@@ -64,8 +64,9 @@ def serve(
       EDGE_GEMMA_API_KEY=secret edge-gemma serve --host 0.0.0.0
     """
     from edge.audio.tts import make_tts_backend
+    from edge.network import is_loopback
     from edge.serve.app import ServeConfig
-    from edge.serve.server import check_port_free, is_loopback
+    from edge.serve.server import check_port_free
     from edge.serve.server import serve as run_server
 
     check_port_free(host, port)  # before the model loads

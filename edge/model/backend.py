@@ -107,22 +107,39 @@ def buffer_type_handle(name: str) -> int:
 
 
 @lru_cache(maxsize=1)
+def ggml_library() -> ctypes.CDLL | None:
+    """This build's libggml with the device-registry calls edge-gemma makes typed (None: not found)."""
+    import llama_cpp
+
+    ggml = cdll(Path(llama_cpp.__file__).parent / "lib", "ggml")
+    if ggml is None:
+        return None
+    voidp, size_t = ctypes.c_void_p, ctypes.c_size_t
+    ggml.ggml_backend_dev_by_type.restype, ggml.ggml_backend_dev_by_type.argtypes = voidp, [ctypes.c_int]
+    ggml.ggml_backend_dev_backend_reg.restype, ggml.ggml_backend_dev_backend_reg.argtypes = voidp, [voidp]
+    ggml.ggml_backend_dev_buffer_type.restype, ggml.ggml_backend_dev_buffer_type.argtypes = voidp, [voidp]
+    ggml.ggml_backend_reg_get_proc_address.restype = voidp
+    ggml.ggml_backend_reg_get_proc_address.argtypes = [voidp, ctypes.c_char_p]
+    ggml.ggml_backend_reg_dev_count.restype, ggml.ggml_backend_reg_dev_count.argtypes = size_t, [voidp]
+    ggml.ggml_backend_reg_dev_get.restype, ggml.ggml_backend_reg_dev_get.argtypes = voidp, [voidp, size_t]
+    return ggml
+
+
+CPU_DEVICE = 0  # GGML_BACKEND_DEVICE_TYPE_CPU
+
+
+@lru_cache(maxsize=1)
 def _extra_bufts() -> tuple[tuple[str, int], ...]:
     """Asks ggml through its public C API: CPU device -> its registry -> ggml_backend_dev_get_extra_bufts."""
     import llama_cpp
 
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    ggml = _cdll(lib_dir, "ggml")
-    base = _cdll(lib_dir, "ggml-base")
+    ggml = ggml_library()
+    base = cdll(Path(llama_cpp.__file__).parent / "lib", "ggml-base")
     if ggml is None or base is None:
         return ()
     voidp = ctypes.c_void_p
-    ggml.ggml_backend_dev_by_type.restype, ggml.ggml_backend_dev_by_type.argtypes = voidp, [ctypes.c_int]
-    ggml.ggml_backend_dev_backend_reg.restype, ggml.ggml_backend_dev_backend_reg.argtypes = voidp, [voidp]
-    ggml.ggml_backend_reg_get_proc_address.restype = voidp
-    ggml.ggml_backend_reg_get_proc_address.argtypes = [voidp, ctypes.c_char_p]
     base.ggml_backend_buft_name.restype, base.ggml_backend_buft_name.argtypes = ctypes.c_char_p, [voidp]
-    device = ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    device = ggml.ggml_backend_dev_by_type(CPU_DEVICE)
     if not device:
         return ()
     address = ggml.ggml_backend_reg_get_proc_address(
@@ -139,19 +156,14 @@ def _extra_bufts() -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-@lru_cache(maxsize=1)
 def cpu_buffer_type() -> int:
     """The CPU device's plain buffer type (ggml_backend_dev_buffer_type), for tensor_buft_overrides."""
-    import llama_cpp
-
-    ggml = _cdll(Path(llama_cpp.__file__).parent / "lib", "ggml")
-    voidp = ctypes.c_void_p
-    ggml.ggml_backend_dev_by_type.restype, ggml.ggml_backend_dev_by_type.argtypes = voidp, [ctypes.c_int]
-    ggml.ggml_backend_dev_buffer_type.restype, ggml.ggml_backend_dev_buffer_type.argtypes = voidp, [voidp]
-    return ggml.ggml_backend_dev_buffer_type(ggml.ggml_backend_dev_by_type(0))  # GGML_BACKEND_DEVICE_TYPE_CPU
+    ggml = ggml_library()
+    return ggml.ggml_backend_dev_buffer_type(ggml.ggml_backend_dev_by_type(CPU_DEVICE))
 
 
-def _cdll(lib_dir: Path, name: str) -> ctypes.CDLL | None:
+def cdll(lib_dir: Path, name: str) -> ctypes.CDLL | None:
+    """One of llama-cpp-python's libraries by its platform's file name, None when absent."""
     for candidate in (f"lib{name}.so", f"lib{name}.dylib", f"{name}.dll"):
         if (lib_dir / candidate).exists():
             return ctypes.CDLL(str(lib_dir / candidate))

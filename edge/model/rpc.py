@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from edge.errors import UsageError
+from edge.model.backend import CPU_DEVICE, cdll, ggml_library
 
 REBUILD_COMMAND = (
     'CMAKE_ARGS="-DGGML_RPC=ON" pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python==0.3.36'
@@ -38,30 +39,18 @@ def require_rpc(what: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def _ggml() -> ctypes.CDLL:
-    """libggml-rpc (the backend) with the few ggml calls around it typed."""
+def _rpc() -> ctypes.CDLL:
+    """libggml-rpc (the backend's two entry points), typed."""
     import llama_cpp
 
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    names = ("libggml-rpc.so", "libggml-rpc.dylib", "ggml-rpc.dll", "libggml.so", "libggml.dylib", "ggml.dll")
-    for name in names:
-        if (lib_dir / name).exists():
-            lib = ctypes.CDLL(str(lib_dir / name))
-            if hasattr(lib, "ggml_backend_rpc_add_server"):
-                break
-    else:
+    lib = cdll(lib_dir, "ggml-rpc")
+    if lib is None or not hasattr(lib, "ggml_backend_rpc_add_server"):
         raise UsageError(f"this llama.cpp build has no ggml RPC library in {lib_dir}; rebuild it: {REBUILD_COMMAND}")
     voidp, size_t = ctypes.c_void_p, ctypes.c_size_t
     lib.ggml_backend_rpc_add_server.restype, lib.ggml_backend_rpc_add_server.argtypes = voidp, [ctypes.c_char_p]
     lib.ggml_backend_rpc_start_server.restype = None
     lib.ggml_backend_rpc_start_server.argtypes = [ctypes.c_char_p, ctypes.c_char_p, size_t, size_t, voidp]
-    ggml = ctypes.CDLL(str(lib_dir / "libggml.so")) if (lib_dir / "libggml.so").exists() else lib
-    lib.reg_dev_count = ggml.ggml_backend_reg_dev_count
-    lib.reg_dev_count.restype, lib.reg_dev_count.argtypes = size_t, [voidp]
-    lib.reg_dev_get = ggml.ggml_backend_reg_dev_get
-    lib.reg_dev_get.restype, lib.reg_dev_get.argtypes = voidp, [voidp, size_t]
-    lib.dev_by_type = ggml.ggml_backend_dev_by_type
-    lib.dev_by_type.restype, lib.dev_by_type.argtypes = voidp, [ctypes.c_int]
     return lib
 
 
@@ -69,21 +58,19 @@ def serve_forever(endpoint: str, threads: int, cache_dir: Path | None) -> None:
     """Serve this machine's CPU at `endpoint` ("127.0.0.1:PORT"), one client at a time; never returns
     unless the socket cannot be made (then llama.cpp says why on stderr). Blocks in C with the GIL
     released, so call it on a thread of its own."""
-    lib = _ggml()
-    cpu = lib.dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
-    devices = (ctypes.c_void_p * 1)(cpu)
+    devices = (ctypes.c_void_p * 1)(ggml_library().ggml_backend_dev_by_type(CPU_DEVICE))
     cache = str(cache_dir).encode() if cache_dir else None
-    lib.ggml_backend_rpc_start_server(endpoint.encode(), cache, threads, 1, devices)
+    _rpc().ggml_backend_rpc_start_server(endpoint.encode(), cache, threads, 1, devices)
 
 
 def remote_devices(endpoint: str) -> list[int]:
     """The ggml devices a worker serves, added to this process (llama.cpp connects to ask how many).
     Call only after `probe` answered: llama.cpp ends the process if the worker cannot be reached."""
-    lib = _ggml()
-    reg = lib.ggml_backend_rpc_add_server(endpoint.encode())
+    reg = _rpc().ggml_backend_rpc_add_server(endpoint.encode())
     if not reg:
         raise UsageError(f"the worker at {endpoint} serves no device; restart it (edge-gemma worker)")
-    return [lib.reg_dev_get(reg, i) for i in range(lib.reg_dev_count(reg))]
+    ggml = ggml_library()
+    return [ggml.ggml_backend_reg_dev_get(reg, i) for i in range(ggml.ggml_backend_reg_dev_count(reg))]
 
 
 class DeviceList:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from edge.errors import UsageError
 from edge.launch import ProjectorUse, RunPlan, load_model
 from edge.model.engine import LoadedModel
@@ -17,15 +15,6 @@ DEFAULT_PORT = 8080
 def load_served(plan: RunPlan) -> LoadedModel:
     """The model, with its projector when there is one (audio and picture requests are refused without)."""
     return load_model(plan, ProjectorUse.OPTIONAL)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(

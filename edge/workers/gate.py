@@ -39,15 +39,6 @@ def parse_allow(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv
     return tuple(networks)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Gate:
     """Accepts on (host, port); admits peers in `allowed` (loopback always) and pipes them to `upstream`."""
 

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.device.linux import read_memory
 from edge.errors import UsageError
 from edge.model.rpc import PROTOCOL_MAJOR, PROTOCOL_MINOR, require_rpc, serve_forever
-from edge.workers.gate import Gate, is_loopback, parse_allow
+from edge.network import is_loopback
+from edge.workers.gate import Gate, parse_allow
 
 DEFAULT_PORT = 50052
 INSECURE_NOTE = (
@@ -40,22 +42,24 @@ class WorkerOptions:
     llama_log: bool = False
 
 
-def check_options(options: WorkerOptions) -> None:
-    """Refuse, before anything starts, a worker that would listen beyond loopback with no --allow."""
-    if not is_loopback(options.host) and not parse_allow(options.allow):
+def allowed_networks(options: WorkerOptions) -> tuple:
+    """--allow's networks; refused, before anything starts, when the worker would listen beyond
+    loopback with none."""
+    networks = parse_allow(options.allow)
+    if not is_loopback(options.host) and not networks:
         raise UsageError(
             f"listening on {options.host} lets other machines in: name them with --allow CIDR[,...] "
             "(e.g. --allow 192.168.1.0/24), since llama.cpp's RPC has no authentication"
         )
+    return networks
 
 
 def run_worker(options: WorkerOptions, log: Callable[[str], None]) -> None:
     """Serve until killed."""
     require_rpc("edge-gemma worker")
-    check_options(options)
+    gate_allow = allowed_networks(options)
     threads = options.threads or os.cpu_count() or 1
     offered = options.memory_bytes or _free_memory()
-    gate_allow = parse_allow(options.allow)
     inner = _free_loopback_port()
     if options.cache:
         options.cache.mkdir(parents=True, exist_ok=True)
@@ -89,13 +93,7 @@ def run_worker(options: WorkerOptions, log: Callable[[str], None]) -> None:
 
 def _free_memory() -> int:
     """MemAvailable, or less when this process sits in a memory cgroup (a board-sized test, a service)."""
-    available = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    _, available, _ = read_memory(Path("/"))
     room = _cgroup_room()
     return min(available, room) if available and room else available or room
 
