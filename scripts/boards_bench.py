@@ -103,16 +103,11 @@ def run_here(
     model: Path, mmproj: Path, workers: list[str], link_if: str | None, memory: int, worker_layers: int | None = None
 ) -> dict:
     """The child in a cgroup of `memory` bytes (the board with the microphone), its result."""
-    group = lan_boards.CGROUP / "edge-gemma-here"
-    if group.exists():
-        group.rmdir()
-    group.mkdir()
-    (group / "memory.limit_in_bytes").write_text(str(memory))
     cmd = [sys.executable, __file__, "child", "--model", str(model), "--mmproj", str(mmproj)]
     cmd += ["--workers", ",".join(workers)] + (["--link-if", link_if] if link_if else [])
     cmd += ["--worker-layers", str(worker_layers)] if worker_layers is not None else []
-    cmd = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *cmd]
-    try:
+    with lan_boards.memory_cgroup("here", memory) as group:
+        cmd = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         result = {"returncode": proc.returncode}
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -123,13 +118,6 @@ def run_here(
         result["max_usage"] = int((group / "memory.max_usage_in_bytes").read_text())
         result["limit"] = memory
         return result
-    finally:
-        for _ in range(50):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
 
 
 def with_worker(

@@ -104,25 +104,39 @@ def board(name: str, index: int, *, link: str | None = None, memory_bytes: int |
                     _run(*prefix, "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit",
                          "burst", "256kb", "latency", "100ms")  # fmt: skip
                     delay_s = rtt_ms / 2000
-        if memory_bytes is not None:
-            group = CGROUP / f"edge-gemma-{name}"
-            if group.exists():
-                group.rmdir()
-            group.mkdir()
-            (group / "memory.limit_in_bytes").write_text(str(memory_bytes))
-            with contextlib.suppress(OSError):  # no swap accounting on some kernels: the limit is RAM only
-                (group / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
-        made = Board(name, netns, host_ip, board_ip, group, link, delay_s)
-        try:
-            yield made
-        finally:
-            for relay in made.relays:
-                relay.close()
+        with contextlib.ExitStack() as stack:
+            if memory_bytes is not None:
+                group = stack.enter_context(memory_cgroup(name, memory_bytes))
+            made = Board(name, netns, host_ip, board_ip, group, link, delay_s)
+            try:
+                yield made
+            finally:
+                for relay in made.relays:
+                    relay.close()
     finally:
         _cleanup(netns, host_if)
-        if group is not None:
-            with contextlib.suppress(OSError):
+
+
+@contextlib.contextmanager
+def memory_cgroup(name: str, memory_bytes: int):
+    """A cgroup v1 memory group of `memory_bytes` (RAM, and swap where the kernel accounts it); a
+    process joins it by writing its pid to cgroup.procs. Removed on exit, once its pages are uncharged."""
+    group = CGROUP / f"edge-gemma-{name}"
+    if group.exists():
+        group.rmdir()
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(memory_bytes))
+        with contextlib.suppress(OSError):  # no swap accounting on some kernels: the limit is RAM only
+            (group / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+        yield group
+    finally:
+        for _ in range(50):  # the processes have exited; their pages may take a moment to uncharge
+            try:
                 group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def _cleanup(netns: str, host_if: str) -> None:
