@@ -73,7 +73,7 @@ def test_tool_groups_are_chosen_by_name():
 def test_every_tool_and_intent_makes_a_grammar():
     for specs in (Toolbox("all").specs, HA_INTENTS):
         grammar = call_grammar(specs, lazy=False)
-        assert all(f'"<|tool_call>call:{s.name}"' in grammar.gbnf for s in specs)
+        assert all(f'<|tool_call> "call:{s.name}"' in grammar.gbnf for s in specs)
 
 
 # --- in the voice loop, on the tiny Gemma 4 -------------------------------------------------------

@@ -245,6 +245,7 @@ def test_tools_on_a_model_without_the_call_token_are_refused_in_one_line(demo_gg
     from edge.errors import UsageError
 
     with LoadedModel(demo_gguf, RunSettings(n_ctx=512)) as demo:
-        sampling = ToolSetup(tool_specs([LIGHT])).sampling(GEMMA_SAMPLING.with_(max_tokens=4))
-        with pytest.raises(UsageError, match="Gemma 4"):
-            demo.complete("Hello", sampling).run()
+        for choice in ("auto", "required"):  # the lazy grammar's trigger; a forced call's markup tokens
+            setup = ToolSetup(tool_specs([LIGHT]), choice=choice)
+            with pytest.raises(UsageError, match="Gemma 4"):
+                demo.complete("Hello", setup.sampling(GEMMA_SAMPLING.with_(max_tokens=4))).run()

@@ -271,11 +271,11 @@ class BenchContext:
     def _next_pos(self) -> int:
         return self._c.llama_memory_seq_pos_max(self._c.llama_get_memory(self.ctx), 0) + 1
 
-    def _fill(self, tokens: list[int], pos: int) -> None:
+    def _fill(self, tokens: list[int], pos: int, *, all_logits: bool = False) -> None:
         batch = self._batch
         for i, token in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos + i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, False
+            batch.seq_id[i][0], batch.logits[i] = 0, all_logits
         batch.logits[len(tokens) - 1] = True  # logits for the last token only, as llama-bench
         batch.n_tokens = len(tokens)
 
@@ -311,6 +311,16 @@ class BenchContext:
             self._fill([token], pos + i)
             elapsed += self._decode()
             token = self._rng.randrange(self.n_vocab)
+        return elapsed
+
+    def batches(self, sizes: list[int]) -> int:
+        """Decode batches of these sizes one after another, each token's logits wanted (a draft
+        checked row by row, as Engine.generate does); nanoseconds spent in llama.cpp."""
+        pos, elapsed = self._next_pos(), 0
+        for size in sizes:
+            self._fill([self._rng.randrange(self.n_vocab) for _ in range(size)], pos, all_logits=True)
+            elapsed += self._decode()
+            pos += size
         return elapsed
 
     def fill_depth(self, n_depth: int, n_batch: int) -> None:

@@ -8,6 +8,12 @@ same tokens (they must, until a call). A forced call holds every token to the gr
 grammar refuses far more often than a trained model does, so the forced figure is a floor.
 `schema_vs_free` holds a reply to a JSON schema (structured output) over long replies: a string
 field random weights never close runs to the length asked, under the grammar all the way.
+
+Drafting (engine/drafting.py) decodes the tokens a grammar dictates in the batch of the token before
+them. Random weights spell a call's words in pieces a trained model never uses (`ca`, `l`, `l` for
+`call`), so their drafts rarely hold; `drafted_calls` measures what drafting does for calls as a trained
+model writes them: the batches the drafter forms for the call's own tokens (the real grammar and
+drafter), timed at the prompt's depth against the same tokens decoded one at a time.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class ForcedRow:
     call_tokens: float  # median tokens in the forced call
     refusals: float  # median full-vocabulary passes per call (tokens the grammar refused)
     checked_ratio: float  # median decode rate under a grammar that refuses nothing / free (the check alone)
+    undrafted_tps: float  # median decode tokens/s of the forced call with drafting off
+    drafted: float  # median tokens drafted per call (drafting on)
+    draft_kept: float  # median of them the sampler drew
 
     @property
     def ratio(self) -> float:
@@ -88,10 +97,14 @@ def forced_vs_free(loaded: LoadedModel, tools: Sequence[ToolSpec], seeds: Sequen
     """A call forced from the first token (tool_choice required), against free text of its length."""
     prompt = loaded.chat_prompt(PROMPT_ASK, tools=[t.declaration() for t in tools]).text
     grammar = call_grammar(tools, lazy=False, parallel=False)
-    free, forced, lengths, refusals, checked = [], [], [], [], []
+    free, forced, lengths, refusals, checked, undrafted, drafted, kept = [], [], [], [], [], [], [], []
     for seed in seeds:
-        call = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=400, seed=seed, grammar=grammar))
+        forcing = GEMMA_SAMPLING.with_(max_tokens=400, seed=seed, grammar=grammar)
+        undrafted.append(_rate(_decode(loaded, prompt, forcing, draft=False)))
+        call = _decode(loaded, prompt, forcing)
         n, refused = call.stats.generated_tokens, loaded.engine.last_refusals
+        drafted.append(loaded.engine.last_drafted)
+        kept.append(loaded.engine.last_draft_kept)
         plain = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=max(n, 8), seed=seed))
         # The check alone, over a length where a rate means something (a call is a few dozen tokens).
         long_free = _decode(loaded, prompt, GEMMA_SAMPLING.with_(max_tokens=CHECK_TOKENS, seed=seed))
@@ -101,7 +114,61 @@ def forced_vs_free(loaded: LoadedModel, tools: Sequence[ToolSpec], seeds: Sequen
         checked.append(_rate(check) / _rate(long_free))
         lengths.append(n)
         refusals.append(refused)
-    return ForcedRow(_median(free), _median(forced), _median(lengths), _median(refusals), _median(checked))
+    return ForcedRow(
+        _median(free),
+        _median(forced),
+        _median(lengths),
+        _median(refusals),
+        _median(checked),
+        _median(undrafted),
+        _median(drafted),
+        _median(kept),
+    )
+
+
+# Home Assistant commands' calls as Gemma 4 writes them (its chat template's syntax).
+HA_CALLS = (
+    '<|tool_call>call:HassTurnOn{name:<|"|>kitchen light<|"|>}<tool_call|>',
+    '<|tool_call>call:HassLightSet{brightness:50,name:<|"|>kitchen light<|"|>}<tool_call|>',
+    '<|tool_call>call:HassTurnOff{area:<|"|>Living Room<|"|>,domain:<|"|>light<|"|>}<tool_call|>',
+    '<|tool_call>call:HassClimateSetTemperature{temperature:21}<tool_call|>',
+)
+CALL_DEPTH = 1200  # about where a Home Assistant call starts: the 14 intents and the request before it
+
+
+@dataclass(frozen=True)
+class DraftedCall:
+    call: str
+    tokens: int  # the call's tokens, as the tokenizer splits it
+    batches: list[int]  # the decode batches drafting forms for them (a drawn token and its draft each)
+    single_s: float  # median seconds to decode the tokens one at a time, at CALL_DEPTH
+    drafted_s: float  # median seconds to decode those batches, at CALL_DEPTH
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.single_s / self.drafted_s, 3)}
+
+
+def drafted_calls(
+    loaded: LoadedModel, tools: Sequence[ToolSpec], calls: Sequence[str] = HA_CALLS, repeats: int = 5
+) -> list[DraftedCall]:
+    """Each call's decode as a trained model writes it: one token at a time against drafting's batches."""
+    from edge.bench.measure import BenchContext
+
+    grammar = call_grammar(tools, lazy=False, parallel=False)
+    plans = []
+    for call in calls:
+        tokens = loaded.engine.tokenize(call, bos=False)
+        plans.append((call, len(tokens), loaded.engine.draft_batches(grammar, tokens)))
+    rows = []
+    with BenchContext(loaded, n_batch=loaded.settings.n_batch, n_ubatch=loaded.settings.n_ubatch) as bench:
+        for call, n_tokens, batches in plans:
+            timings = {"single": [], "drafted": []}
+            for _ in range(repeats):
+                for name, sizes in (("single", [1] * n_tokens), ("drafted", batches)):
+                    bench.fill_depth(CALL_DEPTH, loaded.settings.n_batch)
+                    timings[name].append(bench.batches(sizes) / 1e9)
+            rows.append(DraftedCall(call, n_tokens, batches, _median(timings["single"]), _median(timings["drafted"])))
+    return rows
 
 
 # A structured task as Home Assistant's AI tasks ask for one: a long text field and a number.
@@ -144,8 +211,8 @@ def schema_vs_free(loaded: LoadedModel, lengths: Sequence[int], seeds: Sequence[
     return rows
 
 
-def _decode(loaded: LoadedModel, prompt: str, sampling: Sampling) -> Generation:
-    generation = loaded.complete(prompt, sampling, special=True)
+def _decode(loaded: LoadedModel, prompt: str, sampling: Sampling, *, draft: bool = True) -> Generation:
+    generation = loaded.complete(prompt, sampling, special=True, draft=draft)
     generation.run()
     return generation
 

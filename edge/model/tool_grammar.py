@@ -5,6 +5,10 @@ every required argument is there, strings sit between `<|"|>` tokens, enums are 
 small integer ranges are exact, objects and arrays nest as declared. Keys come in alphabetical order,
 as the chat template writes past calls. Larger number ranges are kept to their sign and digit count
 here and clamped when the call is parsed (`clamp_to_schema`).
+
+The markup (`<|tool_call>`, `<|"|>`, `<tool_call|>`) is matched as Gemma 4's control tokens (GBNF's
+`<token>` syntax), not as their characters: a model writes each as one token, so each is one forced
+token rather than a spelling to choose among (random weights would otherwise spell `<`, `|`, `t`...).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge.model.engine import Grammar
-from edge.model.tool_calls import CALL_CLOSE, CALL_OPEN, QUOTE, ToolCall, ToolSpec
+from edge.model.tool_calls import CALL_CLOSE, CALL_OPEN, MARKUP_TOKENS, QUOTE, ToolCall, ToolSpec
 
 MAX_ENUMERATED_RANGE = 200  # integer ranges up to this many values are listed exactly
 # Bounds that make a call end whatever the weights say: a string of random tokens never closes by
@@ -25,6 +29,13 @@ MAX_CALLS = 4
 
 def _literal(text: str) -> str:
     return json.dumps(text)  # GBNF string literals use JSON's escapes
+
+
+def _token(markup: str) -> str:
+    return markup  # one control token of the vocabulary, written as GBNF's <token> (the markup is <...>)
+
+
+QUOTED = _token(QUOTE)
 
 
 class _Builder:
@@ -54,7 +65,7 @@ class _Builder:
             limit = int(schema.get("maxLength", MAX_STRING_CHARS))
             if limit == MAX_STRING_CHARS:
                 return "string"
-            return self.rule(f"{_literal(QUOTE)} string-char{{0,{max(0, limit)}}} {_literal(QUOTE)}", "string")
+            return self.rule(f"{QUOTED} string-char{{0,{max(0, limit)}}} {QUOTED}", "string")
         if kind == "integer":
             return self._integer(schema, hint)
         if kind == "number":
@@ -106,12 +117,12 @@ class _Builder:
     @staticmethod
     def _const(value: Any) -> str:
         if isinstance(value, str):
-            return _literal(QUOTE + value + QUOTE)
+            return f"{QUOTED} {_literal(value)} {QUOTED}" if value else f"{QUOTED} {QUOTED}"
         return _literal(json.dumps(value))
 
 
 COMMON_RULES = {
-    "string": f"{_literal(QUOTE)} string-char{{0,{MAX_STRING_CHARS}}} {_literal(QUOTE)}",
+    "string": f"{QUOTED} string-char{{0,{MAX_STRING_CHARS}}} {QUOTED}",
     # Anything but the start of a control token; "<" alone is fine.
     "string-char": '[^<] | "<" [^|]',
     "number": '"-"? [0-9]{1,15} ( "." [0-9]{1,8} )?',
@@ -136,15 +147,15 @@ def call_grammar(tools: Sequence[ToolSpec], *, only: str | None = None, parallel
     alternatives = []
     for tool in chosen:
         args = builder.object({"type": "object", **tool.parameters}, tool.name)
-        alternatives.append(f"{_literal(CALL_OPEN + 'call:' + tool.name)} {args} {_literal(CALL_CLOSE)}")
+        alternatives.append(f"{_token(CALL_OPEN)} {_literal('call:' + tool.name)} {args} {_token(CALL_CLOSE)}")
     rules = {"root": f"call{{1,{MAX_CALLS}}}" if parallel else "call", "call": " | ".join(alternatives)}
     rules.update(builder.rules)
     rules.update(COMMON_RULES)
     gbnf = "\n".join(f"{name} ::= {body}" for name, body in rules.items())
     if not lazy:
-        return Grammar(gbnf)
+        return Grammar(gbnf, tokens=MARKUP_TOKENS)
     # The call-opening marker is one control token: the grammar starts when it is drawn.
-    return Grammar(gbnf, trigger=CALL_OPEN)
+    return Grammar(gbnf, trigger=CALL_OPEN, tokens=MARKUP_TOKENS)
 
 
 def clamp_to_schema(call: ToolCall, tools: Sequence[ToolSpec]) -> ToolCall:

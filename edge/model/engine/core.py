@@ -30,16 +30,19 @@ import numpy as np
 
 from edge.errors import ContextFullError, GenerationError, UsageError
 from edge.model.engine.cache_record import cache_keys, common_prefix, outside_pictures, positions_of, through_last_media
+from edge.model.engine.drafting import GrammarDrafter, batches_for, punctuation_runs
 from edge.model.engine.lifetime import Lifetime
 from edge.model.engine.media import EncodedAudio, MediaPiece, Projector, TextPiece
 from edge.model.engine.media_decoding import AUDIO_BATCH, MediaDecoding
 from edge.model.engine.prefixes import PrefixKeeping, PrefixStore
 from edge.model.engine.reports import GenerationStats, PrefillReport, joined
-from edge.model.engine.sampling import Sampling, TokenSampler
+from edge.model.engine.sampling import Grammar, Sampling, TokenSampler, grammar_sampler
 from edge.model.engine.text import TextStream
 from edge.vision.images import Picture
 
 __all__ = ["AUDIO_BATCH", "Engine", "GenerationStats", "PrefillReport"]
+
+KEPT_DRAFTERS = 4
 
 
 class Engine(MediaDecoding, PrefixKeeping):
@@ -65,6 +68,9 @@ class Engine(MediaDecoding, PrefixKeeping):
         self.last_prefill: PrefillReport | None = None
         self.last_finish, self.last_generated = "stop", 0  # how the last generate() ended
         self.last_refusals = 0  # tokens the last generate()'s grammar refused (each a full-vocabulary pass)
+        self.last_drafted = self.last_draft_kept = 0  # the last generate()'s drafted tokens, those drawn
+        self._drafters: dict[str, GrammarDrafter] = {}
+        self._punctuation: frozenset[int] | None = None  # made for the first drafter
         self.bos_text = self.token_text(llama.token_bos())
         self.lifetime = Lifetime()  # every native call below runs inside lifetime.use()
 
@@ -272,8 +278,9 @@ class Engine(MediaDecoding, PrefixKeeping):
             last_media_reused=last_reused,
         )
 
-    def _decode_tokens(self, tokens: list[int], *, logits_last: bool) -> None:
-        """Tokens into the cache in batches of n_batch (the same split for the same prompt)."""
+    def _decode_tokens(self, tokens: list[int], *, logits_last: bool, logits_all: bool = False) -> None:
+        """Tokens into the cache in batches of n_batch (the same split for the same prompt).
+        `logits_all`: every token's logits (a draft checked row by row)."""
         batch = self._batch
         for begin in range(0, len(tokens), self.n_batch):
             self.lifetime.check()  # a model closing mid-prompt stops between batches
@@ -284,8 +291,8 @@ class Engine(MediaDecoding, PrefixKeeping):
                 batch.pos[i] = base + i
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = 0
-                batch.logits[i] = False
-            batch.logits[len(part) - 1] = logits_last and begin + len(part) == len(tokens)
+                batch.logits[i] = logits_all
+            batch.logits[len(part) - 1] = logits_all or logits_last and begin + len(part) == len(tokens)
             batch.n_tokens = len(part)
             rc = self._lc.llama_decode(self._ctx, batch)
             if rc != 0:
@@ -308,23 +315,36 @@ class Engine(MediaDecoding, PrefixKeeping):
         *,
         cancelled: Callable[[], bool] = lambda: False,
         special: bool | frozenset[int] = False,
+        draft: bool = True,
     ) -> Iterator[str]:
         """Text pieces sampled after the cache's last logits, until end of generation, a stop string,
         max_tokens or `cancelled()`. `special`: render control tokens as text (all, or these ids: a
-        tool call's markup) instead of dropping them.
+        tool call's markup) instead of dropping them. While a grammar holds, the tokens it all but
+        dictates ride in the batch of the token before them (drafting.py; `draft=False`: never).
         The outcome is in `self.last_finish` and `self.last_generated` once the iterator ends; a
         model that starts closing ends it as "cancelled" at the next token."""
-        sampler = self._token_sampler(sampling)
+        sampler = self._token_sampler(sampling, draft=draft)
         stream = TextStream(sampling.stop)
         self.last_finish, self.last_generated = "length", 0
+        self.last_drafted = self.last_draft_kept = 0
         life = self.lifetime
+        ahead: list[int] = []  # drafted tokens in the cache after the last sampled one, not yet drawn
+        row = -1  # the row of the last batch whose logits the next token is drawn from
         try:
             while self.last_generated < sampling.max_tokens:
                 if cancelled() or life.closing:
                     self.last_finish = "cancelled"
                     return
                 with life.use():
-                    token = sampler.sample()
+                    token = sampler.sample(row)
+                    in_cache = bool(ahead) and token == ahead[0]  # the draft agreed: its row is there
+                    if in_cache:
+                        ahead.pop(0)
+                        row += 1
+                        self.last_draft_kept += 1
+                    elif ahead:
+                        self.truncate(len(self.cached) - len(ahead))
+                        ahead = []
                     if self.is_end_of_generation(token):
                         self.last_finish = "stop"
                         break
@@ -337,25 +357,65 @@ class Engine(MediaDecoding, PrefixKeeping):
                 if stream.stopped:
                     self.last_finish = "stop"
                     return
-                if self.last_generated < sampling.max_tokens and not life.closing:
-                    with life.use():
-                        self._decode_tokens([token], logits_last=True)
+                if in_cache or self.last_generated >= sampling.max_tokens or life.closing:
+                    continue
+                with life.use():
+                    room = min(sampling.max_tokens - self.last_generated - 1, self.n_ctx - len(self.cached) - 2)
+                    ahead = sampler.draft(min(room, self.n_batch - 1))
+                    self.last_drafted += len(ahead)
+                    self._decode_tokens([token, *ahead], logits_last=True, logits_all=bool(ahead))
+                    row = 0
             tail = stream.flush()
             if tail:
                 yield tail
         finally:
+            if ahead and not life.closing:
+                self.truncate(len(self.cached) - len(ahead))  # drafted, never drawn: not the reply's
             self.last_refusals = sampler.refusals
             sampler.close()
 
-    def _token_sampler(self, sampling: Sampling) -> TokenSampler:
+    def _token_sampler(self, sampling: Sampling, *, draft: bool) -> TokenSampler:
         grammar, trigger = sampling.grammar, None
-        if grammar is not None and grammar.lazy:
-            ids = self.tokenize(grammar.trigger, bos=False)
-            if len(ids) != 1:
-                raise UsageError(
-                    f"this model has no single token for {grammar.trigger!r}, so it cannot start a tool call: "
-                    "tools need a Gemma 4 model (edge-gemma setup)"
-                )
-            trigger = ids[0]
+        if grammar is not None:
+            for markup in dict.fromkeys([*grammar.tokens, *([grammar.trigger] if grammar.lazy else [])]):
+                ids = self.tokenize(markup, bos=False)
+                if len(ids) != 1:
+                    raise UsageError(
+                        f"this model has no single token for {markup!r}, so it cannot write a tool call: "
+                        "tools need a Gemma 4 model (edge-gemma setup)"
+                    )
+                if markup == grammar.trigger:
+                    trigger = ids[0]
+        drafter = self._drafter(grammar.gbnf) if grammar is not None and draft else None
         with self.lifetime.use():
-            return TokenSampler(sampling, self._vocab, self._ctx, trigger_token=trigger)
+            return TokenSampler(sampling, self._vocab, self._ctx, trigger_token=trigger, drafter=drafter)
+
+    def _drafter(self, gbnf: str) -> GrammarDrafter:
+        """One drafter per grammar (a server sends the same tools again and again), a few kept."""
+        drafter = self._drafters.pop(gbnf, None) or GrammarDrafter(gbnf, self)
+        self._drafters[gbnf] = drafter
+        while len(self._drafters) > KEPT_DRAFTERS:
+            del self._drafters[next(iter(self._drafters))]
+        return drafter
+
+    def draft_batches(self, grammar: Grammar, tokens: list[int]) -> list[int]:
+        """The decode batches in which a model writing `tokens` under a forced `grammar` gets them
+        (drafting.batches_for): what drafting does for a call as a trained model writes it."""
+        with self.lifetime.use():
+            sampler = grammar_sampler(grammar, self._vocab)
+            try:
+                return batches_for(self._drafter(grammar.gbnf), sampler, tokens)
+            finally:
+                self._lc.llama_sampler_free(sampler)
+
+    def punctuation_tokens(self) -> frozenset[int]:
+        """Short punctuation runs that are one token in this vocabulary (drafting.py's candidates)."""
+        if self._punctuation is None:
+            runs = (self.tokenize(text, bos=False) for text in punctuation_runs())
+            self._punctuation = frozenset(ids[0] for ids in runs if len(ids) == 1)
+        return self._punctuation
+
+    def end_of_generation_tokens(self) -> frozenset[int]:
+        with self.lifetime.use():
+            ids = (self._lc.llama_vocab_eos(self._vocab), self._lc.llama_vocab_eot(self._vocab))
+        return frozenset(int(t) for t in ids if t >= 0)

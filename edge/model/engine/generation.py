@@ -30,13 +30,15 @@ class Generation:
         on_stage: Callable[[str], None] = lambda stage: None,
         continues: bool = False,
         pin_chars: int = 0,
+        draft: bool = True,
     ):
         """`prompt`: a whole prompt (its longest cached prefix reused), or with `continues` text
         evaluated after what the cache holds (the same turn going on: tool results, a follow-up
         question). `clips` may be a function: called when the prefill starts, so a clip's encoding
-        is timed with the request. `pin_chars`: the prompt's shared prefix (Engine.prefill)."""
+        is timed with the request. `pin_chars`: the prompt's shared prefix (Engine.prefill).
+        `draft`: tokens a grammar dictates are checked in batches (Engine.generate; False for a bench's baseline)."""
         self._engine, self._prompt, self._clips, self._continues = engine, prompt, clips, continues
-        self._pin_chars = pin_chars
+        self._pin_chars, self._draft = pin_chars, draft
         self.sampling, self._cancelled, self._special, self._on_stage = sampling, cancelled, special, on_stage
         self.stats: GenerationStats | None = None
         self.prefill: PrefillReport | None = None
@@ -59,7 +61,9 @@ class Generation:
                     on_stage=self._on_stage,
                     pin_chars=self._pin_chars,
                 )
-            for piece in engine.generate(self.sampling, cancelled=self._cancelled, special=self._special):
+            for piece in engine.generate(
+                self.sampling, cancelled=self._cancelled, special=self._special, draft=self._draft
+            ):
                 last = time.perf_counter()
                 first = first or last
                 self.text += piece

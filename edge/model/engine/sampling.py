@@ -21,11 +21,14 @@ class Grammar:
 
     Lazy when it has a `trigger`: text is free until the model writes that control token (one token
     in the vocabulary, e.g. Gemma 4's `<|tool_call>`), and the grammar holds from that token on.
+    `tokens`: control tokens the grammar names as tokens (GBNF's `<...>`), each one token in the
+    vocabulary of a model that can follow it (the trigger is checked too).
     """
 
     gbnf: str
     root: str = "root"
     trigger: str | None = None
+    tokens: tuple[str, ...] = ()
 
     @property
     def lazy(self) -> bool:
@@ -97,14 +100,14 @@ class TokenSampler:
     at the speed of one with no tools offered. `refusals` counts the full-vocabulary passes.
     """
 
-    def __init__(self, sampling: Sampling, vocab, ctx, *, trigger_token: int | None = None):
+    def __init__(self, sampling: Sampling, vocab, ctx, *, trigger_token: int | None = None, drafter=None):
         import llama_cpp as lc
 
         self._lc, self._ctx = lc, ctx
         if sampling.grammar is not None and sampling.grammar.lazy and trigger_token is None:
             raise UsageError("a lazy grammar needs its trigger's token id")
         # The grammar first: a grammar llama.cpp refuses then leaves no chain behind to free.
-        self._grammar = _grammar_sampler(sampling.grammar, vocab) if sampling.grammar is not None else None
+        self._grammar = grammar_sampler(sampling.grammar, vocab) if sampling.grammar is not None else None
         self._chain = sampler_chain(sampling)
         self._trigger = trigger_token
         self._waiting = self._grammar is not None and sampling.grammar.lazy
@@ -112,6 +115,7 @@ class TokenSampler:
         self._one = (lc.llama_token_data * 1)()
         self._one_array = lc.llama_token_data_array(self._one, 1, -1, False)
         self._candidates: np.ndarray | None = None  # the whole vocabulary, made at the first refusal
+        self._drafter = drafter  # drafting.GrammarDrafter for this grammar, or None
         self.refusals = 0
 
     @property
@@ -119,10 +123,10 @@ class TokenSampler:
         """The grammar holds now (a forced call, or a lazy one after its trigger)."""
         return self._grammar is not None and not self._waiting
 
-    def sample(self) -> int:
-        """The next token after the context's last logits."""
+    def sample(self, row: int = -1) -> int:
+        """The next token after the logits of the last batch's `row` (-1: its last)."""
         lc = self._lc
-        token = lc.llama_sampler_sample(self._chain, self._ctx, -1)  # draws and accepts into the chain
+        token = lc.llama_sampler_sample(self._chain, self._ctx, row)  # draws and accepts into the chain
         if self._grammar is None:
             return token
         if self._waiting:
@@ -130,9 +134,15 @@ class TokenSampler:
                 return token
             self._waiting = False
         elif not self._allows(token):
-            token = self._resample()
+            token = self._resample(row)
         lc.llama_sampler_accept(self._grammar, token)
         return token
+
+    def draft(self, limit: int) -> list[int]:
+        """Tokens the grammar all but dictates next (drafting.py): none outside the grammar."""
+        if self._drafter is None or not self.constrained:
+            return []
+        return self._drafter.draft(self._grammar, limit)
 
     def _allows(self, token: int) -> bool:
         one = self._one[0]
@@ -141,14 +151,14 @@ class TokenSampler:
         self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
         return one.logit != float("-inf")
 
-    def _resample(self) -> int:
+    def _resample(self, row: int) -> int:
         """Draw again from the whole vocabulary, the grammar first (every later stage sees only tokens it allows)."""
         lc = self._lc
         self.refusals += 1
         if self._candidates is None:
             self._candidates = np.zeros(self._n_vocab, dtype=_TOKEN_DATA)
         candidates = self._candidates
-        logits = lc.llama_get_logits_ith(self._ctx, -1)
+        logits = lc.llama_get_logits_ith(self._ctx, row)
         candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
         candidates["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
         candidates["p"] = 0.0
@@ -168,7 +178,7 @@ class TokenSampler:
         self._chain = self._grammar = None
 
 
-def _grammar_sampler(grammar: Grammar, vocab):
+def grammar_sampler(grammar: Grammar, vocab):
     import llama_cpp as lc
 
     # Never llama.cpp's lazy grammar: its trigger check runs inside the grammar every token, and once
