@@ -16,6 +16,7 @@ Sections:
   audio      audio encoder ms per second of speech (2/10/30 s clips) and audio-token prefill rate
   voice      full voice turns from a file (scripts/voice_latency.py) on E2B: each stage's delay
   listening  E2B end of speech -> first token for 2-20 s questions, heard whole or while spoken; a Pi 5 on paper
+  listenparams  prefill rate by batch size and the encoder's rate per projector: the listening policy replayed
   vision     E2B and E4B: vision encode and image-token prefill per budget (70-1120), the memory each budget adds
   memory     peak RSS of load / 4k-context turn / 30 s audio turn, lazy PLE on and off, vs the plan
   cgroup     each small board's plan run in a memory cgroup of its RAM less its OS headroom (root)
@@ -61,6 +62,7 @@ SECTIONS = (
     "audio",
     "voice",
     "listening",
+    "listenparams",
     "vision",
     "memory",
     "cgroup",
@@ -446,6 +448,44 @@ def listening() -> dict:
     return {"cases": out, "pi5_prefill_tps": PI5_PREFILL_TPS}
 
 
+LISTEN_BATCHES = (1, 6, 12, 24, 48, 96, 512)
+
+
+def listenparams() -> dict:
+    """What the listening policy's replay needs, measured on E2B Q4_0 at 2 threads: prefill tokens/s
+    at each batch size (a voice turn's depth, 1,100 tokens), and the audio encoder's seconds per
+    second of speech with the F16 and the Q8_0 projector (a 10 s clip, median of 3)."""
+    import statistics
+
+    from edge.bench.measure import BenchContext
+    from edge.model.engine import LoadedModel
+    from edge.settings import RunSettings
+
+    settings = RunSettings(n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, n_threads_batch=2)
+    prefill, encode = {}, {}
+    with LoadedModel(text_file("e2b", "Q4_0"), settings) as loaded:
+        with BenchContext(loaded, n_batch=512, n_ubatch=512) as bench:
+            for batch in LISTEN_BATCHES:
+                n = 512 if batch == 512 else 96
+                rates = []
+                for _ in range(3):
+                    bench.fill_depth(1100, 512)
+                    rates.append(n / (bench.prompt(n, batch) / 1e9))
+                prefill[batch] = round(statistics.median(rates), 2)
+                print(f"listenparams prefill batch {batch}: {prefill[batch]} tok/s", flush=True)
+        pcm = speech(10)
+        for precision in ("F16", "Q8_0"):
+            projector = loaded.attach_projector(mmproj_file("e2b", precision))
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                projector.encode_audio(pcm)
+                times.append(time.perf_counter() - t0)
+            encode[precision] = round(statistics.median(times) / 10, 4)
+            print(f"listenparams encoder {precision}: {encode[precision]} s per s of speech", flush=True)
+    return {"prefill_tps_by_batch": prefill, "encode_s_per_s": encode, "pi5_prefill_tps": PI5_PREFILL_TPS}
+
+
 def vision() -> dict:
     """Each budget in its own process (E2B and E4B Q4_0 with their F16 projectors, pi5's settings
     otherwise): the image tokens it makes of a 640x480 photo, the encode, the prefill, and the memory
@@ -486,15 +526,22 @@ def decode_models():
 def tools() -> dict:
     """Decode with one tool offered (tool_choice auto: the lazy call grammar) against without, at the
     same seed, on the tiny Gemma 4 and E2B Q4_0; then a call forced from the first token (Home
-    Assistant's 14 intents) against free text of its length, and under a grammar that refuses nothing."""
+    Assistant's 14 intents) against free text of its length, and under a grammar that refuses nothing;
+    then Home Assistant calls as a trained model writes them, one token at a time against drafted."""
     from edge.assist.ha_intents import HA_INTENTS
-    from edge.bench.tool_decode import forced_vs_free, offered_vs_free
+    from edge.bench.tool_decode import drafted_calls, forced_vs_free, offered_vs_free
 
     out = {}
     for name, loaded, seeds in decode_models():
         rows = offered_vs_free(loaded, HA_INTENTS[:1], (128, 512, 1024), seeds)
         forced = forced_vs_free(loaded, HA_INTENTS, (1, 2, 3))
-        out[name] = {"offered": [r.to_dict() for r in rows], "forced": forced.to_dict(), "seeds": list(seeds)}
+        calls = drafted_calls(loaded, HA_INTENTS)
+        out[name] = {
+            "offered": [r.to_dict() for r in rows],
+            "forced": forced.to_dict(),
+            "calls": [c.to_dict() for c in calls],
+            "seeds": list(seeds),
+        }
         print(f"tools {name}: {out[name]}", flush=True)
     return out
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from edge.bench.listening_replay import PrefillRates, first_token_s, prefill_needed
+from edge.model.engine import AUDIO_BATCH
+from edge.voice.loop import LISTEN_EVERY_S
+
 MIB = 2**20
 PLAN_LINES_WITHOUT_PROJECTOR = ("projector (mmproj)", "projector compute (approx.)")
 
@@ -26,6 +30,7 @@ def render_markdown(results: dict) -> str:
         ("audio", _audio),
         ("voice", _voice),
         ("listening", _listening),
+        ("listenparams", _listen_params),
         ("vision", _vision),
         ("memory", _memory),
         ("cgroup", _cgroup),
@@ -147,16 +152,39 @@ def _tools(data: dict, _: dict) -> list[str]:
             lines.append(f"| {model} | {r['tokens']} | {rates} | {same} |")
     lines += [
         "",
-        "| model | forced call tokens | refused (full passes) | free tok/s | forced tok/s | ratio "
-        "| nothing refused, 256 tokens: ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "Drafting (engine/drafting.py) is on: the tokens the grammar dictates are drafted into the batch of the",
+        "token before them and kept as far as the sampler draws them. Random weights spell a call's words in",
+        'pieces (`ca`, `l`, `l` for `call`), so few of their drafts are kept; "drafting off" is the same call',
+        "decoded one token at a time.",
+        "",
+        "| model | forced call tokens | refused (full passes) | drafted / kept | free tok/s | forced tok/s "
+        "| drafting off tok/s | ratio | nothing refused, 256 tokens: ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, d in data.items():
         f = d["forced"]
         lines.append(
-            f"| {model} | {f['call_tokens']:.0f} | {f['refusals']:.0f} | {f['free_tps']:.1f} | {f['forced_tps']:.1f} "
-            f"| {f['ratio']:.3f} | {f['checked_ratio']:.3f} |"
+            f"| {model} | {f['call_tokens']:.0f} | {f['refusals']:.0f} | {f['drafted']:.0f} / {f['draft_kept']:.0f} "
+            f"| {f['free_tps']:.1f} | {f['forced_tps']:.1f} | {f['undrafted_tps']:.1f} | {f['ratio']:.3f} "
+            f"| {f['checked_ratio']:.3f} |"
         )
+    lines += [
+        "",
+        "Calls as a trained model writes them (Gemma 4's syntax, the tokenizer's own split): the batches the",
+        "drafter forms for the call's tokens under the real grammar (each a drawn token and its draft), timed",
+        "at a depth of 1,200 tokens (the 14 intents and the request) against the same tokens one at a",
+        "time. Medians of 5.",
+        "",
+        "| model | call | tokens | batches | one at a time s | drafted s | speed-up |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    for model, d in data.items():
+        for c in d.get("calls", []):
+            call = c["call"].replace("<|tool_call>", "").replace("<tool_call|>", "").replace('<|"|>', "'")
+            lines.append(
+                f"| {model} | `{call}` | {c['tokens']} | {' '.join(map(str, c['batches']))} "
+                f"| {c['single_s']:.3f} | {c['drafted_s']:.3f} | x{c['ratio']:.2f} |"
+            )
     return lines
 
 
@@ -169,16 +197,19 @@ def _schema(data: dict, _: dict) -> list[str]:
         "decode of the same length at the same seed (temperature 1). Random weights never close the text",
         "field, so the reply stays under the grammar for every token; they also draw tokens the grammar refuses",
         "(a quote or a control character inside the text) far more often than a trained model, each a pass",
-        "over the whole vocabulary, so the ratio is a floor. Medians over the seeds; 2 threads.",
+        "over the whole vocabulary, so the ratio is a floor. Medians over the seeds; 2 threads. Drafting off:",
+        "the same, the drafter never asked (inside the text field it finds a choice at every token: its cost).",
         "",
-        "| model | tokens | free tok/s | held to the schema tok/s | ratio | refused (full passes) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | tokens | free tok/s | held to the schema tok/s | ratio | refused (full passes) "
+        "| drafting off tok/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for model, d in data.items():
         for r in d["rows"]:
+            undrafted = f"{r['undrafted_tps']:.1f}" if "undrafted_tps" in r else "-"
             lines.append(
                 f"| {model} | {r['tokens']} | {r['free_tps']:.1f} | {r['schema_tps']:.1f} | {r['ratio']:.3f} "
-                f"| {r['refusals']:.0f} |"
+                f"| {r['refusals']:.0f} | {undrafted} |"
             )
     return lines
 
@@ -251,10 +282,17 @@ def _echo(data: dict, _: dict) -> list[str]:
 
 
 PI5_DECODE_TPS = 6.44  # E2B Q4_K_M on a Pi 5 8GB, llama-bench tg128 (FACTS.md)
-TRANSCRIPT_TOKENS, CALL_TOKENS = 6, 14
+TRANSCRIPT_TOKENS, CALL_TOKENS = 6, 16  # "Turn on the kitchen light." and its call, as Gemma 4 writes them
 
 
-def _ha_command(data: dict, _: dict) -> list[str]:
+def _ha_command(data: dict, results: dict) -> list[str]:
+    call = _turn_on_call(results)
+    call_how = (
+        f"in the {len(call['batches'])} batches drafting forms for them ({' '.join(map(str, call['batches']))}: the"
+        " Tools section), timed at E2B size there"
+        if call
+        else "one at a time"
+    )
     lines = [
         "## Home Assistant command, end of speech to answer (E2B Q4_0, Q8_0 projector)",
         "",
@@ -262,31 +300,42 @@ def _ha_command(data: dict, _: dict) -> list[str]:
         "Assistant's speech-to-text and conversation agent (14 intents declared, `--home-control always`),",
         "by `scripts/ha_command.py` with the `wyoming` client, the audio streamed in 100 ms chunks at speaking pace",
         "(the server hears it as it arrives: `heard while spoken`); stages from the server's `--log`. Random weights",
-        f"write no real transcript or call, so the figures take the {TRANSCRIPT_TOKENS}-token transcript and",
-        f"{CALL_TOKENS}-token call a real model writes at the decode rate measured here (the transcription's",
-        "free decode); prompts and the audio encoder are measured as they ran. A Pi 5 on paper: prefill and",
-        f"encoder time scaled by this machine's prefill rate over the Pi 5's 30 tok/s, decode at {PI5_DECODE_TPS}",
-        "tok/s, the protocol's share as here.",
+        f"write no real transcript or call, so the figures take the {TRANSCRIPT_TOKENS}-token transcript at the",
+        "transcription's measured decode rate, and the call a real model writes",
+        f'(`HassTurnOn{{name:<|"|>kitchen light<|"|>}}` in its markup, {CALL_TOKENS} tokens) {call_how}; prompts',
+        "and the audio encoder are measured as they ran. *Transcript*: end of speech to the transcript, where",
+        "Home Assistant, preferring to handle commands locally (its default for LLM agents), matches this",
+        "sentence itself and acts. *Agent*: on to the agent's call, for what it does not match. A Pi 5 on",
+        "paper: prefill and encoder time scaled by this machine's prefill rate over the Pi 5's 30 tok/s, a",
+        f"token decoded at {PI5_DECODE_TPS} tok/s and a batch of k at the longer of one such step and k tokens",
+        "at 30 tok/s, the protocol's share as here.",
         "",
         "| command | audio tokens | heard while spoken | transcription: encode + prompt s | agent prompt tokens "
-        "| of them put back / cached | agent: prompt s | here, s | Pi 5 on paper, s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| of them put back / cached | agent: prompt s | transcript here, s | agent here, s "
+        "| transcript, Pi 5 on paper, s | agent, Pi 5 on paper, s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     cold = next(c for c in data["commands"] if c["name"] == "cold")
     evaluated = cold["handle"]["prompt_tokens"] - cold["handle"]["prompt_reused"]
     here_prefill = evaluated / cold["handle"]["prompt_seconds"]
     scale = here_prefill / PI5_PREFILL_TPS["e2b"]
+    batches = call["batches"] if call else [1] * CALL_TOKENS
+    pi5_call = sum(max(1 / PI5_DECODE_TPS, k / PI5_PREFILL_TPS["e2b"]) for k in batches)
     for c in data["commands"]:
         t, h = c["transcribe"], c["handle"]
         decode = t["decode_tps"]
-        protocol = (c["transcribe_wall_s"] - t["seconds"]) + (c["handle_wall_s"] - h["seconds"])
-        fixed_decode = (TRANSCRIPT_TOKENS + CALL_TOKENS) / decode
-        here = t["prompt_seconds"] + h["prompt_seconds"] + fixed_decode + protocol
-        pi5 = (t["prompt_seconds"] + h["prompt_seconds"]) * scale + fixed_decode * decode / PI5_DECODE_TPS + protocol
+        here_call = call["drafted_s"] if call else CALL_TOKENS / decode
+        to_transcript = t["prompt_seconds"] + TRANSCRIPT_TOKENS / decode + (c["transcribe_wall_s"] - t["seconds"])
+        agent_extra = h["prompt_seconds"] + (c["handle_wall_s"] - h["seconds"])
+        pi5_transcript = (
+            t["prompt_seconds"] * scale + TRANSCRIPT_TOKENS / PI5_DECODE_TPS + (c["transcribe_wall_s"] - t["seconds"])
+        )
+        pi5_agent = pi5_transcript + h["prompt_seconds"] * scale + pi5_call + (c["handle_wall_s"] - h["seconds"])
         label = {"cold": "first, nothing saved", "steady": "next command", "warm": "first after a restart"}[c["name"]]
         lines.append(
             f"| {label} | {t['audio_tokens']} | {t.get('audio_tokens_early', 0)} | {t['prompt_seconds']:.2f} "
-            f"| {h['prompt_tokens']} | {h['prompt_reused']} | {h['prompt_seconds']:.2f} | {here:.2f} | {pi5:.2f} |"
+            f"| {h['prompt_tokens']} | {h['prompt_reused']} | {h['prompt_seconds']:.2f} | {to_transcript:.2f} "
+            f"| {to_transcript + agent_extra + here_call:.2f} | {pi5_transcript:.2f} | {pi5_agent:.2f} |"
         )
     lines += [
         "",
@@ -294,7 +343,18 @@ def _ha_command(data: dict, _: dict) -> list[str]:
         f"{cold['transcribe']['decode_tps']:.1f} tok/s. Between two commands the transcription uses the KV",
         "cache; the system turn with the declarations is put back from its kept state, not evaluated again.",
     ]
+    if call:
+        lines.append(
+            f"The call: {call['drafted_s']:.2f} s drafted against {call['single_s']:.2f} s one token at a time here;"
+            f" {pi5_call:.2f} s against {CALL_TOKENS / PI5_DECODE_TPS:.2f} s on a Pi 5 on paper."
+        )
     return lines
+
+
+def _turn_on_call(results: dict) -> dict | None:
+    """The E2B-size timing of "turn on the kitchen light"'s call, from the tools section, if measured."""
+    calls = results.get("tools", {}).get("data", {}).get("e2b-Q4_0", {}).get("calls", [])
+    return next((c for c in calls if "HassTurnOn{name:" in c["call"]), None)
 
 
 def _mib(n: float | None) -> str:
@@ -484,14 +544,11 @@ def _turn(r: dict) -> str:
 
 # -- hearing while the user speaks -----------------------------------------------------------------
 
-WARM_S = 16 * 0.48  # the full-size encoder's exact window reaches 16 blocks back (engine/listening.py)
-
 
 def _listening(data: dict, results: dict) -> list[str]:
     cases = data["cases"]
-    here = rates_here(cases)
     pi5 = data["pi5_prefill_tps"]
-    scale = here["prefill_tps"] / pi5
+    here, pi_rates, encode, pi_encode, source = _listening_costs(data, results)
     out = [
         "## Hearing while the user speaks (E2B Q4_0, F16 projector)",
         "",
@@ -507,29 +564,103 @@ def _listening(data: dict, results: dict) -> list[str]:
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in cases:
-        paper = on_paper(case["seconds"], case["early"], encode_s_per_s=here["encode_s_per_s"] * scale, prefill_tps=pi5)
+        paper = first_token_s(case["seconds"], early=case["early"], encode_s_per_s=pi_encode, rates=pi_rates)
         out.append(
             f"| {case['seconds']} s | {'while spoken' if case['early'] else 'whole'} | {case['first_token_s']:.2f} s "
             f"| {case['audio_tokens']} | {case['audio_tokens_early']} | {case['evaluated_at_end']} "
             f"| {case['encode_at_end_s']:.2f} s | {case['encoded_audio_s']:.0f} s | {paper:.1f} s |"
         )
-    replayed = [
-        on_paper(c["seconds"], c["early"], encode_s_per_s=here["encode_s_per_s"], prefill_tps=here["prefill_tps"])
-        for c in cases
-    ]
+    replayed = [first_token_s(c["seconds"], early=c["early"], encode_s_per_s=encode, rates=here) for c in cases]
     out += [
         "",
-        f"Pi 5 on paper: this machine prefilled {here['prefill_tps']:.1f} tok/s and encoded 1 s of speech in",
-        f"{here['encode_s_per_s'] * 1000:.0f} ms (from the *whole* rows); a Pi 5 prefills E2B at {pi5:.0f} tok/s",
-        f"(FACTS.md), so both costs are scaled by {scale:.2f} (the encoder assumed to slow down as prefill does)",
-        "and the same one-step-at-a-time policy is replayed in virtual time (`on_paper` in",
-        "edge/bench/performance_doc.py; replayed with this machine's own rates it gives "
+        f"Pi 5 on paper: {source}; a Pi 5 prefills E2B at {pi5:.0f} tok/s (FACTS.md, pp512), so prefill at every",
+        "batch size and the encoder are scaled by the same factor (the encoder assumed to slow down as prefill",
+        "does) and the same one-step-at-a-time policy is replayed in virtual time (edge/bench/listening_replay.py;",
+        "replayed with this machine's own costs it gives "
         + ", ".join(f"{t:.1f}" for t in replayed)
         + " s for the rows above). Decoding after the first token is not in this table.",
         "",
         "![One 5 s question, heard whole and while spoken](listening.png)",
     ]
     return out
+
+
+def _listening_costs(data: dict, results: dict):
+    """(prefill rates here, on a Pi 5, encoder s/s here, on a Pi 5, where they came from) for the replay:
+    the listenparams section's batch-by-batch rates when measured, else this section's whole rows."""
+    pi5 = data["pi5_prefill_tps"]
+    params = results.get("listenparams", {}).get("data")
+    if params:
+        here = PrefillRates({int(n): r for n, r in params["prefill_tps_by_batch"].items()})
+        encode = params["encode_s_per_s"]["F16"]
+        source = (
+            "prefill rates at each batch size and the F16 encoder's rate from the listening parameters section "
+            f"({here.tps(512):.1f} tok/s at 512, {here.tps(AUDIO_BATCH):.1f} at {AUDIO_BATCH}; "
+            f"{encode * 1000:.0f} ms per s of speech)"
+        )
+    else:
+        flat = rates_here(data["cases"])
+        here, encode = PrefillRates({1: flat["prefill_tps"]}), flat["encode_s_per_s"]
+        source = (
+            f"this machine prefilled {flat['prefill_tps']:.1f} tok/s and encoded 1 s of speech in "
+            f"{encode * 1000:.0f} ms (from the *whole* rows)"
+        )
+    factor = pi5 / here.tps(512)
+    return here, here.scaled(factor), encode, encode / factor, source
+
+
+LISTEN_STEPS = (0.5, 1.0, 1.5, 2.0)
+LISTEN_BATCHES = (12, 24, 48)
+
+
+def _listen_params(data: dict, _: dict) -> list[str]:
+    here = PrefillRates({int(n): r for n, r in data["prefill_tps_by_batch"].items()})
+    pi5 = data["pi5_prefill_tps"]
+    factor = pi5 / here.tps(512)
+    pi_rates = here.scaled(factor)
+    rates_line = ", ".join(f"{n}: {r:.1f}" for n, r in sorted(here.by_batch.items()))
+    encoders = ", ".join(f"{p} {s * 1000:.0f} ms" for p, s in data["encode_s_per_s"].items())
+    lines = [
+        "## Listening parameters: step, batch, projector (E2B Q4_0, replayed)",
+        "",
+        "The listening policy (edge/bench/listening_replay.py) replayed for other settings than the voice",
+        f"loop's (a step after every {LISTEN_EVERY_S:g} s of new speech, rows prefilled in batches of {AUDIO_BATCH},",
+        "the F16 projector), from costs measured here: prefill tokens/s by batch size at a voice turn's depth",
+        f"({rates_line}) and the encoder per second of speech ({encoders}). A Pi 5 on paper: every",
+        f"rate scaled by its published pp512 over this machine's ({pi5:.0f} / {here.tps(512):.1f}). End of speech",
+        "to first token, seconds.",
+        "",
+        "| projector | step s | batch | 2 s here | 5 s here | 10 s here | 20 s here | 2 s Pi 5 | 5 s Pi 5 "
+        "| 10 s Pi 5 | 20 s Pi 5 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    settings = [("F16", step, batch) for step in LISTEN_STEPS for batch in LISTEN_BATCHES]
+    settings += [(p, LISTEN_EVERY_S, AUDIO_BATCH) for p in data["encode_s_per_s"] if p != "F16"]
+    for projector, step, batch in settings:
+        encode = data["encode_s_per_s"][projector]
+        cells = []
+        for rates, enc in ((here, encode), (pi_rates, encode / factor)):
+            for seconds in (2, 5, 10, 20):
+                t = first_token_s(seconds, early=True, encode_s_per_s=enc, rates=rates, step_s=step, batch=batch)
+                cells.append(f"{t:.2f}")
+        now = " (now)" if (projector, step, batch) == ("F16", LISTEN_EVERY_S, AUDIO_BATCH) else ""
+        lines.append(f"| {projector}{now} | {step:g} | {batch} | {' | '.join(cells)} |")
+    needed = prefill_needed(
+        5,
+        2.5,
+        encode_s_per_s=data["encode_s_per_s"]["F16"] / factor,
+        rates=pi_rates,
+        step_s=LISTEN_EVERY_S,
+        batch=AUDIO_BATCH,
+    )
+    lines += [
+        "",
+        f"On a Pi 5 at {pi5:.0f} tok/s a batch of {AUDIO_BATCH} prefills at {pi_rates.tps(AUDIO_BATCH):.1f} tok/s, "
+        "while speech brings 25 audio tokens a second: listening falls behind",
+        "whatever the step, and the first token of a 5 s question waits for that backlog. Within 2.5 s it",
+        f"needs {needed:.2f} times these rates ({pi5 * needed:.0f} tok/s at pp512, the encoder as much faster).",
+    ]
+    return lines
 
 
 # Prefill on a Pi 5 (FACTS.md, published llama.cpp figures): E2B Q4 28-32 tok/s, E4B Q4_0 18.5-18.9.
@@ -595,20 +726,3 @@ def rates_here(cases: list[dict]) -> dict[str, float]:
         "prefill_tps": whole["evaluated_at_end"] / prefill_s,
         "encode_s_per_s": whole["encode_at_end_s"] / whole["seconds"],
     }
-
-
-def on_paper(seconds: float, early: bool, *, encode_s_per_s: float, prefill_tps: float, text_after: int = 10) -> float:
-    """End of speech -> first token, replaying the listening policy with these costs in virtual time."""
-    rows_total = round(seconds * 25)
-    if not early:
-        return seconds * encode_s_per_s + (rows_total + text_after) / prefill_tps
-    busy_until, heard, known, prefilled = 0.0, 0.0, 0, 0
-    while (start := max(busy_until, heard + 1.0)) < seconds:  # idle, and a second more has arrived
-        window = start - max(0.0, (known // 12 * 0.48) - WARM_S)
-        known = round(start * 25) - 1  # the newest row waits for what comes after it
-        batch = known // 24 * 24
-        busy_until = start + window * encode_s_per_s + (batch - prefilled) / prefill_tps
-        heard, prefilled = start, batch
-    window = seconds - max(0.0, (known // 12 * 0.48) - WARM_S)
-    waited = max(0.0, busy_until - seconds)  # a step still running at the end of speech
-    return waited + window * encode_s_per_s + (rows_total - prefilled + text_after) / prefill_tps

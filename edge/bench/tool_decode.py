@@ -131,7 +131,7 @@ HA_CALLS = (
     '<|tool_call>call:HassTurnOn{name:<|"|>kitchen light<|"|>}<tool_call|>',
     '<|tool_call>call:HassLightSet{brightness:50,name:<|"|>kitchen light<|"|>}<tool_call|>',
     '<|tool_call>call:HassTurnOff{area:<|"|>Living Room<|"|>,domain:<|"|>light<|"|>}<tool_call|>',
-    '<|tool_call>call:HassClimateSetTemperature{temperature:21}<tool_call|>',
+    "<|tool_call>call:HassClimateSetTemperature{temperature:21}<tool_call|>",
 )
 CALL_DEPTH = 1200  # about where a Home Assistant call starts: the 14 intents and the request before it
 
@@ -186,6 +186,7 @@ class SchemaRow:
     free_tps: float  # median decode tokens/s, no grammar
     schema_tps: float  # median decode tokens/s, held to SUMMARY_SCHEMA from the first token
     refusals: float  # median full-vocabulary passes (drawn tokens the grammar refused)
+    undrafted_tps: float  # median decode tokens/s held to the schema with drafting off (what drafting costs)
 
     @property
     def ratio(self) -> float:
@@ -201,13 +202,14 @@ def schema_vs_free(loaded: LoadedModel, lengths: Sequence[int], seeds: Sequence[
     grammar = json_grammar(SUMMARY_SCHEMA)
     rows = []
     for length in lengths:
-        free, held, refusals = [], [], []
+        free, held, refusals, undrafted = [], [], [], []
         for seed in seeds:
             base = GEMMA_SAMPLING.with_(max_tokens=length, seed=seed)
             free.append(_rate(_decode(loaded, prompt, base)))
+            undrafted.append(_rate(_decode(loaded, prompt, base.with_(grammar=grammar), draft=False)))
             held.append(_rate(_decode(loaded, prompt, base.with_(grammar=grammar))))
             refusals.append(loaded.engine.last_refusals)
-        rows.append(SchemaRow(length, _median(free), _median(held), _median(refusals)))
+        rows.append(SchemaRow(length, _median(free), _median(held), _median(refusals), _median(undrafted)))
     return rows
 
 
