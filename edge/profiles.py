@@ -34,6 +34,7 @@ QUANTS = (
     "UD-Q8_K_XL",
 )
 MMPROJ_QUANTS = ("F16", "BF16", "Q8_0", "F32")
+ECHO_CANCEL = ("auto", "on", "off")  # `voice --echo-cancel`: a board built as a shelf speaker may say "on"
 LOAD_MODES = ("mmap", "mlock", "mmap+mlock", "none", "direct-io")
 LAZY_MODES = ("off", "auto", "on")
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
@@ -63,6 +64,7 @@ class Profile:
     type_v: str
     os_headroom_mb: int
     family_default: bool = False
+    echo_cancel: str = "auto"  # the voice loop's echo canceller unless --echo-cancel says otherwise
     source: str = ""  # the file it came from
 
 
@@ -101,8 +103,9 @@ _RULES: dict[str, tuple[type, Any, str]] = {
     "type_v": (str, *_in(CACHE_TYPES)),
     "os_headroom_mb": (int, *_range(0, 65536)),
     "family_default": (bool, lambda v: True, "true or false"),
+    "echo_cancel": (str, *_in(ECHO_CANCEL)),
 }
-_OPTIONAL = {"family_default"}
+_OPTIONAL = {"family_default", "echo_cancel"}
 
 
 def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:

@@ -13,7 +13,7 @@ voice) says "Hey Jarvis, stop, what time is it?" at a random point, the loudspea
 - self-interruptions: the voice loop's end-pointer (`--vad energy`, or `--vad micro`, the default) or
   the wake word heard before the user spoke: the reply would have stopped itself;
 - caught: the end-pointer hears the user while they talk (`--barge-in voice`), or the wake word
-  does (`--barge-in name`);
+  does (`--barge-in name`: the voice loop's wake word hears the microphone itself, the "without" rows);
 - CPU: the canceller's seconds per second of audio on one core.
 The same without the canceller shows what it changes.
 """

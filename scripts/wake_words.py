@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+import echo_bench
 import numpy as np
 
 from edge.audio.piper import PiperBackend
@@ -53,8 +54,12 @@ SUBJECTS = ["The kitchen", "My brother", "The old bridge", "Our neighbour", "The
 VERBS = ["was closed for repairs", "looked much better than before", "started an hour late", "made everyone laugh",
          "needs a fresh coat of paint"]  # fmt: skip
 ENDINGS = ["last week.", "this morning.", "after the storm.", "on Sunday.", "again, apparently."]
-SPECS = ("micro:okay_nabu", "open:okay_nabu", "micro:hey_jarvis", "open:hey_jarvis")
+NAMES_MEASURED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
+SPECS = tuple(f"{engine}:{name}" for name in NAMES_MEASURED for engine in ("micro", "open"))
+# Noise at three SNRs; then the assistant's own reply playing through a loudspeaker in a simulated room,
+# as loud as the user at the microphone (what `--barge-in name` must hear the name through).
 CONDITIONS = [(None, None)] + [(kind, snr) for kind in ("fan", "babble", "music") for snr in (20.0, 10.0, 5.0)]
+CONDITIONS += [("reply", 0.0)]
 
 
 def voices(quick: bool):
@@ -105,15 +110,25 @@ def noise(kind: str, n: int, rng: np.random.Generator, babble: list[np.ndarray])
     return mix
 
 
-def mixed(pcm: np.ndarray, kind: str | None, snr_db: float | None, rng, babble) -> np.ndarray:
+def mixed(pcm: np.ndarray, kind: str | None, snr_db: float | None, rng, babble, replies=()) -> np.ndarray:
     pad = np.zeros(SAMPLE_RATE // 2, np.float32)
     clip = np.concatenate([pad, pcm, pad])
     if kind is None:
         return clip
     speech_rms = np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) + 1e-9
+    if kind == "reply":
+        return during_reply(clip, speech_rms, snr_db, replies[int(rng.integers(len(replies)))], rng)
     n = noise(kind, len(clip), rng, babble)
     n *= speech_rms / (10 ** (snr_db / 20)) / (np.sqrt(np.mean(n.astype(np.float64) ** 2)) + 1e-9)
     return np.clip(clip + n, -1, 1).astype(np.float32)
+
+
+def during_reply(clip: np.ndarray, speech_rms: float, snr_db: float, reply: np.ndarray, rng) -> np.ndarray:
+    """`clip` said while a reply plays through a loudspeaker in a room: what the microphone hears, which
+    is what the voice loop's wake word hears (before the echo canceller: edge/voice/loop.py wake_audio)."""
+    echo = echo_bench.room(np.resize(reply, len(clip)).astype(np.float64), rng)
+    echo *= speech_rms * 10 ** (-snr_db / 20) / (np.sqrt(np.mean(echo**2)) + 1e-9)
+    return np.clip(clip + echo, -1, 1).astype(np.float32)
 
 
 def heard(wake: WakeWord, clip: np.ndarray) -> bool:
@@ -126,19 +141,20 @@ def measure(quick: bool = False) -> dict:
     rng = np.random.default_rng(2026)
     speakers = voices(quick)
     requests = REQUESTS[:6] if quick else REQUESTS
-    conditions = [(None, None), ("fan", 10.0), ("music", 10.0)] if quick else CONDITIONS
+    conditions = [(None, None), ("fan", 10.0), ("music", 10.0), ("reply", 0.0)] if quick else CONDITIONS
     sentences = [" ".join(p) for p in itertools.product(SUBJECTS, VERBS, ENDINGS)][: 20 if quick else 150]
     detectors = {spec: WakeWord(spec) for spec in SPECS}
     out: dict = {"voices": [label for label, _ in speakers], "requests_per_condition": 0, "recall": {}}
 
     negatives = [speak(s) for s in sentences for _, speak in speakers]
     babble = negatives[: 4 * len(speakers)]
+    replies = [_at16k(*EspeakBackend().synthesize(text)) for text in echo_bench.REPLIES]
     for name in sorted({spec.split(":")[1] for spec in SPECS}):
         named = [speak(f"{NAMES[name]}, {r}") for r in requests for _, speak in speakers]
         out["requests_per_condition"] = len(named)
         for kind, snr in conditions:
-            label = "clean" if kind is None else f"{kind} {snr:g} dB"
-            clips = [mixed(c, kind, snr, rng, babble) for c in named]
+            label = "clean" if kind is None else "reply playing" if kind == "reply" else f"{kind} {snr:g} dB"
+            clips = [mixed(c, kind, snr, rng, babble, replies) for c in named]
             for spec in (s for s in SPECS if s.endswith(name)):
                 hits = sum(heard(detectors[spec], c) for c in clips)
                 out["recall"].setdefault(spec, {})[label] = hits / len(clips)

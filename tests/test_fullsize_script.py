@@ -61,3 +61,12 @@ def test_llama_cpp_loads_and_runs_the_quantized_file(fullsize, built):
         report = loaded.engine.prefill("The capital of France is")
         assert len(loaded.engine.cached) == report.prompt_tokens == report.evaluated
         assert loaded.llama.n_embd() == fullsize.SHAPES["test"].n_embd
+
+
+def test_a_new_section_lands_after_the_one_it_follows_and_old_ones_keep_their_place():
+    from edge.bench.performance_doc import merge_sections
+
+    previous = "# Page\n\n## A\nold a\n\n## D\nonly on the page\n\n## C\nold c\n"
+    fresh = "# Page\n\n## A\nnew a\n\n## B\nnew b\n\n## C\nnew c\n"
+    merged = merge_sections(previous, fresh)
+    assert merged == "# Page\n\n## A\nnew a\n\n## B\nnew b\n\n## D\nonly on the page\n\n## C\nnew c\n"

@@ -79,6 +79,7 @@ def test_every_builtin_profile_explains_itself_in_comments():
         ({"n_ubatch": "1024"}, "n_ubatch (1024) must not exceed n_batch (512)"),
         ({"type_v": '"q8_0"', "flash_attn": "false"}, "needs flash_attn = true"),
         ({"lazy_mode": '"on"', "load_mode": '"none"'}, "lazy_mode = 'on' needs load_mode mmap"),
+        ({"echo_cancel": '"maybe"'}, "echo_cancel = 'maybe' is invalid; allowed: one of auto, on, off"),
     ],
 )
 def test_invalid_profiles_name_file_key_and_allowed_values(tmp_path, changes, expected):
@@ -87,6 +88,11 @@ def test_invalid_profiles_name_file_key_and_allowed_values(tmp_path, changes, ex
         load_profile_file(path)
     assert str(path) in str(err.value)
     assert expected in str(err.value)
+
+
+def test_a_shelf_speaker_profile_turns_the_echo_canceller_on_and_others_leave_it_to_auto(tmp_path):
+    assert load_profile_file(write_profile(tmp_path, name="shelf", echo_cancel='"on"')).echo_cancel == "on"
+    assert load_profile_file(write_profile(tmp_path, name="plain")).echo_cancel == "auto"
 
 
 def test_malformed_toml_is_a_clear_error(tmp_path):

@@ -213,9 +213,19 @@ def test_transcribe_and_ask_take_wav_flac_and_mp3(audio_files, name, llama_cpp_a
 def test_voice_from_a_file_logs_each_turn(audio_files, tmp_path, llama_cpp_available):
     import json
 
+    from edge.paths import user_profiles_dir
+    from edge.profiles import builtin_profiles_dir
+
+    # A shelf speaker's profile turns the echo canceller on: it holds where it applies, not for a file.
+    user_profiles_dir().mkdir(parents=True, exist_ok=True)
+    generic = (builtin_profiles_dir() / "generic.toml").read_text()
+    shelf = generic.replace('family = "generic"', 'family = "shelf"') + 'echo_cancel = "on"\n'
+    (user_profiles_dir() / "shelf.toml").write_text(shelf)
     log = tmp_path / "turns.jsonl"
     result = edge_gemma(
         "voice",
+        "--device",
+        "shelf",
         "--file",
         str(audio_files["16k.wav"]),
         "--tts",
@@ -237,6 +247,8 @@ def test_voice_from_a_file_logs_each_turn(audio_files, tmp_path, llama_cpp_avail
     record = json.loads(log.read_text().splitlines()[0])
     assert record["audio_tokens"] > 20 and record["speech_s"] > 1
     assert 0 < record["reply_tokens"] <= 5
+    asked_on = edge_gemma("voice", "--file", str(audio_files["16k.wav"]), "--echo-cancel", "on", "-m", str(MODEL))
+    assert_one_line_error(asked_on, "live microphone")
 
 
 def test_audio_commands_refuse_bad_input(tmp_path, demo_gguf, audio_files):

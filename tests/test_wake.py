@@ -10,7 +10,7 @@ from audio_support import silence
 from cli_helpers import assert_one_line_error, edge_gemma
 from conftest import FIXTURES
 
-from edge.audio.capture import ArraySource
+from edge.audio.capture import ArraySource, FilteredSource
 from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
 from edge.audio.wake import BUNDLED, WakeWord, check_wake_word, detections
@@ -191,7 +191,7 @@ def test_by_name_a_reply_stops_for_the_wake_word_and_not_for_other_speech(conver
 
     long_reply = "This is a long reply that goes on and on. " * 6
 
-    def run(stream):
+    def run(stream, *, cancelled_out=False):
         class SpeakingFirst(ArraySource):
             def read(self, timeout=None):
                 if not self.started:
@@ -204,6 +204,10 @@ def test_by_name_a_reply_stops_for_the_wake_word_and_not_for_other_speech(conver
         sink = NullSink(realtime=True)
         source = SpeakingFirst(stream)
         source.started = False
+        wake_audio = None
+        if cancelled_out:  # a canceller that takes everything out: the name is heard on the raw microphone
+            source = FilteredSource(source, lambda block: block * 0)
+            wake_audio = lambda mic=source: mic.raw  # noqa: E731
         loop = VoiceLoop(
             conversation,
             source,
@@ -212,6 +216,7 @@ def test_by_name_a_reply_stops_for_the_wake_word_and_not_for_other_speech(conver
             wake=WakeWord("hey_jarvis"),
             barge_in="name",
             sampling=GREEDY.with_(max_tokens=4),
+            wake_audio=wake_audio,
         )
         with sink:
             turns = loop.run(max_turns=1)
@@ -225,6 +230,11 @@ def test_by_name_a_reply_stops_for_the_wake_word_and_not_for_other_speech(conver
     unnamed = np.concatenate([silence(1.0), say("What time is it?"), silence(1.5)])
     turns, sink = run(unnamed)
     assert turns == []  # heard during our own reply: not a turn, and the reply went on
+
+    # With the echo canceller on, the wake word listens before it (AEC3 takes a name said over the
+    # reply out with the reply): here the canceller leaves nothing, and the name still stops the reply.
+    turns, sink = run(named, cancelled_out=True)
+    assert sink.played_seconds < sum(len(x) for x in sink.played) / 16000
 
 
 def test_barge_in_by_name_needs_a_wake_word():

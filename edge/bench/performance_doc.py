@@ -112,7 +112,8 @@ def _boards(data: dict, _: dict) -> list[str]:
 def merge_sections(previous: str, fresh: str) -> str:
     """`fresh` (rendered from the results at hand), keeping each section of `previous` that `fresh`
     does not have, in its place: a section measured on another day (its own "measured" line) is not
-    lost because its raw results live on another machine."""
+    lost because its raw results live on another machine. A section new to the page goes after the
+    one it follows in `fresh`."""
 
     def split(doc: str) -> list[tuple[str, str]]:
         blocks, heading, lines = [], "", []
@@ -125,9 +126,14 @@ def merge_sections(previous: str, fresh: str) -> str:
         return blocks
 
     new = split(fresh)
-    head, new_sections = new[0][1], dict(new[1:])
-    kept = [new_sections.pop(heading, text) for heading, text in split(previous)[1:]]
-    return "\n\n".join([head, *kept, *new_sections.values()]).rstrip() + "\n"
+    head, texts = new[0][1], dict(split(previous)[1:])
+    order = list(texts)
+    for i, (heading, _) in enumerate(new[1:], start=1):
+        if heading not in order:
+            anchor = next((h for h, _ in reversed(new[1:i]) if h in order), None)
+            order.insert(order.index(anchor) + 1 if anchor else len(order), heading)
+    texts.update(dict(new[1:]))
+    return "\n\n".join([head, *(texts[h] for h in order)]).rstrip() + "\n"
 
 
 def _tools(data: dict, _: dict) -> list[str]:
@@ -140,7 +146,7 @@ def _tools(data: dict, _: dict) -> list[str]:
         "free text of its length: random weights choose what the grammar refuses on most tokens, each a",
         'pass over the whole vocabulary, so that figure is a floor; "nothing refused" is a grammar that',
         "allows any text, decoded 256 tokens against free text: the check alone (what a trained model's",
-        "well-formed call pays). Medians over the seeds; 2 threads.",
+        "well-formed call pays). Medians over the seeds (each seed run 3 times on the tiny model); 2 threads.",
         "",
         "| model | tokens | without tools tok/s | tools offered tok/s | ratio | same text |",
         "|---|---:|---:|---:|---:|---|",
@@ -197,8 +203,9 @@ def _schema(data: dict, _: dict) -> list[str]:
         "decode of the same length at the same seed (temperature 1). Random weights never close the text",
         "field, so the reply stays under the grammar for every token; they also draw tokens the grammar refuses",
         "(a quote or a control character inside the text) far more often than a trained model, each a pass",
-        "over the whole vocabulary, so the ratio is a floor. Medians over the seeds; 2 threads. Drafting off:",
-        "the same, the drafter never asked (inside the text field it finds a choice at every token: its cost).",
+        "over the whole vocabulary, so the ratio is a floor. Medians over the seeds (each seed run 3 times on",
+        "the tiny model); 2 threads. Drafting off: the same, the drafter never asked (inside the text field it",
+        "is asked only after a token that may end the text: its cost).",
         "",
         "| model | tokens | free tok/s | held to the schema tok/s | ratio | refused (full passes) "
         "| drafting off tok/s |",
@@ -224,7 +231,9 @@ def _wake(data: dict, _: dict) -> list[str]:
         f'("<name>, <request>": {", ".join(data["voices"])}), noise mixed at the SNR over the speech (fan:',
         "pink noise; babble: four other sentences; music: chords over a beat). False accepts: "
         f"{data['negative_minutes']:.0f} minutes",
-        "of speech without a name, alone and over music (television-like), through every detector. Each",
+        "of speech without a name, alone and over music (television-like), through every detector. Reply",
+        "playing: the assistant's own reply (espeak-ng) through a loudspeaker in a simulated room (echo_bench's),",
+        "as loud as the user at the microphone, which the wake word hears as it is (`--barge-in name`). Each",
         "engine at its own threshold. CPU: seconds of processing per second of audio on one core.",
         "",
         "| wake word | " + " | ".join(conditions) + " | false accepts / hour | CPU share |",
@@ -262,8 +271,10 @@ def _echo(data: dict, _: dict) -> list[str]:
         "echo out once AEC3 has learnt the room. Self-interruptions: the end-pointer (`--vad energy`, or",
         "`--vad micro`, the default) or the wake word hears something before the user speaks: the reply",
         "would stop itself. Caught: the end-pointer hears the user while they talk (`--barge-in voice`), or",
-        "the wake word does (`--barge-in name`). The gate's settings were chosen on other rooms (another",
-        "seed) than these.",
+        "the wake word does (`--barge-in name`). The voice loop's wake word hears the microphone itself,",
+        "before the canceller (the name columns of the rows without it): AEC3's double-talk suppression",
+        "takes a name said over the reply out with the reply (the rows with it), and a reply that never",
+        "says the name cannot wake it. The gate's settings were chosen on other rooms (another seed) than these.",
         "",
         "| loudspeaker over the user | canceller | ERLE dB | self (energy) | caught (energy) | self (micro) "
         "| caught (micro) | self (name) | caught (name) | CPU share |",
@@ -307,8 +318,8 @@ def _ha_command(data: dict, results: dict) -> list[str]:
         "Home Assistant, preferring to handle commands locally (its default for LLM agents), matches this",
         "sentence itself and acts. *Agent*: on to the agent's call, for what it does not match. A Pi 5 on",
         "paper: prefill and encoder time scaled by this machine's prefill rate over the Pi 5's 30 tok/s, a",
-        f"token decoded at {PI5_DECODE_TPS} tok/s and a batch of k at the longer of one such step and k tokens",
-        "at 30 tok/s, the protocol's share as here.",
+        f"token decoded at {PI5_DECODE_TPS} tok/s, the call's batches costing what they cost here against one",
+        "token at a time, the protocol's share as here.",
         "",
         "| command | audio tokens | heard while spoken | transcription: encode + prompt s | agent prompt tokens "
         "| of them put back / cached | agent: prompt s | transcript here, s | agent here, s "
@@ -319,8 +330,7 @@ def _ha_command(data: dict, results: dict) -> list[str]:
     evaluated = cold["handle"]["prompt_tokens"] - cold["handle"]["prompt_reused"]
     here_prefill = evaluated / cold["handle"]["prompt_seconds"]
     scale = here_prefill / PI5_PREFILL_TPS["e2b"]
-    batches = call["batches"] if call else [1] * CALL_TOKENS
-    pi5_call = sum(max(1 / PI5_DECODE_TPS, k / PI5_PREFILL_TPS["e2b"]) for k in batches)
+    pi5_call = CALL_TOKENS / PI5_DECODE_TPS * (call["drafted_s"] / call["single_s"] if call else 1.0)
     for c in data["commands"]:
         t, h = c["transcribe"], c["handle"]
         decode = t["decode_tps"]

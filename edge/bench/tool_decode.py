@@ -72,16 +72,17 @@ class ForcedRow:
 
 
 def offered_vs_free(
-    loaded: LoadedModel, tools: Sequence[ToolSpec], lengths: Sequence[int], seeds: Sequence[int]
+    loaded: LoadedModel, tools: Sequence[ToolSpec], lengths: Sequence[int], seeds: Sequence[int], repeats: int = 1
 ) -> list[OfferedRow]:
     """Decode `length` tokens after the chat prompt with `tools` declared, with the lazy call grammar
-    and without it (temperature 1, each seed both ways; the prompt evaluated fresh each time)."""
+    and without it (temperature 1, each seed both ways `repeats` times, in turn; the prompt evaluated
+    fresh each time)."""
     prompt = loaded.chat_prompt(PROMPT_ASK, tools=[t.declaration() for t in tools]).text
     grammar = call_grammar(tools, lazy=True)
     rows = []
     for length in lengths:
         free, offered, same, started = [], [], True, 0
-        for seed in seeds:
+        for seed in [s for s in seeds for _ in range(repeats)]:
             base = GEMMA_SAMPLING.with_(max_tokens=length, seed=seed)
             plain = _decode(loaded, prompt, base)
             lazy = _decode(loaded, prompt, base.with_(grammar=grammar))
@@ -196,14 +197,17 @@ class SchemaRow:
         return {**asdict(self), "ratio": round(self.ratio, 3)}
 
 
-def schema_vs_free(loaded: LoadedModel, lengths: Sequence[int], seeds: Sequence[int]) -> list[SchemaRow]:
-    """Decode `length` tokens held to SUMMARY_SCHEMA and free, at the same seed (temperature 1)."""
+def schema_vs_free(
+    loaded: LoadedModel, lengths: Sequence[int], seeds: Sequence[int], repeats: int = 1
+) -> list[SchemaRow]:
+    """Decode `length` tokens held to SUMMARY_SCHEMA and free, at the same seed (temperature 1), each
+    seed `repeats` times in turn."""
     prompt = loaded.chat_prompt(SCHEMA_ASK).text
     grammar = json_grammar(SUMMARY_SCHEMA)
     rows = []
     for length in lengths:
         free, held, refusals, undrafted = [], [], [], []
-        for seed in seeds:
+        for seed in [s for s in seeds for _ in range(repeats)]:
             base = GEMMA_SAMPLING.with_(max_tokens=length, seed=seed)
             free.append(_rate(_decode(loaded, prompt, base)))
             undrafted.append(_rate(_decode(loaded, prompt, base.with_(grammar=grammar), draft=False)))

@@ -16,11 +16,10 @@ _load_options = options.load_options(model_help=options.GEMMA4_MODEL_HELP)
 
 
 @contextlib.contextmanager
-def _conversation(load, system_prompt=None):
+def _conversation(plan, system_prompt=None):
     from edge.launch import ProjectorUse, load_model
     from edge.voice.audio_conversation import DEFAULT_SYSTEM_PROMPT, AudioConversation
 
-    plan = options.prepared(load)
     with load_model(plan, ProjectorUse.HEARING) as loaded:
         yield AudioConversation(
             loaded, system_prompt=system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT
@@ -51,7 +50,7 @@ def transcribe(file, load, language, max_seconds):
     clips = segment(pcm)
     if not clips:
         raise AudioError(f"{file} has no speech in it (only silence or steady noise)")
-    with _conversation(load, system_prompt="") as conversation:
+    with _conversation(options.prepared(load), system_prompt="") as conversation:
         for clip in clips:
             text = conversation.transcribe(clip.pcm, language=language).run()
             click.echo(" ".join(text.split()))
@@ -163,10 +162,8 @@ def transcribe(file, load, language, max_seconds):
 @click.option(
     "--echo-cancel",
     type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
     help="Take what the speaker plays out of what the microphone hears (WebRTC AEC3). auto: on when "
-    "replies are played while a live microphone listens.",
+    "replies are played while a live microphone listens. Default: the device profile's (echo_cancel), else auto.",
 )
 @click.option(
     "--listen-while-speaking/--no-listen-while-speaking",
@@ -281,7 +278,11 @@ def voice(
     def say(message: str) -> None:
         click.echo(f"\nnote: {message}", err=True)
 
+    plan = options.prepared(load)  # before any device opens: the profile may choose the echo canceller
+    if echo_cancel is None:  # the profile's choice holds where it applies: a file needs no canceller
+        echo_cancel = plan.choice.profile.echo_cancel if input_file is None and tts != "none" else "auto"
     reference = _echo_reference(echo_cancel, live=not input_file, speaking=tts != "none")
+    wake_audio = None
     if input_file:
         source = FileSource(input_file, realtime=not fast)  # a recording is heard as it is: no cleanup
     else:
@@ -290,13 +291,14 @@ def voice(
             from edge.audio.echo import EchoCanceller, echo_cancelled
 
             source = echo_cancelled(source, EchoCanceller(reference))
+            wake_audio = lambda mic=source: mic.raw  # noqa: E731 - the wake word hears the microphone itself
         if noise_suppression or auto_gain:
             from edge.audio.cleanup import NoiseCleaner, cleaned
 
             source = cleaned(source, NoiseCleaner(noise_suppression, auto_gain))
     sink = SoundDeviceSink(output_device, reference=reference) if tts != "none" else None
     with (
-        _conversation(load, system_prompt) as conversation,
+        _conversation(plan, system_prompt) as conversation,
         contextlib.nullcontext() if verbose else native_stderr_silenced(),
         source,
         sink or contextlib.nullcontext(),
@@ -320,6 +322,7 @@ def voice(
             follow_up_s=follow_up,
             chime=not no_chime,
             listen_while_speaking=listen_while_speaking,
+            wake_audio=wake_audio,
         )
         ptt = PushToTalk(pre_roll_s=pre_roll, max_seconds=max_seconds) if push_to_talk else None
         toggles: queue.SimpleQueue = queue.SimpleQueue()

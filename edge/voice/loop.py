@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from edge.assist.toolbox import Toolbox, spoken_duration
 from edge.audio.capture import AudioSource
 from edge.audio.playback import AudioSink
@@ -69,6 +71,7 @@ class VoiceLoop:
         follow_up_s: float = FOLLOW_UP_S,
         chime: bool = True,
         listen_while_speaking: bool = True,
+        wake_audio: Callable[[], np.ndarray | None] | None = None,
     ):
         """`on_note` hears what the user should know between turns: a failed turn (the loop goes on),
         a fresh conversation after `forget_after_s` of quiet (None: remember forever).
@@ -83,6 +86,9 @@ class VoiceLoop:
         follow-ups within `follow_up_s` of a reply (wake_gate.py). None: every utterance is a turn.
         `listen_while_speaking`: the model encodes and prefills the speech as it arrives, so at the
         end of speech only the last second is left to evaluate (engine/listening.py).
+        `wake_audio`: what the wake word hears of the block just read (None: the block). With the echo
+        canceller on, the microphone's own block: AEC3 takes a name said over a reply out with the
+        reply (docs/performance.md, "Echo"), and a reply that never says the name cannot wake it.
         """
         self.conversation, self.source = conversation, source
         self.endpointer = endpointer or Endpointer()
@@ -101,7 +107,7 @@ class VoiceLoop:
         self.on_text, self.on_turn, self.on_note = on_text, on_turn, on_note
         self.discarded_starts = 0  # speculative replies thrown away in this session
         self.rung: list[str] = []  # timers that rang, by name
-        self.wake = wake
+        self.wake, self.wake_audio = wake, wake_audio
         self.gate = WakeGate(follow_up_s=follow_up_s) if wake is not None else None
         self.chime = chime
         self.wakes = 0  # times the wake word was heard
@@ -197,7 +203,8 @@ class VoiceLoop:
                 self.gate.after_reply(now)  # what the microphone hears now is our own reply
             else:
                 self.gate.keep_awake(now)
-        if self.wake.feed(block):
+        heard = self.wake_audio() if self.wake_audio is not None else block
+        if heard is not None and self.wake.feed(heard):
             self.wakes += 1
             self.gate.heard_name(now)
             if self.barge_in == "name" and self.speaker is not None and self.speaker.speaking:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.errors import GenerationError, UsageError
+from edge.model.engine.drafting import Drafting
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ class TokenSampler:
         self._one = (lc.llama_token_data * 1)()
         self._one_array = lc.llama_token_data_array(self._one, 1, -1, False)
         self._candidates: np.ndarray | None = None  # the whole vocabulary, made at the first refusal
-        self._drafter = drafter  # drafting.GrammarDrafter for this grammar, or None
+        self._drafting = Drafting(drafter) if drafter is not None else None  # drafting.py, for this reply
+        self._last: int | None = None  # the last token drawn
         self.refusals = 0
 
     @property
@@ -126,7 +128,7 @@ class TokenSampler:
     def sample(self, row: int = -1) -> int:
         """The next token after the logits of the last batch's `row` (-1: its last)."""
         lc = self._lc
-        token = lc.llama_sampler_sample(self._chain, self._ctx, row)  # draws and accepts into the chain
+        token = self._last = lc.llama_sampler_sample(self._chain, self._ctx, row)  # draws, accepts into the chain
         if self._grammar is None:
             return token
         if self._waiting:
@@ -134,15 +136,16 @@ class TokenSampler:
                 return token
             self._waiting = False
         elif not self._allows(token):
-            token = self._resample(row)
+            token = self._last = self._resample(row)
         lc.llama_sampler_accept(self._grammar, token)
         return token
 
     def draft(self, limit: int) -> list[int]:
-        """Tokens the grammar all but dictates next (drafting.py): none outside the grammar."""
-        if self._drafter is None or not self.constrained:
+        """Tokens the grammar all but dictates after the last token drawn (drafting.py): none outside
+        the grammar."""
+        if self._drafting is None or not self.constrained or self._last is None:
             return []
-        return self._drafter.draft(self._grammar, limit)
+        return self._drafting.after(self._grammar, self._last, room=limit)
 
     def _allows(self, token: int) -> bool:
         one = self._one[0]
