@@ -2,15 +2,17 @@
 """Wake words, microWakeWord against openWakeWord: recall on spoken requests in noise, false accepts
 per hour on speech and television-like audio without the name, and the share of one core each takes.
 
-    python scripts/wake_words.py            # the full measurement (about 15 minutes on 2 cores)
+    python scripts/wake_words.py            # the full measurement (about 40 minutes on 2 cores)
     python scripts/wake_words.py --quick    # fewer requests and conditions
     python scripts/fullsize_report.py --sections wake   # the same, into docs/performance.md
 
 Speech is made here: Piper's joe voice at three speeds and espeak-ng in three voices. Positives:
 "<name>, <request>" for 17 everyday requests (102 clips per condition). Noise is mixed at a
 signal-to-noise ratio over the speech: fan (pink noise), babble (four other sentences at once) and
-music (chords with a beat). Negatives: 150 sentences without a name in every voice, alone and over
-music (television-like), about 40 minutes. A detection is the model's own probability crossing its
+music (chords with a beat); then the assistant's own reply playing through a loudspeaker in a room
+(echo_bench's), as loud as the user. Names: okay_nabu, hey_jarvis, alexa and hey_mycroft on both engines.
+Negatives: 150 sentences without a name in every voice, alone and over music (television-like), about
+an hour. A detection is the model's own probability crossing its
 own threshold (microWakeWord's cutoff from its config, openWakeWord's 0.5).
 """
 
