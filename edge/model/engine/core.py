@@ -361,7 +361,7 @@ class Engine(MediaDecoding, PrefixKeeping):
                     continue
                 with life.use():
                     room = min(sampling.max_tokens - self.last_generated - 1, self.n_ctx - len(self.cached) - 2)
-                    ahead = sampler.draft(min(room, self.n_batch - 1))
+                    ahead = sampler.draft(token, min(room, self.n_batch - 1))
                     self.last_drafted += len(ahead)
                     self._decode_tokens([token, *ahead], logits_last=True, logits_all=bool(ahead))
                     row = 0

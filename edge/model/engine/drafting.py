@@ -47,6 +47,25 @@ def gbnf_literals(gbnf: str) -> list[str]:
     return [text for text in found if text]
 
 
+class TokenCheck:
+    """A grammar's verdict on one token (a pass over that token alone, not the vocabulary): the sampler's
+    check of each drawn token, and the drafter's of a call's given tokens."""
+
+    def __init__(self) -> None:
+        import llama_cpp as lc
+
+        self._lc = lc
+        self._one = (lc.llama_token_data * 1)()
+        self._array = lc.llama_token_data_array(self._one, 1, -1, False)
+
+    def allows(self, grammar, token: int) -> bool:
+        one = self._one[0]
+        one.id, one.logit, one.p = token, 0.0, 0.0
+        self._array.size, self._array.selected = 1, -1
+        self._lc.llama_sampler_apply(grammar, ctypes.byref(self._array))
+        return one.logit != float("-inf")
+
+
 class GrammarDrafter:
     """Drafts after a grammar's current state: `draft(grammar, limit)` -> token ids (maybe none)."""
 
@@ -64,12 +83,11 @@ class GrammarDrafter:
         self._ids = np.array(sorted(ids), dtype=np.int32)
         self._text = {int(t): engine.token_bytes(int(t), special=True) for t in self._ids}
         self._candidates = np.zeros(len(self._ids), dtype=_TOKEN_DATA)
-        self._one = np.zeros(1, dtype=_TOKEN_DATA)
         self._array = lc.llama_token_data_array(
             self._candidates.ctypes.data_as(ctypes.POINTER(lc.llama_token_data)), len(self._ids), -1, False
         )
 
-    def draft(self, grammar, limit: int = DRAFT_LIMIT) -> tuple[list[int], bool]:
+    def draft(self, grammar, limit: int) -> tuple[list[int], bool]:
         """The tokens the grammar all but dictates from its state now (a copy is advanced, never it),
         and whether the next position is open: many candidates allowed (a string's content, a number)."""
         first, open_ended = self._only_candidate(grammar) if limit > 0 else (None, False)
@@ -91,16 +109,6 @@ class GrammarDrafter:
 
     def is_candidate(self, token: int) -> bool:
         return token in self._text
-
-    def allows(self, grammar, token: int) -> bool:
-        """The grammar allows `token` next (a check of that one token)."""
-        one = self._one
-        one[0]["id"], one[0]["logit"] = token, 0.0
-        array = self._lc.llama_token_data_array(
-            one.ctypes.data_as(ctypes.POINTER(self._lc.llama_token_data)), 1, -1, False
-        )
-        self._lc.llama_sampler_apply(grammar, ctypes.byref(array))
-        return bool(one[0]["logit"] != -np.inf)
 
     def _only_candidate(self, state) -> tuple[int | None, bool]:
         """The candidate every way on from this state starts with, or None (a choice, or the end); and
@@ -146,9 +154,9 @@ def batches_for(drafter: GrammarDrafter, grammar, tokens: list[int], limit: int 
     drafter on a call as a trained model writes it, whatever random weights would draw."""
     import llama_cpp as lc
 
-    sizes, i, drafting = [], 0, Drafting(drafter, limit)
+    sizes, i, drafting, check = [], 0, Drafting(drafter, limit), TokenCheck()
     while i < len(tokens):
-        if not drafter.allows(grammar, tokens[i]):  # llama.cpp aborts the process on a refused token
+        if not check.allows(grammar, tokens[i]):  # llama.cpp aborts the process on a refused token
             raise UsageError(f"token {i} ({tokens[i]}) is not one this grammar allows there")
         lc.llama_sampler_accept(grammar, tokens[i])
         i += 1

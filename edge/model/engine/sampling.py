@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.errors import GenerationError, UsageError
-from edge.model.engine.drafting import Drafting
+from edge.model.engine.drafting import Drafting, TokenCheck
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,9 @@ class TokenSampler:
         self._trigger = trigger_token
         self._waiting = self._grammar is not None and sampling.grammar.lazy
         self._n_vocab = lc.llama_vocab_n_tokens(vocab)
-        self._one = (lc.llama_token_data * 1)()
-        self._one_array = lc.llama_token_data_array(self._one, 1, -1, False)
+        self._check = TokenCheck()
         self._candidates: np.ndarray | None = None  # the whole vocabulary, made at the first refusal
         self._drafting = Drafting(drafter) if drafter is not None else None  # drafting.py, for this reply
-        self._last: int | None = None  # the last token drawn
         self.refusals = 0
 
     @property
@@ -128,31 +126,24 @@ class TokenSampler:
     def sample(self, row: int = -1) -> int:
         """The next token after the logits of the last batch's `row` (-1: its last)."""
         lc = self._lc
-        token = self._last = lc.llama_sampler_sample(self._chain, self._ctx, row)  # draws, accepts into the chain
+        token = lc.llama_sampler_sample(self._chain, self._ctx, row)  # draws and accepts into the chain
         if self._grammar is None:
             return token
         if self._waiting:
             if token != self._trigger:
                 return token
             self._waiting = False
-        elif not self._allows(token):
-            token = self._last = self._resample(row)
+        elif not self._check.allows(self._grammar, token):
+            token = self._resample(row)
         lc.llama_sampler_accept(self._grammar, token)
         return token
 
-    def draft(self, limit: int) -> list[int]:
-        """Tokens the grammar all but dictates after the last token drawn (drafting.py): none outside
-        the grammar."""
-        if self._drafting is None or not self.constrained or self._last is None:
+    def draft(self, after: int, limit: int) -> list[int]:
+        """Tokens the grammar all but dictates after `after`, the token just drawn (drafting.py): none
+        outside the grammar."""
+        if self._drafting is None or not self.constrained:
             return []
-        return self._drafting.after(self._grammar, self._last, room=limit)
-
-    def _allows(self, token: int) -> bool:
-        one = self._one[0]
-        one.id, one.logit, one.p = token, 0.0, 0.0
-        self._one_array.size, self._one_array.selected = 1, -1
-        self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
-        return one.logit != float("-inf")
+        return self._drafting.after(self._grammar, after, room=limit)
 
     def _resample(self, row: int) -> int:
         """Draw again from the whole vocabulary, the grammar first (every later stage sees only tokens it allows)."""
