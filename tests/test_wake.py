@@ -254,6 +254,19 @@ def test_both_engines_hear_their_names(say, spec):
 
 def test_engine_choice_is_checked():
     assert WakeWord("okay_nabu").engine == "micro" and WakeWord("hey_jarvis").engine == "open"
+    assert WakeWord("alexa").engine == "micro" and WakeWord("hey_mycroft").engine == "micro"
     assert WakeWord("hey_rhasspy").engine == "open"
     with pytest.raises(AudioError, match="hey_rhasspy is openWakeWord's only"):
         check_wake_word("micro:hey_rhasspy")
+
+
+def test_a_bare_name_takes_the_engine_the_measurement_picked():
+    """docs/performance.md ("Wake words") names each name's winner; DEFAULT_ENGINES must agree with it."""
+    import re
+    from pathlib import Path
+
+    from edge.audio.wake import DEFAULT_ENGINES
+
+    doc = (Path(__file__).parent.parent / "docs" / "performance.md").read_text()
+    picked = dict(re.findall(r"(\w+): (micro|open) \(micro:", doc.split("DEFAULT_ENGINES): ", 1)[1].split("\n", 1)[0]))
+    assert picked and picked == DEFAULT_ENGINES

@@ -23,8 +23,8 @@ OPEN_BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy"
 MICRO_BUNDLED = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
 BUNDLED = OPEN_BUNDLED  # every bundled name, whichever engine has it
 # The engine a bare name takes: the one with the higher recall in noise at no more false accepts
-# (docs/performance.md, "Wake words"). Names not measured there keep openWakeWord.
-DEFAULT_ENGINES = {"okay_nabu": "micro", "hey_jarvis": "open"}
+# (docs/performance.md, "Wake words"; a test holds the two to each other). hey_rhasspy is openWakeWord's only.
+DEFAULT_ENGINES = {"alexa": "micro", "hey_jarvis": "open", "hey_mycroft": "micro", "okay_nabu": "micro"}
 OPEN_THRESHOLD = 0.5  # openWakeWord's own default probability
 NAMES = {name: name.replace("_", " ").title() for name in BUNDLED}  # what to tell the user to say
 
