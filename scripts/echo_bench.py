@@ -7,14 +7,15 @@
 Each reply (espeak-ng, several sentences) reaches the microphone through a room: 30 ms away, a
 300 ms reverberant tail as loud as the direct sound, a little pink noise. The user (Piper's joe
 voice) says "Hey Jarvis, stop, what time is it?" at a random point, the loudspeaker 10 dB (and
-0 dB) louder than the user at the microphone. The microphone goes through edge-gemma's canceller
-(echo.py: WebRTC AEC3 and the residual gate) with the reply as its reference, then:
+0 dB) louder than the user at the microphone, whose gain keeps the loudest sample under full scale.
+The microphone goes through edge-gemma's canceller (echo.py: WebRTC AEC3 and the residual gate for the
+end-pointer, Speex's linear filter for the wake word) with the reply as its reference, then:
 - ERLE: echo power in over echo power out, on the reply alone after AEC3 has learnt the room;
 - self-interruptions: the voice loop's end-pointer (`--vad energy`, or `--vad micro`, the default) or
   the wake word heard before the user spoke: the reply would have stopped itself;
 - caught: the end-pointer hears the user while they talk (`--barge-in voice`), or the wake word
-  does (`--barge-in name`: the voice loop's wake word hears the microphone itself, the "without" rows);
-- CPU: the canceller's seconds per second of audio on one core.
+  does (`--barge-in name`);
+- CPU: the canceller's seconds per second of audio on one core (both filters).
 The same without the canceller shows what it changes.
 """
 
@@ -61,14 +62,16 @@ def pink(n: int, rng) -> np.ndarray:
     return np.fft.irfft(spectrum, n)
 
 
-def cancelled(mic: np.ndarray, reply: np.ndarray) -> tuple[np.ndarray, float]:
-    reference, out = EchoReference(), []
+def cancelled(mic: np.ndarray, reply: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """What the end-pointer hears, what the wake word hears, and the CPU seconds both took."""
+    reference, out, linear = EchoReference(), [], []
     canceller = EchoCanceller(reference)
     started = time.process_time()
     for at in range(0, len(mic), 1280):  # played and heard in step, as a sound card runs them
         reference.played(reply[at : at + 1280], SR)
         out.append(canceller.process(mic[at : at + 1280]))
-    return np.concatenate(out), time.process_time() - started
+        linear.append(canceller.linear)
+    return np.concatenate(out), np.concatenate(linear), time.process_time() - started
 
 
 def measure(replies: int = 50, seed: int = 7) -> dict:
@@ -89,16 +92,20 @@ def measure(replies: int = 50, seed: int = 7) -> dict:
             at = int(rng.uniform(3.0, len(reply) / SR - len(user) / SR - 1.0) * SR)
             mic = echo + pink(len(echo), rng) * 10 ** (-60 / 20) / np.sqrt(np.mean(pink(SR, rng) ** 2))
             mic[at : at + len(user)] += user
-            clean, took = cancelled(mic.astype(np.float32), reply.astype(np.float32))
+            mic *= 0.9 / np.max(np.abs(mic))  # the microphone's gain: a real one stops at full scale
+            clean, linear, took = cancelled(mic.astype(np.float32), reply.astype(np.float32))
             cpu, audio_s = cpu + took, audio_s + len(mic) / SR
             learnt = slice(int(2.5 * SR), at)
             rows["with"]["erle"].append(db(mic[learnt]) - db(clean[learnt]))
-            for name, heard in (("with", clean), ("without", mic.astype(np.float32))):
-                _judge(rows[name], heard, at / SR, (at + len(user)) / SR)
+            rows["with"]["erle_linear"].append(db(mic[learnt]) - db(linear[learnt]))
+            _judge(rows["with"], clean, linear, at / SR, (at + len(user)) / SR)
+            raw = mic.astype(np.float32)
+            _judge(rows["without"], raw, raw, at / SR, (at + len(user)) / SR)
         out["levels"][f"{level_db:+d} dB"] = {
             "erle_db": float(np.median(rows["with"]["erle"])),
+            "erle_linear_db": float(np.median(rows["with"]["erle_linear"])),
             "cpu_share": cpu / audio_s,
-            **{name: {k: v for k, v in r.items() if k != "erle"} for name, r in rows.items()},
+            **{name: {k: v for k, v in r.items() if not k.startswith("erle")} for name, r in rows.items()},
         }
         print(level_db, json.dumps(out["levels"][f"{level_db:+d} dB"]), flush=True)
     return out
@@ -109,15 +116,15 @@ DETECTORS = ("energy", "micro")
 
 def _tally() -> dict:
     voice = {f"{kind}_{d}": 0 for kind in ("self", "caught") for d in DETECTORS}
-    return {"erle": [], **voice, "self_name": 0, "caught_name": 0}
+    return {"erle": [], "erle_linear": [], **voice, "self_name": 0, "caught_name": 0}
 
 
-def _judge(row: dict, heard: np.ndarray, start_s: float, end_s: float) -> None:
+def _judge(row: dict, heard: np.ndarray, wake_hears: np.ndarray, start_s: float, end_s: float) -> None:
     for detector in DETECTORS:
         clips = segment(heard, EndpointConfig(detector=detector))
         row[f"self_{detector}"] += any(c.speech_start_s < start_s - 0.3 for c in clips)
         row[f"caught_{detector}"] += any(start_s - 0.3 <= c.speech_start_s <= end_s for c in clips)
-    named = detections(WakeWord("hey_jarvis"), heard)
+    named = detections(WakeWord("hey_jarvis"), wake_hears)
     row["self_name"] += any(t < start_s for t in named)
     row["caught_name"] += any(start_s <= t <= end_s + 0.5 for t in named)
 

@@ -331,7 +331,6 @@ class FilteredSource(AudioSource):
     def __init__(self, source: AudioSource, process: Callable[[np.ndarray], np.ndarray], added_latency_s: float = 0.0):
         super().__init__(source.block_size)
         self.source, self.process, self.added_latency_s = source, process, added_latency_s
-        self.raw: np.ndarray | None = None  # the last block as the source gave it, before `process`
 
     def open(self) -> None:
         self.source.open()
@@ -340,7 +339,7 @@ class FilteredSource(AudioSource):
         self.source.close()
 
     def read(self, timeout: float | None = None) -> np.ndarray | None:
-        block = self.raw = self.source.read(timeout)
+        block = self.source.read(timeout)
         return None if block is None else self.process(block)
 
     @property

@@ -4,6 +4,11 @@ A shelf speaker's microphone hears its own replies. Without this, voice barge-in
 its first word. WebRTC's AEC3 (the canceller in Chrome and in PipeWire/PulseAudio's echo-cancel
 module) through pywebrtc-audio: in-process, wheels for x86-64 and aarch64, about 1% of one core.
 
+The wake word hears another stream of the same microphone: the echo taken out by Speex's adaptive
+filter alone (`LinearCanceller`). AEC3's residual suppressor, which keeps the end-pointer from taking
+the reply's leftovers for speech, takes a name said over the reply out with the reply; a linear filter
+leaves the user in, and a reply that never says the name cannot wake it (docs/performance.md, "Echo").
+
 The output callback hands every block the device plays, silence included, to an `EchoReference`;
 the microphone side takes as many reference samples as each block it reads. Both run on the sound
 card's clocks, so the two streams stay in step; AEC3 finds and follows the delay between them (the
@@ -44,6 +49,9 @@ RESIDUAL_PERCENTILE = 95
 ECHO_TAIL_S = 0.5  # a room rings on after the reference falls quiet: the delay plus the reverberation
 SUPPRESS = 0.001  # -60 dB, not silence: the end-pointer's noise floor stays that of a room
 RESIDUAL_S = 3.0
+# The linear filter's length: the delay and the room's ringing it models. 128 ms heard names over a
+# reply 10 dB louder than the user as well as 256 and 512 ms in echo_bench's rooms, for the least CPU.
+LINEAR_TAIL_S = 0.128
 
 
 class EchoReference:
@@ -83,8 +91,27 @@ class EchoReference:
         return out if len(out) == n else np.concatenate([out, np.zeros(n - len(out), np.float32)])
 
 
+class LinearCanceller:
+    """Speex's multidelay adaptive filter (MDF, through pyaec) on 10 ms frames, without Speex's
+    preprocessor: the echo a linear model of the room predicts is subtracted, nothing else is touched."""
+
+    def __init__(self, tail_s: float = LINEAR_TAIL_S):
+        try:
+            from pyaec import Aec
+        except (ImportError, AttributeError, OSError) as exc:  # AttributeError: pyaec's library did not load
+            raise AudioError(
+                "echo cancellation needs pyaec: pip install 'edge-gemma[voice]', or --echo-cancel off"
+            ) from exc
+        self._aec = Aec(FRAME, int(tail_s * SAMPLE_RATE), SAMPLE_RATE, False)
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        out = self._aec.cancel_echo(_int16(near).tolist(), _int16(far).tolist())
+        return np.asarray(out, np.float32) / 32768
+
+
 class EchoCanceller:
-    """AEC3 over 16 kHz mono blocks of any length (a partial frame waits for the next block)."""
+    """AEC3 over 16 kHz mono blocks of any length (a partial frame waits for the next block); beside
+    it the linear filter alone, whose output of the last block is `linear` (what the wake word hears)."""
 
     def __init__(self, reference: EchoReference, *, delay_ms: int = 0):
         try:
@@ -95,6 +122,8 @@ class EchoCanceller:
             ) from exc
         self.reference = reference
         self._aec = Aec3(SAMPLE_RATE, 1, max(0, int(delay_ms)))
+        self._linear = LinearCanceller()
+        self.linear = np.empty(0, np.float32)
         self._near = np.empty(0, np.float32)
         self._far = np.empty(0, np.float32)
         self.heard_playing_s = 0.0  # playback AEC3 has learnt from
@@ -105,10 +134,11 @@ class EchoCanceller:
         self._near = np.concatenate([self._near, np.asarray(block, np.float32)])
         self._far = np.concatenate([self._far, self.reference.take(len(block))])
         whole = len(self._near) // FRAME * FRAME
-        out = np.empty(whole, np.float32)
+        out, linear = np.empty(whole, np.float32), np.empty(whole, np.float32)
         for at in range(0, whole, FRAME):
-            far = self._far[at : at + FRAME]
-            frame = self._aec.process(self._near[at : at + FRAME], far)
+            near, far = self._near[at : at + FRAME], self._far[at : at + FRAME]
+            linear[at : at + FRAME] = self._linear.process(near, far)
+            frame = self._aec.process(near, far)
             self._recent_far_db.append(_db(far))
             echo_from_db = max(self._recent_far_db)  # what may still ring in the room
             if echo_from_db > PLAYING_DB:
@@ -120,12 +150,17 @@ class EchoCanceller:
                 self.heard_playing_s += FRAME / SAMPLE_RATE
             out[at : at + FRAME] = frame
         self._near, self._far = self._near[whole:], self._far[whole:]
+        self.linear = linear
         return out
 
 
 def echo_cancelled(source: AudioSource, canceller: EchoCanceller) -> FilteredSource:
     """`source` with the loudspeaker's echo taken out of its blocks."""
     return FilteredSource(source, canceller.process, FRAME / SAMPLE_RATE)
+
+
+def _int16(pcm: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(pcm * 32768), -32768, 32767).astype(np.int16)
 
 
 def _db(frame: np.ndarray) -> float:

@@ -235,8 +235,9 @@ def _wake(data: dict, _: dict) -> list[str]:
         f"{data['negative_minutes']:.0f} minutes",
         "of speech without a name, alone and over music (television-like), through every detector. Reply",
         "playing: the assistant's own reply (espeak-ng) through a loudspeaker in a simulated room (echo_bench's),",
-        "as loud as the user at the microphone, which the wake word hears as it is (`--barge-in name`). Each",
-        "engine at its own threshold. CPU: seconds of processing per second of audio on one core.",
+        "as loud as the user at the microphone, the name said 4 s into it, heard as the voice loop's wake word",
+        "hears it with the echo canceller on (its linear filter, `--barge-in name`). Each engine at its own",
+        "threshold. CPU: seconds of processing per second of audio on one core.",
         "",
         "| wake word | " + " | ".join(conditions) + " | false accepts / hour | CPU share |",
         "|---|" + "---:|" * (len(conditions) + 2),
@@ -268,15 +269,15 @@ def _echo(data: dict, _: dict) -> list[str]:
         "",
         f"`scripts/echo_bench.py`: {n} replies (espeak-ng) through a simulated room (30 ms away, a 300 ms",
         'reverberant tail as loud as the direct sound, pink noise at -60 dBFS), the user (Piper) saying "Hey',
-        "Jarvis, stop, what time is it?\" at a random point. The microphone goes through `voice`'s canceller",
-        "(WebRTC AEC3 and the residual gate, `--echo-cancel`) with the reply as reference. ERLE: echo in over",
-        "echo out once AEC3 has learnt the room. Self-interruptions: the end-pointer (`--vad energy`, or",
-        "`--vad micro`, the default) or the wake word hears something before the user speaks: the reply",
-        "would stop itself. Caught: the end-pointer hears the user while they talk (`--barge-in voice`), or",
-        "the wake word does (`--barge-in name`). The voice loop's wake word hears the microphone itself,",
-        "before the canceller (the name columns of the rows without it): AEC3's double-talk suppression",
-        "takes a name said over the reply out with the reply (the rows with it), and a reply that never",
-        "says the name cannot wake it. The gate's settings were chosen on other rooms (another seed) than these.",
+        "Jarvis, stop, what time is it?\" at a random point; the microphone's gain keeps its loudest sample",
+        "under full scale. With the canceller (`--echo-cancel`, the reply as reference), the end-pointer hears",
+        "WebRTC AEC3 and the residual gate, the wake word Speex's linear filter alone (AEC3's suppressor",
+        "takes a name said over the reply out with the reply). ERLE: echo in over echo out once the",
+        "canceller has learnt the room, AEC3 and gate / linear filter. Self-interruptions: the end-pointer",
+        "(`--vad energy`, or `--vad micro`, the default) or the wake word hears something before the user",
+        "speaks: the reply would stop itself. Caught: the end-pointer hears the user while they talk",
+        "(`--barge-in voice`), or the wake word does (`--barge-in name`). The gate's settings were chosen",
+        "on other rooms (another seed) than these; CPU: both filters.",
         "",
         "| loudspeaker over the user | canceller | ERLE dB | self (energy) | caught (energy) | self (micro) "
         "| caught (micro) | self (name) | caught (name) | CPU share |",
@@ -285,7 +286,9 @@ def _echo(data: dict, _: dict) -> list[str]:
     for level, d in data["levels"].items():
         for name in ("with", "without"):
             r = d[name]
-            erle, cpu = (f"{d['erle_db']:.1f}", f"{d['cpu_share'] * 100:.1f}%") if name == "with" else ("-", "-")
+            with_ = name == "with"
+            erle = f"{d['erle_db']:.1f} / {d['erle_linear_db']:.1f}" if with_ else "-"
+            cpu = f"{d['cpu_share'] * 100:.1f}%" if with_ else "-"
             counts = " | ".join(
                 f"{r[k]}/{n}"
                 for k in ("self_energy", "caught_energy", "self_micro", "caught_micro", "self_name", "caught_name")

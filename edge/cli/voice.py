@@ -290,8 +290,9 @@ def voice(
         if reference is not None:  # the echo out first, then noise and gain (WebRTC's own order)
             from edge.audio.echo import EchoCanceller, echo_cancelled
 
-            source = echo_cancelled(source, EchoCanceller(reference))
-            wake_audio = lambda mic=source: mic.raw  # noqa: E731 - the wake word hears the microphone itself
+            canceller = EchoCanceller(reference)
+            source = echo_cancelled(source, canceller)
+            wake_audio = lambda: canceller.linear  # noqa: E731 - the wake word hears the linear filter's output
         if noise_suppression or auto_gain:
             from edge.audio.cleanup import NoiseCleaner, cleaned
 
