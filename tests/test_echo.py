@@ -126,18 +126,22 @@ def test_the_reference_is_silence_where_nothing_was_played_and_follows_the_devic
     assert abs(float(np.sum(kept**2)) - 0.5 * (MAX_LEAD_S * 16_000 + 1_600)) < 400
 
 
-@pytest.mark.parametrize("interrupt", [False, True])
+@pytest.mark.parametrize(("barge_in", "interrupt"), [("voice", False), ("voice", True), ("name", True)])
 def test_through_the_null_sink_a_reply_never_interrupts_itself_and_a_real_interruption_stops_it(
-    null_sink, tmp_path, interrupt, llama_cpp_available
+    null_sink, tmp_path, barge_in, interrupt, llama_cpp_available
 ):
     """The microphone is the null sink's monitor: it hears the reply exactly. With the echo taken
-    out, voice barge-in lets the reply play; a person talking into the room (another stream) stops it."""
+    out, voice barge-in lets the reply play; a person talking into the room (another stream) stops it.
+    By name: the wake word hears the linear canceller's stream, as `voice` wires it."""
     from test_voice import MMPROJ, MODEL
 
     from edge.audio.capture import MicrophoneSource
+    from edge.audio.piper import PiperBackend
     from edge.audio.playback import SoundDeviceSink
+    from edge.audio.resample import resample
     from edge.audio.tts import Speaker
     from edge.audio.tts_backends import EspeakBackend
+    from edge.audio.wake import WakeWord
     from edge.model.engine import GREEDY, LoadedModel
     from edge.settings import RunSettings
     from edge.voice.audio_conversation import AudioConversation
@@ -157,9 +161,17 @@ def test_through_the_null_sink_a_reply_never_interrupts_itself_and_a_real_interr
                 mic,
                 sink=sink,
                 speaker_factory=lambda s: Speaker(EspeakBackend(), s),
-                barge_in="voice",
+                barge_in=barge_in,
                 sampling=GREEDY.with_(max_tokens=4),
+                wake=WakeWord("hey_jarvis") if barge_in == "name" else None,
+                wake_audio=lambda: canceller.linear,
             )
+
+            def interruption() -> np.ndarray:  # the name in Piper's voice, as wake_words.py measures it
+                if barge_in == "name":
+                    return resample(*PiperBackend("joe").synthesize("Hey Jarvis, stop. What time is it now?"), SR)
+                return speech("Stop, please stop. What time is it now?")
+
             stop = threading.Event()
             started = time.monotonic()
             spoke = {}
@@ -173,7 +185,7 @@ def test_through_the_null_sink_a_reply_never_interrupts_itself_and_a_real_interr
                 if interrupt:
                     while canceller.heard_playing_s < LEARN_S + 1.5:  # AEC3 has learnt the room
                         time.sleep(0.05)
-                    words = np.concatenate([speech("Stop, please stop. What time is it now?"), silence(1.2)])
+                    words = np.concatenate([interruption(), silence(1.2)])
                     talker = threading.Thread(target=play_into_sink, args=(words, tmp_path, null_sink))
                     talker.start()
                 while loop.speaker.speaking and time.monotonic() - started < 40:
@@ -192,7 +204,7 @@ def test_through_the_null_sink_a_reply_never_interrupts_itself_and_a_real_interr
             player.join()
     length = len(EspeakBackend().synthesize(reply)[0]) / EspeakBackend().synthesize(reply)[1]
     if interrupt:
-        assert len(turns) == 1 and turns[0].barge_in_by == "voice", (spoke, canceller.heard_playing_s)
+        assert len(turns) == 1 and turns[0].barge_in_by == barge_in, (spoke, canceller.heard_playing_s)
         assert spoke["for"] < length - 3  # cut short
     else:
         assert turns == [] and spoke["for"] > 0.9 * length  # played out, never taken for the user
