@@ -40,6 +40,17 @@ def session_cpu_verdict(tmp_path_factory) -> Path | None:
 
 
 @pytest.fixture(autouse=True)
+def piper_speaks_alike_every_run():
+    """Piper draws noise inside its ONNX graph (onnxruntime's generator, seeded when a voice loads):
+    seeded here, a test's speech is the same on every run, so a pass or a failure can be repeated."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    onnxruntime.set_seed(2026)
+
+
+@pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path, monkeypatch, shared_models_dir, session_cpu_verdict):
     """Config, data, cache and HF_HOME live in a temp dir so tests never touch the real ones.
 
