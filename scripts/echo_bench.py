@@ -7,15 +7,17 @@
 Each reply (espeak-ng, several sentences) reaches the microphone through a room: 30 ms away, a
 300 ms reverberant tail as loud as the direct sound, a little pink noise. The user (Piper's joe
 voice) says "Hey Jarvis, stop, what time is it?" at a random point, the loudspeaker 10 dB (and
-0 dB) louder than the user at the microphone, whose gain keeps the loudest sample under full scale.
-The microphone goes through edge-gemma's canceller (echo.py: WebRTC AEC3 and the residual gate for the
-end-pointer, Speex's linear filter for the wake word) with the reply as its reference, then:
-- ERLE: echo power in over echo power out, on the reply alone after AEC3 has learnt the room;
+0 dB) louder than the user at the microphone, whose gain keeps the loudest sample under full scale;
+then 10 dB louder with the echo 200 ms later (a sound card's buffering, beyond the filter's 128 ms).
+Each reply goes through a new canceller (echo.py: Speex's linear filter, which the wake word hears,
+and the residual gate after it for the end-pointer) with the reply as its reference, then:
+- ERLE: echo power in over echo power out, on the reply alone after the filter has learnt the room
+  (at least 2.5 s in), the filter's output and the end-pointer's (gated);
 - self-interruptions: the voice loop's end-pointer (`--vad energy`, or `--vad micro`, the default) or
   the wake word heard before the user spoke: the reply would have stopped itself;
 - caught: the end-pointer hears the user while they talk (`--barge-in voice`), or the wake word
   does (`--barge-in name`);
-- CPU: the canceller's seconds per second of audio on one core (both filters).
+- CPU: the canceller's seconds per second of audio on one core (the filter, the delay, the gate).
 The same without the canceller shows what it changes.
 """
 
@@ -47,10 +49,15 @@ USER = "Hey Jarvis, stop, what time is it?"
 
 
 def room(pcm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.convolve(pcm, room_response(rng))[: len(pcm)]
+
+
+def room_response(rng: np.random.Generator, buffering_s: float = 0.0) -> np.ndarray:
+    """`buffering_s`: the sound card's, on top of the 30 ms to the microphone (the echo that much later)."""
     n = int(0.3 * SR)
     ir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.054  # tail energy = direct sound
     ir[int(0.03 * SR)] = 1.0
-    return np.convolve(pcm, ir)[: len(pcm)]
+    return np.concatenate([np.zeros(int(buffering_s * SR)), ir])
 
 
 def db(x: np.ndarray) -> float:
@@ -62,56 +69,80 @@ def pink(n: int, rng) -> np.ndarray:
     return np.fft.irfft(spectrum, n)
 
 
-def cancelled(mic: np.ndarray, reply: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """What the end-pointer hears, what the wake word hears, and the CPU seconds both took."""
-    reference, out, linear = EchoReference(), [], []
-    canceller = EchoCanceller(reference)
-    started = time.process_time()
+def cancelled(
+    mic: np.ndarray, reply: np.ndarray, canceller: EchoCanceller | None = None
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """What the end-pointer hears, what the wake word hears, the CPU seconds the canceller took, and
+    the sample from which its filter learnt (0, or where it started afresh at the echo's delay).
+    A new canceller unless one is given: the first reply of a session, the hardest."""
+    canceller = canceller or EchoCanceller(EchoReference())
+    reference, out, linear = canceller.reference, [], []
+    started, learning_from = time.process_time(), 0
     for at in range(0, len(mic), 1280):  # played and heard in step, as a sound card runs them
         reference.played(reply[at : at + 1280], SR)
+        heard = canceller.heard_playing_s
         out.append(canceller.process(mic[at : at + 1280]))
         linear.append(canceller.linear)
-    return np.concatenate(out), np.concatenate(linear), time.process_time() - started
+        if canceller.heard_playing_s < heard:
+            learning_from = at
+    return np.concatenate(out), np.concatenate(linear), time.process_time() - started, learning_from
 
 
 def measure(replies: int = 50, seed: int = 7) -> dict:
-    """`seed` 7 for the report; GATE_DB and SUPPRESS in echo.py were chosen on seed 2026's rooms."""
+    """`seed` 7 for the report; GATE_DB and HOLD_S in echo.py were chosen on seed 2026's rooms."""
     rng = np.random.default_rng(seed)
     espeak, piper = EspeakBackend(), PiperBackend("joe")
     spoken = [espeak.synthesize(text) for text in REPLIES]
     spoken = [(resample(pcm, rate, SR) if rate != SR else pcm).astype(np.float64) for pcm, rate in spoken]
     user = resample(*piper.synthesize(USER), SR).astype(np.float64)
     out: dict = {"replies": replies, "levels": {}}
-    for level_db in (10, 0):
+    for condition, level_db, buffering_s, later in CONDITIONS:
         rows = {"with": _tally(), "without": _tally()}
         cpu, audio_s = 0.0, 0.0
         for i in range(replies):
             reply = np.concatenate([spoken[i % len(spoken)], spoken[(i + 1) % len(spoken)]])
-            echo = room(reply, rng)
-            echo *= 10 ** ((db(user) + level_db - db(echo)) / 20)
+            response, canceller = room_response(rng, buffering_s), EchoCanceller(EchoReference())
+            echo = np.convolve(reply, response)[: len(reply)]
+            loudness = 10 ** ((db(user) + level_db - db(echo)) / 20)
+            echo *= loudness
             at = int(rng.uniform(3.0, len(reply) / SR - len(user) / SR - 1.0) * SR)
             mic = echo + pink(len(echo), rng) * 10 ** (-60 / 20) / np.sqrt(np.mean(pink(SR, rng) ** 2))
             mic[at : at + len(user)] += user
-            mic *= 0.9 / np.max(np.abs(mic))  # the microphone's gain: a real one stops at full scale
-            clean, linear, took = cancelled(mic.astype(np.float32), reply.astype(np.float32))
+            gain = 0.9 / np.max(np.abs(mic))  # the microphone's: a real one stops at full scale
+            mic *= gain
+            if later:  # the session's reply before this one, in the same room, without the user
+                before = spoken[(i + 2) % len(spoken)]
+                before = before[: len(before) // 1280 * 1280]  # whole blocks: nothing left over for the reply
+                heard_before = np.convolve(before, response)[: len(before)] * loudness * gain
+                cancelled(heard_before.astype(np.float32), before.astype(np.float32), canceller)
+            clean, linear, took, learning_from = cancelled(mic.astype(np.float32), reply.astype(np.float32), canceller)
             cpu, audio_s = cpu + took, audio_s + len(mic) / SR
-            learnt = slice(int(2.5 * SR), at)
+            # The reply alone once the filter has learnt: before the user, and after them and the room's tail.
+            learnt = np.r_[learning_from + int(2.5 * SR) : at, at + len(user) + int(0.5 * SR) : len(clean)]
             rows["with"]["erle"].append(db(mic[learnt]) - db(clean[learnt]))
             rows["with"]["erle_linear"].append(db(mic[learnt]) - db(linear[learnt]))
             _judge(rows["with"], clean, linear, at / SR, (at + len(user)) / SR)
             raw = mic.astype(np.float32)
             _judge(rows["without"], raw, raw, at / SR, (at + len(user)) / SR)
-        out["levels"][f"{level_db:+d} dB"] = {
+        out["levels"][condition] = {
             "erle_db": float(np.median(rows["with"]["erle"])),
             "erle_linear_db": float(np.median(rows["with"]["erle_linear"])),
             "cpu_share": cpu / audio_s,
             **{name: {k: v for k, v in r.items() if not k.startswith("erle")} for name, r in rows.items()},
         }
-        print(level_db, json.dumps(out["levels"][f"{level_db:+d} dB"]), flush=True)
+        print(condition, json.dumps(out["levels"][condition]), flush=True)
     return out
 
 
 DETECTORS = ("energy", "micro")
+# (name, the loudspeaker over the user at the microphone in dB, the sound card's buffering in seconds,
+# whether a reply was played before in the same room: the canceller has found the delay and learnt)
+CONDITIONS = [
+    ("+10 dB", 10, 0.0, False),
+    ("0 dB", 0, 0.0, False),
+    ("+10 dB, 200 ms buffering", 10, 0.2, False),
+    ("+10 dB, 200 ms buffering, a later reply", 10, 0.2, True),
+]
 
 
 def _tally() -> dict:

@@ -73,6 +73,7 @@ SECTIONS = (
     "echo",
     "boards",
 )
+WITHOUT_MODEL = {"wake", "echo"}  # sections that measure audio alone: no full-size file needed
 PI5_PREFILL_TPS = 30.0  # E2B on a Pi 5: 28-32 tok/s published (FACTS.md)
 # The small boards whose plans must hold; their model file and settings come from the profile.
 CGROUP_PROFILES = ("pi5-4gb", "pi5-8gb", "orin-nano-8gb")
@@ -798,14 +799,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.render:
+        sections = [s.strip() for s in args.sections.split(",") if s.strip()]
         missing = [p.name for p in (text_file("e2b", "Q4_0"), mmproj_file("e2b", "Q8_0")) if not p.exists()]
-        if missing:
+        if missing and not set(sections) <= WITHOUT_MODEL:
             sys.exit(f"missing {', '.join(missing)}: run scripts/make_fullsize_gemma4.py --model e2b (and e4b) first")
         if "bench" in args.sections and not LLAMA_BENCH.exists():
             sys.exit(
                 f"llama-bench not found at {LLAMA_BENCH}: build it from the llama-cpp-python sdist, or set LLAMA_BENCH"
             )
-        for section in [s.strip() for s in args.sections.split(",") if s.strip()]:
+        for section in sections:
             if section not in SECTIONS:
                 sys.exit(f"unknown section {section}; choose from {', '.join(SECTIONS)}")
             if section == "bench":
@@ -828,6 +830,7 @@ def _save(section: str, data: dict) -> dict:
     """Record a section's data (with when and where it was measured) in the results file."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[section] = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu(), "data": data}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)  # a section without a model may come first
     RESULTS.write_text(json.dumps(results, indent=1))
     return results[section]
 

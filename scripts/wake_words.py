@@ -137,7 +137,7 @@ def during_reply(clip: np.ndarray, speech_rms: float, snr_db: float, reply: np.n
     mic = echo
     mic[lead:] += clip
     mic *= 0.9 / np.max(np.abs(mic))  # the microphone's gain: a real one stops at full scale
-    _, heard, _ = echo_bench.cancelled(mic.astype(np.float32), played.astype(np.float32))
+    _, heard, _, _ = echo_bench.cancelled(mic.astype(np.float32), played.astype(np.float32))
     return heard[lead:]
 
 

@@ -232,8 +232,8 @@ def test_by_name_a_reply_stops_for_the_wake_word_and_not_for_other_speech(conver
     turns, sink = run(unnamed)
     assert turns == []  # heard during our own reply: not a turn, and the reply went on
 
-    # With the echo canceller on, the wake word hears another stream than the end-pointer (AEC3 takes
-    # a name said over the reply out with the reply): here the canceller leaves nothing, and the name
+    # With the echo canceller on, the wake word hears another stream than the end-pointer (the filter's
+    # output before the end-pointer's gate): here the canceller leaves nothing, and the name
     # heard on the other stream still stops the reply.
     turns, sink = run(named, cancelled_out=True)
     assert sink.played_seconds < sum(len(x) for x in sink.played) / 16000

@@ -270,24 +270,25 @@ def _echo(data: dict, _: dict) -> list[str]:
         f"`scripts/echo_bench.py`: {n} replies (espeak-ng) through a simulated room (30 ms away, a 300 ms",
         'reverberant tail as loud as the direct sound, pink noise at -60 dBFS), the user (Piper) saying "Hey',
         "Jarvis, stop, what time is it?\" at a random point; the microphone's gain keeps its loudest sample",
-        "under full scale. With the canceller (`--echo-cancel`, the reply as reference), the end-pointer hears",
-        "WebRTC AEC3 and the residual gate, the wake word Speex's linear filter alone (AEC3's suppressor",
-        "takes a name said over the reply out with the reply). ERLE: echo in over echo out once the",
-        "canceller has learnt the room, AEC3 and gate / linear filter. Self-interruptions: the end-pointer",
+        "under full scale; in the last rows the echo comes 200 ms later (a sound card's buffering, past the",
+        "filter's 128 ms reach: the canceller finds the delay). Each reply goes through a new canceller",
+        "(`--echo-cancel`, the reply as reference), as a session's first reply does: the wake word hears",
+        "Speex's linear filter, the end-pointer the filter and the residual gate after it. ERLE: echo in over echo",
+        "out once the filter has learnt the room, the filter / after the gate. Self-interruptions: the end-pointer",
         "(`--vad energy`, or `--vad micro`, the default) or the wake word hears something before the user",
         "speaks: the reply would stop itself. Caught: the end-pointer hears the user while they talk",
         "(`--barge-in voice`), or the wake word does (`--barge-in name`). The gate's settings were chosen",
-        "on other rooms (another seed) than these; CPU: both filters.",
+        "on other rooms (another seed) than these; CPU: the filter, the delay estimate and the gate.",
         "",
-        "| loudspeaker over the user | canceller | ERLE dB | self (energy) | caught (energy) | self (micro) "
-        "| caught (micro) | self (name) | caught (name) | CPU share |",
+        "| loudspeaker over the user (echo delay) | canceller | ERLE dB | self (energy) | caught (energy) "
+        "| self (micro) | caught (micro) | self (name) | caught (name) | CPU share |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level, d in data["levels"].items():
         for name in ("with", "without"):
             r = d[name]
             with_ = name == "with"
-            erle = f"{d['erle_db']:.1f} / {d['erle_linear_db']:.1f}" if with_ else "-"
+            erle = f"{d['erle_linear_db']:.1f} / {d['erle_db']:.1f}" if with_ else "-"
             cpu = f"{d['cpu_share'] * 100:.1f}%" if with_ else "-"
             counts = " | ".join(
                 f"{r[k]}/{n}"

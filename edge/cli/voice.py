@@ -162,7 +162,7 @@ def transcribe(file, load, language, max_seconds):
 @click.option(
     "--echo-cancel",
     type=click.Choice(["auto", "on", "off"]),
-    help="Take what the speaker plays out of what the microphone hears (WebRTC AEC3). auto: on when "
+    help="Take what the speaker plays out of what the microphone hears (Speex's adaptive filter). auto: on when "
     "replies are played while a live microphone listens. Default: the device profile's (echo_cancel), else auto.",
 )
 @click.option(
@@ -408,16 +408,16 @@ def native_stderr_silenced():
 def _echo_reference(mode: str, *, live: bool, speaking: bool):
     """The far end the echo canceller needs, or None when it is off. auto: on when replies are
     played while a live microphone listens (headphones or a loudspeaker: with headphones there is no
-    echo to find, and AEC3 costs about 1% of a core); on: the same, or a one-line error."""
+    echo to find, and the filter costs about 2% of a core); on: the same, or a one-line error."""
     if mode == "off" or not (live and speaking):
         if mode == "on":
             raise UsageError("--echo-cancel on needs a live microphone and spoken replies (not --file or --tts none)")
         return None
     try:
-        import pywebrtc_audio  # noqa: F401
-    except ImportError:
+        import pyaec  # noqa: F401
+    except (ImportError, AttributeError, OSError):  # AttributeError: pyaec's library did not load
         if mode == "on":
-            raise AudioError("echo cancellation needs pywebrtc-audio: pip install 'edge-gemma[voice]'") from None
+            raise AudioError("echo cancellation needs pyaec: pip install 'edge-gemma[voice]'") from None
         return None
     from edge.audio.echo import EchoReference
 

@@ -87,8 +87,8 @@ class VoiceLoop:
         `listen_while_speaking`: the model encodes and prefills the speech as it arrives, so at the
         end of speech only the last second is left to evaluate (engine/listening.py).
         `wake_audio`: what the wake word hears of the block just read (None: the block). With the echo
-        canceller on, its linear filter's output (echo.py): AEC3's suppressor takes a name said over a
-        reply out with the reply (docs/performance.md, "Echo").
+        canceller on, its filter's output before the end-pointer's gate (echo.py): a name said over a
+        reply stays in whole (docs/performance.md, "Echo").
         """
         self.conversation, self.source = conversation, source
         self.endpointer = endpointer or Endpointer()
