@@ -134,7 +134,7 @@ def test_a_sound_cards_buffering_beyond_the_filters_reach_is_found_and_taken_out
         canceller.process(mic[at : at + 1280])
         linear.append(canceller.linear)
     linear = np.concatenate(linear)
-    assert abs(canceller.delay.delay - (buffering + int(0.03 * SR))) <= SR // 1000  # the room's 30 ms too
+    assert abs(canceller.echo_delay.delay - (buffering + int(0.03 * SR))) <= SR // 1000  # the room's 30 ms too
     settled = slice(SR * 5, len(linear))  # found 1.5 s in, then learnt afresh
     assert rms_db(mic[settled]) - rms_db(linear[settled]) > 12  # 17.6 dB when written
 

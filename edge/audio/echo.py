@@ -204,7 +204,7 @@ class EchoCanceller:
     def __init__(self, reference: EchoReference):
         self.reference = reference
         self._linear = LinearCanceller()
-        self.delay = EchoDelay()
+        self.echo_delay = EchoDelay()
         self.linear = np.empty(0, np.float32)
         self._near = np.empty(0, np.float32)
         self._far = np.empty(0, np.float32)
@@ -221,17 +221,17 @@ class EchoCanceller:
         out, linear = np.empty(whole, np.float32), np.empty(whole, np.float32)
         for at in range(0, whole, FRAME):
             near, far = self._near[at : at + FRAME], self._far[at : at + FRAME]
-            delayed = self.delay.delayed(far)
+            delayed = self.echo_delay.delayed(far)
             self._recent_far_db.append(_db(delayed))
             echo_from_db = max(self._recent_far_db)  # what may still ring in the room
             playing = echo_from_db > PLAYING_DB
             frame = self._linear.process(near, delayed)
-            if self.delay.add(near, far, playing):
-                # The old filter modelled the old delay. A new one started mid-reply hears echoes of what
-                # it never heard played and learns slowly (5-8 dB in echo_bench's rooms, against 20 from
-                # the start): it first learns from the last second again, at the new delay.
+            if self.echo_delay.add(near, far, playing):
+                # The old filter modelled the old delay. A new one started mid-reply learnt slowly (5-8 dB
+                # over the rest of an echo_bench reply, 20 when started with the reply); after it first
+                # learns from the last second again, at the new delay, it reached 20 dB within 3 s.
                 self._linear = LinearCanceller()
-                self._linear.learn(*self.delay.recent())
+                self._linear.learn(*self.echo_delay.recent())
                 self.heard_playing_s = 0.0
             linear[at : at + FRAME] = frame
             if playing:
@@ -248,6 +248,8 @@ class EchoCanceller:
                 if residual and self._hold == 0:
                     frame = frame * SUPPRESS  # the reply's residual (or the filter still learning the room)
                 self._hold = max(0, self._hold - 1)
+            else:
+                self._hold = self._above = 0  # a hold from one reply never opens the next
             out[at : at + FRAME] = frame
         self._near, self._far = self._near[whole:], self._far[whole:]
         self.linear = linear
