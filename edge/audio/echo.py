@@ -11,7 +11,7 @@ over the reply stays in at full strength. Two streams come out of one filter:
   an end-pointer in a quiet room), and the HOLD_S after it, so a trained VAD hears words.
 WebRTC's AEC3 (pywebrtc-audio) did this before: its residual suppressor took a voice talking over a
 reply 10 dB louder out with the reply (in echo_bench's rooms the end-pointer caught 24 of 50 such
-interruptions with the energy VAD and none with the trained one; the filter and gate catch 48 and 36).
+interruptions with the energy VAD and none with the trained one; the filter and gate caught 48 and 38).
 
 The output callback hands every block the device plays, silence included, to an `EchoReference`;
 the microphone side takes as many reference samples as each block it reads. Both run on the sound
