@@ -70,6 +70,8 @@ def test_a_file_saved_for_other_settings_or_another_build_is_never_trusted(tmp_p
 
 
 def test_a_failed_write_skips_the_save_with_a_note_and_leaves_no_file(tmp_path):
+    folder = tmp_path / "prefixes"  # tmp_path itself may hold the test's home (conftest)
+    folder.mkdir()
     # The process may write at most 4 KiB per file (RLIMIT_FSIZE): the 10 KiB state cannot be saved,
     # as on a full disk. The store says so and leaves nothing half-written behind.
     script = f"""
@@ -80,28 +82,30 @@ from edge.model.engine.prefixes import PrefixStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 notes = []
-store = PrefixStore(IDENTITY, __import__("pathlib").Path({str(tmp_path)!r}), on_note=notes.append)
+store = PrefixStore(IDENTITY, __import__("pathlib").Path({str(folder)!r}), on_note=notes.append)
 store._save(SNAPSHOT)
 print(notes[0] if notes else "no note")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "was not saved" in done.stdout
-    assert list(tmp_path.iterdir()) == []
+    assert list(folder.iterdir()) == []
 
 
 def test_two_processes_saving_into_one_folder_leave_one_good_file(tmp_path):
+    folder = tmp_path / "prefixes"  # tmp_path itself may hold the test's home (conftest)
+    folder.mkdir()
     script = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_prefixes import IDENTITY, SNAPSHOT
 from edge.model.engine.prefixes import PrefixStore
 for _ in range(20):
-    PrefixStore(IDENTITY, __import__("pathlib").Path({str(tmp_path)!r}))._save(SNAPSHOT)
+    PrefixStore(IDENTITY, __import__("pathlib").Path({str(folder)!r}))._save(SNAPSHOT)
 """
     procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
-    files = list(tmp_path.iterdir())
+    files = list(folder.iterdir())
     assert len(files) == 1 and read_snapshot(files[0], IDENTITY)[0] == SNAPSHOT
 
 

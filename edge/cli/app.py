@@ -124,7 +124,7 @@ def detect(device_name, as_json, root):
 
 
 def _workers_on_the_lan():
-    """The workers zeroconf finds in a short browse ([] without zeroconf); None without the RPC backend."""
+    """The workers zeroconf finds in a browse ([] without zeroconf); None without the RPC backend."""
     from edge.errors import UsageError
     from edge.model.rpc import supports_rpc
     from edge.workers.discovery import find
@@ -132,7 +132,7 @@ def _workers_on_the_lan():
     if not supports_rpc():
         return None
     try:
-        return find(seconds=1.0)
+        return find()
     except UsageError:  # zeroconf not installed: no LAN discovery, still a build with RPC
         return []
     except OSError:  # no multicast here (a container without a LAN)

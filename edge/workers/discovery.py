@@ -17,7 +17,9 @@ from edge.model.rpc import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
 # RFC 6335 caps a service name at 15 bytes, so not "_edge-gemma-worker" (17).
 SERVICE_TYPE = "_edge-gemma-rpc._tcp.local."
-BROWSE_SECONDS = 2.0
+# A browse hears the answers that arrive within this long: on one 2-core VM (a worker on the same
+# host) none came within 1 s and they did within 2 s, so 3 s leaves room for a busy board.
+BROWSE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
