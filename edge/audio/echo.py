@@ -67,7 +67,7 @@ RESIDUAL_S = 3.0
 # echo_bench's rooms, for the least CPU.
 LINEAR_TAIL_S = 0.128
 DELAY_WINDOW_S = 1.0  # the echo's delay is found in this much of both streams (EchoDelay)
-DELAY_EVERY_S = 0.5  # so two agreeing estimates take 1.5 s of playback (2 s windows, every second: 3 s)
+DELAY_EVERY_S = 0.5  # so two agreeing estimates take 1.5 s of playback
 DELAY_AGREE = 32  # samples (2 ms): two estimates this close agree; a smaller change is not made
 DELAY_MARGIN_S = 0.032  # the filter also models this much before the peak: early reflections, a misjudged peak
 DELAY_CONFIDENCE = 8.0  # the correlation's peak over its spread (30-60 for a reply's echo): below, no estimate
@@ -121,10 +121,10 @@ class EchoDelay:
         self.delay = 0  # samples: the echo's lag behind the reference, as last agreed
         self._candidate: int | None = None
         self._near: deque[np.ndarray] = deque(maxlen=int(DELAY_WINDOW_S * 100))
-        self._far: deque[np.ndarray] = deque(maxlen=int(DELAY_WINDOW_S * 100))
         self._playing = 0  # frames since the last estimate in which something played
         self._frames = 0
-        self._history = np.zeros(int(MAX_LEAD_S * SAMPLE_RATE) + FRAME, np.float32)  # the reference, newest last
+        # The reference, newest last: the window the delay is found in, and the frames `delayed` reaches back to.
+        self._far = np.zeros(max(int(DELAY_WINDOW_S * SAMPLE_RATE), int(MAX_LEAD_S * SAMPLE_RATE) + FRAME), np.float32)
 
     @property
     def shift(self) -> int:
@@ -132,34 +132,37 @@ class EchoDelay:
 
     def delayed(self, far: np.ndarray) -> np.ndarray:
         """`far` (one frame) into the history; out: the frame `shift` samples earlier."""
-        self._history = np.concatenate([self._history[len(far) :], far])
-        end = len(self._history) - self.shift
-        return self._history[end - len(far) : end]
+        self._far = np.concatenate([self._far[len(far) :], far])
+        end = len(self._far) - self.shift
+        return self._far[end - len(far) : end]
 
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """The last DELAY_WINDOW_S of the microphone and of the reference as the filter hears it now."""
-        near, far = np.concatenate(self._near), np.concatenate(self._far)
+        near, far = np.concatenate(self._near), self._window()
         return near[self.shift :], far[: len(far) - self.shift]
 
-    def add(self, near: np.ndarray, far: np.ndarray, playing: bool) -> bool:
-        """One frame of both streams; True when the reference's shift changed (the filter must relearn)."""
+    def add(self, near: np.ndarray, playing: bool) -> bool:
+        """The microphone's frame heard with the reference frame last `delayed`; True when the
+        reference's shift changed (the filter must relearn)."""
         self._near.append(near)
-        self._far.append(far)
         self._playing += playing
         self._frames += 1
         if self._frames < DELAY_EVERY_S * 100:
             return False
-        enough = self._playing >= self._frames // 2 and len(self._far) == self._far.maxlen
+        enough = self._playing >= self._frames // 2 and len(self._near) == self._near.maxlen
         self._frames = self._playing = 0
         if not enough:
             return False
-        lag = _gcc_phat_lag(np.concatenate(self._near), np.concatenate(self._far), int(MAX_LEAD_S * SAMPLE_RATE))
+        lag = _gcc_phat_lag(np.concatenate(self._near), self._window(), int(MAX_LEAD_S * SAMPLE_RATE))
         agreed = lag is not None and self._candidate is not None and abs(lag - self._candidate) <= DELAY_AGREE
         self._candidate = lag
         if not agreed or abs(lag - self.delay) <= DELAY_AGREE:
             return False
         shift, self.delay = self.shift, lag
         return self.shift != shift
+
+    def _window(self) -> np.ndarray:
+        return self._far[-int(DELAY_WINDOW_S * SAMPLE_RATE) :]
 
 
 def _gcc_phat_lag(near: np.ndarray, far: np.ndarray, max_lag: int) -> int | None:
@@ -226,7 +229,7 @@ class EchoCanceller:
             echo_from_db = max(self._recent_far_db)  # what may still ring in the room
             playing = echo_from_db > PLAYING_DB
             frame = self._linear.process(near, delayed)
-            if self.echo_delay.add(near, far, playing):
+            if self.echo_delay.add(near, playing):
                 # The old filter modelled the old delay. A new one started mid-reply learnt slowly (5-8 dB
                 # over the rest of an echo_bench reply, 20 when started with the reply); after it first
                 # learns from the last second again, at the new delay, it reached 20 dB within 3 s.
