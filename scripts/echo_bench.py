@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from edge.audio.echo import EchoCanceller, EchoReference
+from edge.audio.echo import HOLD_S, EchoCanceller, EchoReference
 from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
 from edge.audio.tts_backends import EspeakBackend
@@ -119,8 +119,10 @@ def measure(replies: int = 50, seed: int = 7) -> dict:
                 cancelled(heard_before.astype(np.float32), before.astype(np.float32), canceller)
             clean, linear, took, learning_from = cancelled(mic.astype(np.float32), reply.astype(np.float32), canceller)
             cpu, audio_s = cpu + took, audio_s + len(mic) / SR
-            # The reply alone once the filter has learnt: before the user, and after them and the room's tail.
-            learnt = np.r_[learning_from + int(2.5 * SR) : at, at + len(user) + int(0.5 * SR) : len(clean)]
+            # The reply alone once the filter has learnt: before the user, and after them, the room's tail
+            # and what the gate holds open after a talker.
+            after = at + len(user) + int((0.5 + HOLD_S) * SR)
+            learnt = np.r_[learning_from + int(2.5 * SR) : at, after : len(clean)]
             rows["with"]["erle"].append(db(mic[learnt]) - db(clean[learnt]))
             rows["with"]["erle_linear"].append(db(mic[learnt]) - db(linear[learnt]))
             _judge(rows["with"], clean, linear, at / SR, (at + len(user)) / SR)

@@ -13,8 +13,8 @@ music (chords with a beat); then the assistant's own reply playing through a lou
 (echo_bench's), as loud as the user, heard as the voice loop's wake word hears it (the echo canceller's
 linear filter, edge/audio/echo.py). Names: okay_nabu, hey_jarvis, alexa and hey_mycroft on both engines.
 Negatives: 150 sentences without a name in every voice, alone and over music (television-like), about
-an hour. A detection is the model's own probability crossing its
-own threshold (microWakeWord's cutoff from its config, openWakeWord's 0.5).
+an hour. A detection is the model's probability crossing the threshold a
+voice loop uses (edge/audio/wake.py THRESHOLDS, chosen by scripts/wake_thresholds.py on other speech).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import echo_bench
 import numpy as np
+import onnxruntime
 
 from edge.audio.piper import PiperBackend
 from edge.audio.resample import resample
@@ -149,12 +150,14 @@ def heard(wake: WakeWord, clip: np.ndarray) -> bool:
 
 def measure(quick: bool = False) -> dict:
     rng = np.random.default_rng(2026)
+    onnxruntime.set_seed(2026)  # Piper draws noise in its graph: the same speech on every run
     speakers = voices(quick)
     requests = REQUESTS[:6] if quick else REQUESTS
     conditions = [(None, None), ("fan", 10.0), ("music", 10.0), ("reply", 0.0)] if quick else CONDITIONS
     sentences = [" ".join(p) for p in itertools.product(SUBJECTS, VERBS, ENDINGS)][: 20 if quick else 150]
     detectors = {spec: WakeWord(spec) for spec in SPECS}
     out: dict = {"voices": [label for label, _ in speakers], "requests_per_condition": 0, "recall": {}}
+    out["thresholds"] = {spec: [wake.threshold, wake.model_threshold] for spec, wake in detectors.items()}
 
     negatives = [speak(s) for s in sentences for _, speak in speakers]
     babble = negatives[: 4 * len(speakers)]

@@ -236,17 +236,23 @@ def _wake(data: dict, _: dict) -> list[str]:
         "of speech without a name, alone and over music (television-like), through every detector. Reply",
         "playing: the assistant's own reply (espeak-ng) through a loudspeaker in a simulated room (echo_bench's),",
         "as loud as the user at the microphone, the name said 4 s into it, heard as the voice loop's wake word",
-        "hears it with the echo canceller on (its linear filter, `--barge-in name`). Each engine at its own",
-        "threshold. CPU: seconds of processing per second of audio on one core.",
+        "hears it with the echo canceller on (its linear filter, `--barge-in name`). Threshold: the one a",
+        "voice loop uses (edge/audio/wake.py THRESHOLDS: chosen by scripts/wake_thresholds.py on requests and",
+        "speech other than these), the model's own in brackets. CPU: seconds of processing per second of audio",
+        "on one core.",
         "",
-        "| wake word | " + " | ".join(conditions) + " | false accepts / hour | CPU share |",
-        "|---|" + "---:|" * (len(conditions) + 2),
+        "| wake word | threshold | " + " | ".join(conditions) + " | false accepts / hour | CPU share |",
+        "|---|---:|" + "---:|" * (len(conditions) + 2),
     ]
+    thresholds = data.get("thresholds", {})
     for spec in specs:
         recall = " | ".join(f"{data['recall'][spec][c] * 100:.0f}%" for c in conditions)
         fa = data["false_accepts"][spec]
+        used, own = thresholds.get(spec, (None, None))
+        threshold = "-" if used is None else f"{used:.2f}" + ("" if used == own else f" ({own:.2f})")
         lines.append(
-            f"| {spec} | {recall} | {fa['per_hour']:.1f} ({fa['count']}) | {data['cpu_share'][spec] * 100:.1f}% |"
+            f"| {spec} | {threshold} | {recall} | {fa['per_hour']:.1f} ({fa['count']}) "
+            f"| {data['cpu_share'][spec] * 100:.1f}% |"
         )
     picks = []
     for name in sorted({spec.split(":", 1)[1] for spec in specs}):
