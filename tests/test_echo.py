@@ -267,7 +267,7 @@ def test_through_the_null_sink_a_reply_never_interrupts_itself_and_a_real_interr
     if interrupt:
         assert len(turns) == 1 and turns[0].barge_in_by == barge_in, (spoke, canceller.heard_playing_s)
         # Cut short (the name or the voice was heard while it played, above). Not by how much: on a busy
-        # machine the stop came seconds later (9.7 of 12.5 s spoken, beside two other jobs on two cores).
+        # machine the stop came seconds later (9.7 of 12.5 s spoken, with another job on the two cores).
         assert spoke["for"] < length - 1, (spoke, length)
     else:
         assert turns == [] and spoke["for"] > 0.9 * length  # played out, never taken for the user

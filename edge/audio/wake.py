@@ -29,7 +29,7 @@ OPEN_THRESHOLD = 0.5  # openWakeWord's own default probability
 # microWakeWord's thresholds, chosen by scripts/wake_thresholds.py on a tuning set of its own (requests
 # and an hour of speech without a name, other than wake_words.py's): the lowest that leaves every clip
 # without the name 0.1 below it, never above the model's cutoff (its config's) nor under 0.5. Its makers'
-# cutoffs missed many of our synthetic voices' names and no name-free clip came near them.
+# cutoffs missed many of our synthetic voices' names, and no name-free clip came within 0.3 of them.
 # hey_mycroft keeps its 0.95: a sentence without the name reached 0.97. openWakeWord keeps its 0.5.
 # What they buy and cost: docs/performance.md, "Wake words".
 THRESHOLDS = {"micro:okay_nabu": 0.619, "micro:hey_jarvis": 0.5, "micro:alexa": 0.5}
