@@ -255,7 +255,7 @@ def test_both_engines_hear_their_names(say, spec):
 
 
 def test_engine_choice_is_checked():
-    assert WakeWord("okay_nabu").engine == "micro" and WakeWord("hey_jarvis").engine == "open"
+    assert WakeWord("okay_nabu").engine == "open" and WakeWord("hey_jarvis").engine == "open"
     assert WakeWord("alexa").engine == "micro" and WakeWord("hey_mycroft").engine == "micro"
     assert WakeWord("hey_rhasspy").engine == "open"
     with pytest.raises(AudioError, match="hey_rhasspy is openWakeWord's only"):
