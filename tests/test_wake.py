@@ -305,6 +305,7 @@ def test_thresholds_are_tuned_on_speech_the_report_does_not_hear(monkeypatch):
     assert set(wake_thresholds.REQUESTS).isdisjoint(wake_words.REQUESTS)
     sentences = [set(itertools.product(m.SUBJECTS, m.VERBS, m.ENDINGS)) for m in (wake_thresholds, wake_words)]
     assert sentences[0].isdisjoint(sentences[1])
+    assert set(wake_thresholds.OPENERS).isdisjoint(wake_words.OPENERS)  # "Okay," there, "Okay then," here
     assert wake_thresholds.choose([0.519, 0.3], own=0.85) == pytest.approx(0.619)  # 0.1 over the loudest
     assert wake_thresholds.choose([0.966], own=0.95) == 0.95  # never above the makers'
     assert wake_thresholds.choose([0.026], own=0.97) == wake_thresholds.FLOOR
