@@ -49,6 +49,18 @@ def test_hey_jarvis_is_heard_and_nothing_else_is(say):
     assert detections(WakeWord("hey_jarvis"), plain) == []
 
 
+def test_one_detection_per_name_and_a_new_stream_starts_afresh(say):
+    """After a detection the detector rests (REFRACTORY_S), so a name said twice in a breath is one
+    wake; reset() is a new stream: a detection at the end of the last one silences nothing."""
+    wake = WakeWord("hey_jarvis")
+    name = np.concatenate([silence(0.3), say("Hey Jarvis."), silence(0.1)])
+    assert len(detections(wake, np.concatenate([name, name]))) == 1
+    wake.reset()
+    for _ in range(3):  # as scripts/wake_words.py hears clip after clip
+        assert len(detections(wake, name)) == 1
+        wake.reset()
+
+
 def test_a_name_in_the_middle_of_a_sentence_is_heard(say):
     mid = np.concatenate([say("I was thinking, hey Jarvis, set a timer."), silence(0.5)])
     assert len(detections(WakeWord("hey_jarvis"), mid)) == 1

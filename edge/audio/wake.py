@@ -99,13 +99,15 @@ class WakeWord:
             heard = heard or probability > self.threshold
         resting, self._resting_s = self._resting_s > 0, max(0.0, self._resting_s - len(block) / SAMPLE_RATE)
         if heard and not resting:
-            self.reset()  # one detection per utterance of the name
+            self._detector.reset()  # one detection per utterance of the name
             self._resting_s = REFRACTORY_S
             return True
         return False
 
     def reset(self) -> None:
+        """Start afresh, as on a new stream: a detection just before does not silence the next one."""
         self._detector.reset()
+        self._resting_s = 0.0
 
     def close(self) -> None:
         self._detector.close()
