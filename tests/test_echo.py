@@ -27,11 +27,11 @@ def room(pcm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.convolve(pcm, ir)[: len(pcm)].astype(np.float32)
 
 
-def through_canceller(mic: np.ndarray, reply: np.ndarray) -> tuple[EchoCanceller, np.ndarray, np.ndarray]:
-    """`mic` through a new canceller with `reply` as played, in step as a sound card runs them:
-    (the canceller, what the end-pointer hears, what the wake word hears)."""
+def through_canceller(mic: np.ndarray, reply: np.ndarray, **options) -> tuple[EchoCanceller, np.ndarray, np.ndarray]:
+    """`mic` through a new canceller (EchoCanceller's `options`) with `reply` as played, in step as a
+    sound card runs them: (the canceller, what the end-pointer hears, what the wake word hears)."""
     reference, out, linear = EchoReference(), [], []
-    canceller = EchoCanceller(reference)
+    canceller = EchoCanceller(reference, **options)
     for at in range(0, len(mic), 1280):
         reference.played(reply[at : at + 1280], SR)
         out.append(canceller.process(mic[at : at + 1280]))
@@ -164,6 +164,41 @@ def test_a_sound_cards_buffering_beyond_the_filters_reach_is_found_and_taken_out
         ]
     )
     assert rms_db(mic[settled]) - rms_db(alone[settled]) < 6
+
+
+def test_the_delay_found_is_remembered_and_the_next_session_starts_from_it(tmp_path, monkeypatch):
+    """A session keeps the delay it agreed on for its devices (echo_memory.py); the next one on them
+    takes the echo out of its first reply from the start, with no search and no relearning, where a
+    session that must find the delay leaves the echo in for its first seconds."""
+    from edge.audio.echo_memory import DELAY_FILE, device_key, remember_delay, remembered_delay
+
+    monkeypatch.setenv("EDGE_GEMMA_HOME", str(tmp_path))
+    rng = np.random.default_rng(9)
+    reply = speech("This is the assistant giving a long answer about the weather and the week ahead. " * 2)
+    buffering = int(0.2 * SR)
+    echo = np.concatenate([np.zeros(buffering, np.float32), room(reply, rng)])[: len(reply)]
+    mic = (0.5 * echo / np.max(np.abs(echo))).astype(np.float32)
+    devices = device_key("USB speakerphone", None)
+    assert remembered_delay(devices) == 0  # nothing kept yet
+
+    first, _, searched = through_canceller(mic, reply, on_delay=lambda d: remember_delay(devices, d))
+    assert remembered_delay(devices) == first.echo_delay.delay > buffering
+    assert remembered_delay(device_key(None, None)) == 0  # other devices: their own delay
+
+    changes = []
+    later, _, started_right = through_canceller(mic, reply, delay=remembered_delay(devices), on_delay=changes.append)
+    assert changes == [] and later.echo_delay.delay == first.echo_delay.delay  # confirmed, not searched again
+    # The searched session's filter started afresh once the delay was found (1.5 s in): the end-pointer
+    # heard nothing of the reply's first 4 s (LEARN_S after that); the remembered one, of its first 2.5 s.
+    assert later.heard_playing_s - first.heard_playing_s > 1.0, (later.heard_playing_s, first.heard_playing_s)
+    early = slice(SR, 3 * SR)
+    erle = [rms_db(mic[early]) - rms_db(out[early]) for out in (searched, started_right)]
+    assert erle[1] > erle[0] + 3, erle  # 5.2 and 9.9 dB when written
+
+    (tmp_path / "cache" / DELAY_FILE).write_text("{not json")  # a damaged cache: no delay, no error
+    assert remembered_delay(devices) == 0
+    remember_delay(devices, 4000)
+    assert remembered_delay(devices) == 4000
 
 
 def test_the_reference_is_silence_where_nothing_was_played_and_follows_the_devices_rate():

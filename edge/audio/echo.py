@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -122,8 +123,9 @@ class EchoDelay:
     a new delay is taken when two estimates in a row agree. `delayed(far)` is the reference that
     many samples late, with DELAY_MARGIN_S left so the filter also sees a little before the peak."""
 
-    def __init__(self) -> None:
-        self.delay = 0  # samples: the echo's lag behind the reference, as last agreed
+    def __init__(self, delay: int = 0) -> None:
+        # samples: the echo's lag behind the reference, as last agreed (or as a session before agreed)
+        self.delay = min(max(0, delay), int(MAX_LEAD_S * SAMPLE_RATE))
         self._candidate: int | None = None
         self._near: deque[np.ndarray] = deque(maxlen=int(DELAY_WINDOW_S * 100))
         self._playing = 0  # frames since the last estimate in which something played
@@ -207,12 +209,14 @@ class EchoCanceller:
     """The echo taken out of 16 kHz mono blocks of any length (a partial frame waits for the next
     block). `process` returns what the end-pointer hears: the linear filter's output, gated while
     something plays; `linear` is the filter's output of the last block, ungated (what the wake word
-    hears)."""
+    hears). `delay`: where the echo was last found on these devices (echo_memory.py), if known;
+    `on_delay` is told each delay found, from the thread that calls `process`."""
 
-    def __init__(self, reference: EchoReference):
+    def __init__(self, reference: EchoReference, delay: int = 0, on_delay: Callable[[int], None] | None = None):
         self.reference = reference
         self._linear = LinearCanceller()
-        self.echo_delay = EchoDelay()
+        self.echo_delay = EchoDelay(delay)
+        self._on_delay = on_delay
         self.linear = np.empty(0, np.float32)
         self._near = np.empty(0, np.float32)
         self._far = np.empty(0, np.float32)
@@ -241,6 +245,8 @@ class EchoCanceller:
                 self._linear = LinearCanceller()
                 self._linear.learn(*self.echo_delay.recent())
                 self.heard_playing_s = 0.0
+                if self._on_delay is not None:
+                    self._on_delay(self.echo_delay.delay)
             linear[at : at + FRAME] = frame
             if playing:
                 self.heard_playing_s += FRAME / SAMPLE_RATE

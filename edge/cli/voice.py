@@ -289,8 +289,10 @@ def voice(
         source = ReconnectingMicrophone(MicrophoneSource(input_device), wait_s=device_wait or 0, on_event=say)
         if reference is not None:  # the echo out first, then noise and gain (WebRTC's own order)
             from edge.audio.echo import EchoCanceller, echo_cancelled
+            from edge.audio.echo_memory import device_key, remember_delay, remembered_delay
 
-            canceller = EchoCanceller(reference)
+            devices = device_key(input_device, output_device)  # the last session's delay: no search at the start
+            canceller = EchoCanceller(reference, remembered_delay(devices), lambda d: remember_delay(devices, d))
             source = echo_cancelled(source, canceller)
             wake_audio = lambda: canceller.linear  # noqa: E731 - the wake word hears the linear filter's output
         if noise_suppression or auto_gain:
