@@ -174,7 +174,8 @@ def measure(quick: bool = False) -> dict:
 
     negatives = [speak(s) for s in sentences for _, speak in speakers]
     babble = negatives[: 4 * len(speakers)]
-    # Drawn apart from `rng`, so the requests' noise is what it was before openers were added.
+    # Drawn apart from `rng`, so the requests' noise is what it was before openers were added. Their speech
+    # is not: Piper's seeded noise is drawn in speaking order, and these are spoken first.
     openers, per_opener = (OPENERS[:2], 5) if quick else (OPENERS, OPENED_PER_OPENER)
     talk = opened(sentences, openers, per_opener, np.random.default_rng(1))
     negatives += [speak(s) for s in talk for _, speak in speakers]
